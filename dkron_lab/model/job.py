@@ -1,0 +1,123 @@
+"""Job definitions and their replicated counters (Dkron's Job, field by field)."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dkron_lab.errors import InvalidJob
+from dkron_lab.model import schedule
+
+__all__ = [
+    "CONCURRENCY_POLICIES",
+    "JOB_STATUSES",
+    "MAX_NAME_LENGTH",
+    "Job",
+    "JobStats",
+    "check_name",
+    "parse_job_schedule",
+    "validate_job",
+]
+
+CONCURRENCY_POLICIES = ("allow", "forbid")
+JOB_STATUSES = ("success", "failed", "partially_failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """What a user defines. Read-only fields (counters, status, next) live elsewhere:
+    ``JobStats`` in the replicated state and ``next`` from the schedule.
+
+    Mappings are treated as immutable: change a job with ``dataclasses.replace``.
+    """
+
+    name: str
+    displayname: str = ""
+    timezone: str = ""
+    schedule: str = ""
+    owner: str = ""
+    owner_email: str = ""
+    disabled: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+    parent_job: str = ""
+    processors: dict[str, dict[str, str]] = field(default_factory=dict)
+    concurrency: str = "allow"
+    executor: str = ""
+    executor_config: dict[str, str] = field(default_factory=dict)
+    ephemeral: bool = False
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStats:
+    """The read-only counters Dkron keeps per job (reference §1.1, §1.14)."""
+
+    success_count: int = 0
+    error_count: int = 0
+    last_success: datetime | None = None
+    last_error: datetime | None = None
+    status: str = ""
+
+
+MAX_NAME_LENGTH = 256
+
+
+def check_name(name: str) -> None:
+    """Dkron's name rule, widened: letters of either case, digits, ``_``, ``-`` and ``.``."""
+    if not name:
+        raise InvalidJob("name is required: give the job a name such as 'nightly-report'")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidJob(f"name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
+    for char in name:
+        if not _is_name_char(char):
+            raise InvalidJob(
+                f"name contains illegal character {char!r}: use letters, digits, '_', '-' or '.'"
+            )
+    if set(name) == {"."}:
+        raise InvalidJob(f"name {name!r} is reserved: use at least one letter or digit")
+
+
+def _is_name_char(char: str) -> bool:
+    return char in "_-." or "0" <= char <= "9" or unicodedata.category(char) in ("Ll", "Lu")
+
+
+def validate_job(job: Job) -> None:
+    """Every rule that needs only the job itself (parents and plugins are checked by the caller).
+
+    Raises ``InvalidJob`` or ``InvalidSchedule`` with what is wrong and how to fix it.
+    """
+    check_name(job.name)
+    if job.parent_job == job.name:
+        raise InvalidJob("the job can not have itself as parent: clear parent_job or name another job")
+    if job.concurrency not in CONCURRENCY_POLICIES:
+        raise InvalidJob(
+            f"invalid concurrency {job.concurrency!r}: use 'allow' (the default) or 'forbid'"
+        )
+    if job.retries < 0:
+        raise InvalidJob(f"retries must be 0 or more, not {job.retries}")
+    schedule.zone(job.timezone)
+    if job.schedule or not job.parent_job:
+        if not job.schedule:
+            raise InvalidJob(
+                "schedule is required unless parent_job is set: e.g. '@every 1m', '0 30 2 * * *' "
+                "or '@manually'"
+            )
+        parse_job_schedule(job)
+    if job.starts_at and job.expires_at and job.expires_at <= job.starts_at:
+        raise InvalidJob(
+            f"expires_at ({job.expires_at.isoformat()}) is not after starts_at "
+            f"({job.starts_at.isoformat()}): the job could never run"
+        )
+    if not job.executor:
+        raise InvalidJob("executor is required: e.g. 'shell' with executor_config.command")
+
+
+def parse_job_schedule(job: Job) -> schedule.Schedule:
+    """The job's schedule, in its timezone, anchored at ``starts_at`` for ``@every``."""
+    return schedule.parse(
+        job.schedule, timezone=job.timezone, job_name=job.name, anchor=job.starts_at
+    )

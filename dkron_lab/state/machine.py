@@ -1,0 +1,423 @@
+"""The replicated state machine: jobs, their counters, fire claims and runs in flight.
+
+``JobState.apply`` is deterministic: it reads nothing but the command and the state, so every
+replica that applies the same log holds the same state. Commands are versioned plain dicts
+(``{"type": "set_job", "v": 1, ...}``); results are plain dicts, ``{"error": {...}}`` on refusal.
+Execution history is not kept here (it would grow for ever): finished executions are handed to
+listeners (the DuckDB writer) as ``ExecutionFinished`` events.
+
+Listeners are called on the applying thread, under ``lock``: they must be quick and must not
+call back into the state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from dkron_lab import codec
+from dkron_lab.errors import DkronError, InvalidJob, JobHasDependents, JobNotFound
+from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import Job, JobStats
+
+__all__ = [
+    "COMMAND_VERSION",
+    "ExecutionFinished",
+    "ExecutionsCleared",
+    "GroupFinished",
+    "JobChanged",
+    "JobState",
+    "StateRestored",
+    "command",
+]
+
+log = logging.getLogger(__name__)
+
+COMMAND_VERSION = 1
+
+
+def command(kind: str, **fields: Any) -> dict[str, Any]:
+    """A versioned command ready to replicate."""
+    return {"type": kind, "v": COMMAND_VERSION, **fields}
+
+
+@dataclass(frozen=True, slots=True)
+class JobChanged:
+    """A job was created, updated (``job`` set) or deleted (``job`` is None)."""
+
+    name: str
+    job: Job | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFinished:
+    execution: Execution
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionsCleared:
+    job_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFinished:
+    """Every target of one trigger has reported; ``status`` is the group's Dkron status."""
+
+    job_name: str
+    group: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateRestored:
+    """The whole state was replaced from a snapshot."""
+
+
+Event = JobChanged | ExecutionFinished | ExecutionsCleared | GroupFinished | StateRestored
+Handler = Callable[["JobState", dict[str, Any]], dict[str, Any]]
+
+
+class JobState:
+    """All replicated state of the cluster. Read it under ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._listeners: list[Callable[[Event], None]] = []
+        self._snapshot_hooks: list[Callable[[], None]] = []
+        self._clear()
+
+    def _clear(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.stats: dict[str, JobStats] = {}
+        self.children: dict[str, set[str]] = {}
+        self.names: list[str] = []
+        self.last_fired: dict[str, datetime] = {}
+        self.groups: dict[int, dict[str, Any]] = {}
+        self.running: dict[str, set[int]] = {}
+        self.paused = False
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def before_snapshot(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs before every snapshot (e.g. to flush history that the log will drop)."""
+        self._snapshot_hooks.append(hook)
+
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("state listener failed on %s", type(event).__name__)
+
+    # -- the state machine -----------------------------------------------------------------
+
+    def apply(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Apply one command; never raises."""
+        with self.lock:
+            handler = _HANDLERS.get(cmd.get("type", ""))
+            if handler is None or cmd.get("v") != COMMAND_VERSION:
+                return _error(InvalidJob(f"unknown command {cmd.get('type')!r} v{cmd.get('v')}"))
+            try:
+                return handler(self, cmd)
+            except DkronError as exc:
+                return _error(exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        for hook in self._snapshot_hooks:
+            hook()
+        with self.lock:
+            return {
+                "v": COMMAND_VERSION,
+                "jobs": [codec.job_to_record(job) for job in self.jobs.values()],
+                "stats": {name: _stats_to_dict(s) for name, s in self.stats.items()},
+                "last_fired": {n: codec.format_time(t) for n, t in self.last_fired.items()},
+                "groups": {str(g): _copy_group(group) for g, group in self.groups.items()},
+                "paused": self.paused,
+            }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self._clear()
+            for record in data.get("jobs", []):
+                job, _ = codec.job_from_json(record)
+                self._put_job(job)
+            for name, stats in data.get("stats", {}).items():
+                self.stats[name] = codec.job_from_json({"name": name, **stats})[1]
+            for name, when in data.get("last_fired", {}).items():
+                self.last_fired[name] = codec.parse_time(when, "last_fired")  # type: ignore[assignment]
+            for key, group in data.get("groups", {}).items():
+                self._open_group(int(key), group)
+            self.paused = bool(data.get("paused", False))
+            self._emit(StateRestored())
+
+    # -- reads (callers hold ``lock``) ---------------------------------------------------------
+
+    def job(self, name: str) -> Job:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            raise JobNotFound(f"job {name!r} not found") from None
+
+    def dependents(self, name: str) -> tuple[str, ...]:
+        return tuple(sorted(self.children.get(name, ())))
+
+    def iter_jobs(self) -> Iterator[Job]:
+        """Jobs in name order."""
+        return (self.jobs[name] for name in self.names)
+
+    def in_flight(self, name: str) -> list[dict[str, Any]]:
+        return [self.groups[g] for g in sorted(self.running.get(name, ()))]
+
+    # -- helpers used by the handlers ----------------------------------------------------------
+
+    def _put_job(self, job: Job) -> Job | None:
+        previous = self.jobs.get(job.name)
+        if previous is None:
+            bisect.insort(self.names, job.name)
+        elif previous.parent_job and previous.parent_job != job.parent_job:
+            self.children.get(previous.parent_job, set()).discard(job.name)
+        if job.parent_job:
+            self.children.setdefault(job.parent_job, set()).add(job.name)
+        self.jobs[job.name] = job
+        self.stats.setdefault(job.name, JobStats())
+        return previous
+
+    def _drop_job(self, name: str) -> None:
+        job = self.jobs.pop(name)
+        del self.names[bisect.bisect_left(self.names, name)]
+        if job.parent_job:
+            self.children.get(job.parent_job, set()).discard(name)
+        self.stats.pop(name, None)
+        self.last_fired.pop(name, None)
+        for group in self.running.pop(name, ()):
+            self.groups.pop(group, None)
+
+    def _open_group(self, group: int, record: dict[str, Any]) -> None:
+        self.groups[group] = record
+        self.running.setdefault(record["job"], set()).add(group)
+
+    def _close_group(self, group: int) -> dict[str, Any]:
+        record = self.groups.pop(group)
+        running = self.running.get(record["job"], set())
+        running.discard(group)
+        if not running:
+            self.running.pop(record["job"], None)
+        return record
+
+
+def _error(exc: DkronError) -> dict[str, Any]:
+    return {"error": {"type": type(exc).__name__, "message": exc.message}}
+
+
+def _copy_group(group: dict[str, Any]) -> dict[str, Any]:
+    return {**group, "targets": list(group["targets"]), "results": dict(group["results"])}
+
+
+def _stats_to_dict(stats: JobStats) -> dict[str, Any]:
+    return {
+        "success_count": stats.success_count,
+        "error_count": stats.error_count,
+        "last_success": codec.format_time(stats.last_success),
+        "last_error": codec.format_time(stats.last_error),
+        "status": stats.status,
+    }
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+def merge_stats(stored: JobStats, sent: JobStats) -> JobStats:
+    """Dkron's merge on save: keep the larger counters, the later times, the stored status."""
+    return JobStats(
+        success_count=max(stored.success_count, sent.success_count),
+        error_count=max(stored.error_count, sent.error_count),
+        last_success=_later(stored.last_success, sent.last_success),
+        last_error=_later(stored.last_error, sent.last_error),
+        status=stored.status or sent.status,
+    )
+
+
+# -- command handlers ---------------------------------------------------------------------------
+
+
+def _check_parent(state: JobState, job: Job) -> None:
+    if not job.parent_job:
+        return
+    if job.parent_job not in state.jobs:
+        raise JobNotFound(
+            f"specified parent job {job.parent_job!r} not found: create it first, "
+            "or clear parent_job"
+        )
+    seen, parent = {job.name}, job.parent_job
+    while parent:
+        if parent in seen:
+            raise InvalidJob(
+                f"parent_job {job.parent_job!r} would make a cycle: {job.name!r} is already "
+                f"an ancestor of {job.parent_job!r}"
+            )
+        seen.add(parent)
+        parent = state.jobs[parent].parent_job if parent in state.jobs else ""
+
+
+def _set_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    job, sent = codec.job_from_json(cmd["job"])
+    _check_parent(state, job)
+    previous = state._put_job(job)
+    state.stats[job.name] = merge_stats(state.stats[job.name], sent)
+    state._emit(JobChanged(job.name, job))
+    return {"created": previous is None}
+
+
+def _delete_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    name = cmd["name"]
+    job = state.job(name)
+    if state.children.get(name):
+        raise JobHasDependents(
+            f"job {name!r} has dependent jobs ({', '.join(state.dependents(name))}): "
+            "delete them first, or clear their parent_job"
+        )
+    stats = state.stats[name]
+    state._drop_job(name)
+    state._emit(JobChanged(name, None))
+    state._emit(ExecutionsCleared(name))
+    return {"job": codec.job_to_record(job), "stats": _stats_to_dict(stats)}
+
+
+def _toggle_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    job = state.job(cmd["name"])
+    toggled = replace(job, disabled=not job.disabled)
+    state._put_job(toggled)
+    state._emit(JobChanged(job.name, toggled))
+    return {"disabled": toggled.disabled}
+
+
+def _fire(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Claim fires: the first claim of (job, scheduled instant) wins; later ones lose.
+
+    A ``forbid`` job with a run in flight loses too, so no two of its runs overlap.
+    """
+    won = []
+    for fire in cmd["fires"]:
+        won.append(_claim(state, fire))
+    return {"won": won}
+
+
+def _claim(state: JobState, fire: dict[str, Any]) -> bool:
+    job = state.jobs.get(fire["job"])
+    if job is None:
+        return False
+    scheduled = codec.parse_time(fire.get("scheduled_at"), "scheduled_at")
+    if scheduled is not None:
+        last = state.last_fired.get(job.name)
+        if last is not None and scheduled <= last:
+            return False
+    if job.concurrency == "forbid" and state.running.get(job.name):
+        return False
+    if scheduled is not None:
+        state.last_fired[job.name] = scheduled
+    state._open_group(
+        int(fire["group"]),
+        {
+            "job": job.name,
+            "targets": list(fire["targets"]),
+            "results": {},
+            "scheduled_at": fire.get("scheduled_at"),
+        },
+    )
+    return True
+
+
+def _done(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    applied = 0
+    for record in cmd["executions"]:
+        execution = codec.execution_from_json(record)
+        if _finish(state, execution):
+            applied += 1
+    return {"applied": applied}
+
+
+def _finish(state: JobState, execution: Execution) -> bool:
+    """Count a finished execution once; repeated reports change nothing."""
+    group = state.groups.get(execution.group)
+    if group is None or group["job"] != execution.job_name:
+        return False
+    if execution.node_name in group["results"]:
+        return False
+    group["results"][execution.node_name] = execution.success
+    _count(state, execution)
+    state._emit(ExecutionFinished(execution))
+    if len(group["results"]) >= len(group["targets"]):
+        _complete_group(state, execution.group)
+    return True
+
+
+def _count(state: JobState, execution: Execution) -> None:
+    stats = state.stats[execution.job_name]
+    if execution.success:
+        stats = replace(
+            stats,
+            success_count=stats.success_count + 1,
+            last_success=_later(stats.last_success, execution.finished_at),
+        )
+    else:
+        stats = replace(
+            stats,
+            error_count=stats.error_count + 1,
+            last_error=_later(stats.last_error, execution.finished_at),
+        )
+    state.stats[execution.job_name] = stats
+
+
+def group_status(results: Mapping[str, bool]) -> str:
+    """Dkron's status of one execution group."""
+    successes = sum(results.values())
+    if successes == len(results):
+        return "success"
+    return "failed" if successes == 0 else "partially_failed"
+
+
+def _complete_group(state: JobState, group_id: int) -> None:
+    group = state._close_group(group_id)
+    name = group["job"]
+    status = group_status(group["results"])
+    state.stats[name] = replace(state.stats[name], status=status)
+    state._emit(GroupFinished(name, group_id, status))
+    job = state.jobs[name]
+    if job.ephemeral and status == "success" and not state.children.get(name):
+        state._drop_job(name)
+        state._emit(JobChanged(name, None))
+
+
+def _delete_executions(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    name = cmd["name"]
+    state.job(name)
+    state.stats[name] = JobStats()
+    state._emit(ExecutionsCleared(name))
+    return {}
+
+
+def _pause(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    state.paused = bool(cmd["paused"])
+    return {"paused": state.paused}
+
+
+_HANDLERS: dict[str, Handler] = {
+    "set_job": _set_job,
+    "delete_job": _delete_job,
+    "toggle_job": _toggle_job,
+    "fire": _fire,
+    "done": _done,
+    "delete_executions": _delete_executions,
+    "pause": _pause,
+}
