@@ -1,0 +1,195 @@
+"""When jobs fire: a heap of next fire instants, and the leader's loop over it.
+
+``ScheduleIndex`` is kept on every server (so ``next`` is right wherever it is read); only the
+leader runs ``Scheduler.run``, which claims each due fire through Raft slightly ahead of its
+instant and starts it on the instant. Waking costs O(log n): nothing scans all jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dkron_lab.clock import Clock
+from dkron_lab.errors import DkronError
+from dkron_lab.model import schedule
+from dkron_lab.model.job import Job, parse_job_schedule
+
+__all__ = ["Fire", "ScheduleIndex", "Scheduler", "next_run"]
+
+log = logging.getLogger(__name__)
+
+# Claims go through Raft this long before their instant, so the commit costs no lateness.
+CLAIM_AHEAD = timedelta(milliseconds=50)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fire:
+    """One due run of a job: the identity of a launch is (job, scheduled_at)."""
+
+    job: str
+    scheduled_at: datetime
+    group: int = 0
+    targets: tuple[str, ...] = ()
+
+
+def next_run(job: Job, sched: schedule.Schedule, after: datetime) -> datetime | None:
+    """The job's next fire strictly after ``after``, honouring starts_at and expires_at."""
+    if job.disabled or job.parent_job or sched.is_manual:
+        return None
+    if job.starts_at is not None and after < job.starts_at:
+        after = job.starts_at - timedelta(microseconds=1)
+    instant = schedule.next_fire(sched, after)
+    if instant is None or (job.expires_at is not None and instant > job.expires_at):
+        return None
+    return instant
+
+
+class ScheduleIndex:
+    """Next fire instant per job, with a heap ordered by instant. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._next: dict[str, datetime] = {}
+        self._jobs: dict[str, tuple[Job, schedule.Schedule]] = {}
+        self._seq = itertools.count()
+        self.changed: Callable[[], None] = lambda: None
+
+    def update(self, name: str, job: Job | None, now: datetime) -> None:
+        """A job was saved (or deleted, ``job=None``): recompute its next fire after ``now``."""
+        entry = None
+        if job is not None:
+            try:
+                entry = (job, parse_job_schedule(job))
+            except DkronError:
+                log.warning("job %r has an unparsable schedule %r; not scheduled", name, job.schedule)
+        with self._lock:
+            if entry is None:
+                self._jobs.pop(name, None)
+                self._next.pop(name, None)
+                return
+            self._jobs[name] = entry
+            self._push(name, next_run(entry[0], entry[1], now))
+        self.changed()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._heap.clear()
+            self._next.clear()
+            self._jobs.clear()
+
+    def _push(self, name: str, instant: datetime | None) -> None:
+        if instant is None:
+            self._next.pop(name, None)
+            return
+        self._next[name] = instant
+        heapq.heappush(self._heap, (instant, next(self._seq), name))
+
+    def next_of(self, name: str) -> datetime | None:
+        return self._next.get(name)
+
+    def earliest(self) -> datetime | None:
+        with self._lock:
+            self._drop_stale()
+            return self._heap[0][0] if self._heap else None
+
+    def _drop_stale(self) -> None:
+        heap = self._heap
+        while heap and self._next.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def pop_due(self, until: datetime) -> list[Fire]:
+        """Every fire due at or before ``until``, earliest first. Cheap: the following instants
+        are computed later, by ``advance``, off the path between claim and start."""
+        due: list[Fire] = []
+        with self._lock:
+            self._drop_stale()
+            while self._heap and self._heap[0][0] <= until:
+                instant, _, name = heapq.heappop(self._heap)
+                due.append(Fire(job=name, scheduled_at=instant))
+                self._drop_stale()
+        return due
+
+    def advance(self, fires: list[Fire]) -> None:
+        """Move each fired job on to its following instant (unless it was saved meanwhile)."""
+        with self._lock:
+            for fire in fires:
+                if self._next.get(fire.job) != fire.scheduled_at or fire.job not in self._jobs:
+                    continue
+                job, sched = self._jobs[fire.job]
+                self._push(fire.job, next_run(job, sched, fire.scheduled_at))
+
+
+Claim = Callable[[list[Fire]], Awaitable[list[Fire]]]
+Start = Callable[[list[Fire]], None]
+
+
+class Scheduler:
+    """The leader's loop: sleep until the earliest fire, claim it through Raft, start it."""
+
+    def __init__(self, index: ScheduleIndex, clock: Clock, *, claim: Claim, start: Start) -> None:
+        self._index = index
+        self._clock = clock
+        self._claim = claim
+        self._start = start
+        self._wake = asyncio.Event()
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def poke(self) -> None:
+        """Something changed in the index: look again (thread-safe via the node's loop)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Fire until cancelled (when this node stops being leader)."""
+        try:
+            while True:
+                await self._sleep_until_due()
+                await self.tick(self._clock.now())
+        finally:
+            for task in self._pending:
+                task.cancel()
+
+    async def _sleep_until_due(self) -> None:
+        self._wake.clear()
+        earliest = self._index.earliest()
+        timeout = 60.0
+        if earliest is not None:
+            timeout = (earliest - CLAIM_AHEAD - self._clock.now()).total_seconds()
+        if timeout > 0:
+            sleeper = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + timedelta(seconds=timeout)))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+
+    async def tick(self, now: datetime) -> None:
+        """Claim what falls due within ``CLAIM_AHEAD`` of ``now``; start each on its instant."""
+        due = self._index.pop_due(now + CLAIM_AHEAD)
+        if not due:
+            return
+        try:
+            won = await self._claim(due)
+        except DkronError as exc:
+            # Unknown outcome: never start what might not be ours (skip rather than double).
+            log.warning("could not claim %d fire(s): %s", len(due), exc)
+            won = []
+        for instant, fires in itertools.groupby(won, key=lambda fire: fire.scheduled_at):
+            task = asyncio.ensure_future(self._start_at(instant, list(fires)))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        claimed = {(fire.job, fire.scheduled_at) for fire in won}
+        self._index.advance([f for f in due if (f.job, f.scheduled_at) not in claimed])
+
+    async def _start_at(self, instant: datetime, fires: list[Fire]) -> None:
+        await self._clock.sleep_until(instant)
+        self._start(fires)
+        self._index.advance(fires)
