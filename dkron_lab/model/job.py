@@ -92,7 +92,9 @@ def validate_job(job: Job) -> None:
     """
     check_name(job.name)
     if job.parent_job == job.name:
-        raise InvalidJob("the job can not have itself as parent: clear parent_job or name another job")
+        raise InvalidJob(
+            "the job can not have itself as parent: clear parent_job or name another job"
+        )
     if job.concurrency not in CONCURRENCY_POLICIES:
         raise InvalidJob(
             f"invalid concurrency {job.concurrency!r}: use 'allow' (the default) or 'forbid'"

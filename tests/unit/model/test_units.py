@@ -34,8 +34,14 @@ def test_format_duration():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1048576", 1048576), ("512MB", 512 * 1024**2), ("1.5GB", int(1.5 * 1024**3)),
-     ("10KB", 10240), ("512m", 512 * 1024**2), ("2TB", 2 * 1024**4)],
+    [
+        ("1048576", 1048576),
+        ("512MB", 512 * 1024**2),
+        ("1.5GB", int(1.5 * 1024**3)),
+        ("10KB", 10240),
+        ("512m", 512 * 1024**2),
+        ("2TB", 2 * 1024**4),
+    ],
 )
 def test_sizes(text, expected):
     assert parse_size(text) == expected
