@@ -80,7 +80,10 @@ def parse_time(value: Any, field: str) -> datetime | None:
         parsed = parsed.replace(tzinfo=UTC)
     if parsed.year <= 1:
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJob(f"{field}: {value!r} is out of range: use a year before 9999") from None
 
 
 def _kind(value: Any) -> str:
@@ -138,7 +141,7 @@ def _string_map(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidJob(f"{field} must be an object of strings, e.g. {{\"key\": \"value\"}}")
+        raise InvalidJob(f'{field} must be an object of strings, e.g. {{"key": "value"}}')
     return {str(k): _scalar_string(v, f"{field}.{k}") for k, v in value.items()}
 
 

@@ -69,7 +69,9 @@ class ScheduleIndex:
             try:
                 entry = (job, parse_job_schedule(job))
             except DkronError:
-                log.warning("job %r has an unparsable schedule %r; not scheduled", name, job.schedule)
+                log.warning(
+                    "job %r has an unparsable schedule %r; not scheduled", name, job.schedule
+                )
         with self._lock:
             if entry is None:
                 self._jobs.pop(name, None)
@@ -163,7 +165,9 @@ class Scheduler:
         if earliest is not None:
             timeout = (earliest - CLAIM_AHEAD - self._clock.now()).total_seconds()
         if timeout > 0:
-            sleeper = asyncio.ensure_future(self._clock.sleep_until(self._clock.now() + timedelta(seconds=timeout)))
+            sleeper = asyncio.ensure_future(
+                self._clock.sleep_until(self._clock.now() + timedelta(seconds=timeout))
+            )
             waker = asyncio.ensure_future(self._wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)

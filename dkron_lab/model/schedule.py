@@ -318,7 +318,10 @@ def _parse_at(argument: str, tz: TZInfo) -> datetime:
         raise InvalidSchedule(f"{argument!r} is not a valid time ({exc}); {_AT_USAGE}") from None
     # A local time in a DST gap reads with the offset before the jump (02:30 -> 03:30 EDT);
     # a repeated one as its first occurrence.
-    return wall.replace(tzinfo=offset).astimezone(UTC)
+    try:
+        return wall.replace(tzinfo=offset).astimezone(UTC)
+    except OverflowError:
+        raise InvalidSchedule(f"{argument!r} is out of range; {_AT_USAGE}") from None
 
 
 def _at_offset(match: re.Match[str], tz: TZInfo) -> TZInfo:
@@ -432,6 +435,13 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
     ``SEARCH_YEARS`` (e.g. 30 February).
     """
     now = _aware_utc(after, "after")
+    try:
+        return _next_after(schedule, now)
+    except OverflowError:  # the next instant would be past year 9999: there is none
+        return None
+
+
+def _next_after(schedule: Schedule, now: datetime) -> datetime | None:
     if schedule.kind == "every":
         assert schedule.interval is not None and schedule.anchor is not None
         steps = (now - schedule.anchor) // schedule.interval + 1

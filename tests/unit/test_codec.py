@@ -132,8 +132,14 @@ def test_execution_round_trip_and_running_shape():
     assert out["finished_at"] == codec.ZERO_TIME and out["success"] is False
     assert codec.execution_from_json(out) == running
     done = Execution(
-        id="1-n1", job_name="a", node_name="n1", group=7, started_at=started,
-        finished_at=started + timedelta(seconds=1), success=True, output="hi",
+        id="1-n1",
+        job_name="a",
+        node_name="n1",
+        group=7,
+        started_at=started,
+        finished_at=started + timedelta(seconds=1),
+        success=True,
+        output="hi",
     )
     assert codec.execution_from_json(codec.execution_to_json(done)) == done
 

@@ -76,8 +76,12 @@ async def test_the_loop_claims_ahead_and_starts_on_the_instant():
         claimed.append((clock.now(), [f.job for f in fires]))
         return [f for f in fires if f.job == "a"]  # b's claim is lost
 
-    scheduler = Scheduler(index, clock, claim=claim, start=lambda fires: started.append(
-        (clock.now(), [f.job for f in fires])))
+    scheduler = Scheduler(
+        index,
+        clock,
+        claim=claim,
+        start=lambda fires: started.append((clock.now(), [f.job for f in fires])),
+    )
     task = asyncio.ensure_future(scheduler.run())
     await _settle()
     clock.advance(timedelta(minutes=1) - CLAIM_AHEAD)

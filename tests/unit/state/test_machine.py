@@ -28,15 +28,27 @@ def state_with(*records):
 
 
 def fire(name, group, targets=("n1",), at=T0):
-    return {"job": name, "scheduled_at": codec.format_time(at), "group": group,
-            "targets": list(targets)}
+    return {
+        "job": name,
+        "scheduled_at": codec.format_time(at),
+        "group": group,
+        "targets": list(targets),
+    }
 
 
 def done(name, group, node="n1", success=True, at=T0):
-    return codec.execution_to_json(Execution(
-        id=f"{group}-{node}", job_name=name, node_name=node, group=group, started_at=at,
-        finished_at=at + timedelta(seconds=1), success=success, output="out",
-    ))
+    return codec.execution_to_json(
+        Execution(
+            id=f"{group}-{node}",
+            job_name=name,
+            node_name=node,
+            group=group,
+            started_at=at,
+            finished_at=at + timedelta(seconds=1),
+            success=success,
+            output="out",
+        )
+    )
 
 
 def test_set_job_creates_then_updates_and_emits():

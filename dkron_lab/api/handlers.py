@@ -1,0 +1,673 @@
+"""The REST API's handlers: thin translators from HTTP to the ``Node`` facade and back.
+
+Each resource is a mixin over ``ApiMixin`` that needs only tornado's ``RequestHandler`` surface
+and finds the node in ``self.settings["dkron_node"]``. ``mount(resource, base)`` composes it with
+a concrete handler base: ``dkron_lab.api.app.HeadlessHandler`` (token auth, CORS) on a plain
+tornado server, or jupyter_server's ``APIHandler`` inside Jupyter. Errors are raised as
+``dkron_lab.errors`` classes and answered by the one ``ApiMixin.write_error``.
+
+Query parsing lives in pure functions (``job_query``, ``execution_query``) so it is checked once,
+at the edge, and the node only ever sees parsed values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from functools import cache
+from importlib import resources
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
+
+import tornado.web
+import yaml
+from tornado import httputil
+
+from dkron_lab import codec
+from dkron_lab.api.errors import error_body, http_error_body, status_for
+from dkron_lab.errors import (
+    BadRequest,
+    DkronError,
+    JobNotFound,
+    NotFoundError,
+    PayloadTooLarge,
+    Unavailable,
+    ValidationError,
+)
+from dkron_lab.model import schedule
+from dkron_lab.model.execution import Execution
+from dkron_lab.node import JobQuery, JobView, Node
+
+__all__ = [
+    "RESOURCES",
+    "ApiMixin",
+    "ExecutionQuery",
+    "NotFound",
+    "execution_query",
+    "job_query",
+    "mount",
+    "openapi_document",
+    "route_pattern",
+]
+
+log = logging.getLogger(__name__)
+
+Arguments = Mapping[str, Sequence[bytes]]
+
+JOB_STATUSES = ("success", "failed", "partially_failed", "untriggered")
+MAX_PREVIEW = 1000
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})  # Go's strconv.ParseBool
+_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
+_METADATA = re.compile(r"^metadata\[(.+)\]$")
+_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+
+if TYPE_CHECKING:
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
+
+
+# -- query parameters (pure) --------------------------------------------------------------------
+
+
+def _text(arguments: Arguments, name: str) -> str | None:
+    values = arguments.get(name)
+    if not values:
+        return None
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"query parameter {name} is not valid UTF-8") from None
+
+
+def _integer(arguments: Arguments, name: str, *, maximum: int | None = None) -> int | None:
+    text = _text(arguments, name)
+    if text is None or text == "":
+        return None
+    if not _INTEGER.match(text):
+        raise BadRequest(f"{name} must be a whole number, e.g. {name}=10, not {text[:40]!r}")
+    value = int(text)
+    if value < 0:
+        raise BadRequest(f"{name} must be 0 or more, not {value}")
+    if maximum is not None and value > maximum:
+        raise BadRequest(f"{name} must be at most {maximum}, not {value}")
+    return value
+
+
+def _boolean(arguments: Arguments, name: str, *, empty: bool | None = None) -> bool | None:
+    text = _text(arguments, name)
+    if text is None:
+        return None
+    if text == "" and empty is not None:
+        return empty
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise BadRequest(f"{name} must be true or false, not {text!r}")
+
+
+def _order(arguments: Arguments, default: str) -> str:
+    text = (_text(arguments, "_order") or default).upper()
+    if text not in ("ASC", "DESC"):
+        raise BadRequest(f"_order must be ASC or DESC, not {_text(arguments, '_order')!r}")
+    return text
+
+
+def _page(arguments: Arguments) -> tuple[int, int | None]:
+    start = _integer(arguments, "_start") or 0
+    end = _integer(arguments, "_end")
+    if end is not None and end < start:
+        raise BadRequest(f"_end ({end}) must not be less than _start ({start})")
+    return start, end
+
+
+def _metadata(arguments: Arguments) -> dict[str, str]:
+    found = {}
+    for key in arguments:
+        match = _METADATA.match(key)
+        if match:
+            found[match.group(1)] = _text(arguments, key) or ""
+    return found
+
+
+def job_query(arguments: Arguments) -> JobQuery:
+    """``GET /v1/jobs`` query parameters as a ``JobQuery``; ``BadRequest`` says which is wrong."""
+    status = _text(arguments, "status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
+    start, end = _page(arguments)
+    return JobQuery(
+        q=_text(arguments, "q") or "",
+        status=status,
+        disabled=_boolean(arguments, "disabled"),
+        metadata=_metadata(arguments),
+        sort=_text(arguments, "_sort") or "name",
+        order=_order(arguments, "ASC"),
+        start=start,
+        end=end,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionQuery:
+    """``GET /v1/jobs/<job>/executions`` parameters, parsed (``Node.list_executions``' keywords)."""
+
+    sort: str = ""
+    order: str = "DESC"
+    start: int = 0
+    end: int | None = None
+    output_size_limit: int | None = None
+
+
+def execution_query(arguments: Arguments) -> ExecutionQuery:
+    """``GET /v1/jobs/<job>/executions`` query parameters; ``BadRequest`` says which is wrong."""
+    start, end = _page(arguments)
+    return ExecutionQuery(
+        sort=_text(arguments, "_sort") or "",
+        order=_order(arguments, "DESC"),
+        start=start,
+        end=end,
+        output_size_limit=_integer(arguments, "output_size_limit"),
+    )
+
+
+def _instant(arguments: Arguments, name: str) -> datetime | None:
+    text = _text(arguments, name)
+    if not text:
+        return None
+    # An unescaped '+' in a query string arrives as a space: '...T10:00:00 01:00'.
+    text = text.replace(" ", "+")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise BadRequest(
+            f"{name} must be an RFC3339 time with an offset, e.g. 2026-01-31T09:30:00Z, "
+            f"not {text!r}"
+        )
+    return value
+
+
+# -- the base ---------------------------------------------------------------------------------
+
+
+def _encode_json(value: Any, *, pretty: bool) -> bytes:
+    """Go's ``encoding/json`` look: compact, or indented by four spaces with ``?pretty``."""
+    if pretty:
+        return json.dumps(value, indent=4, ensure_ascii=False).encode() + b"\n"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _job_location(name: str) -> str:
+    return "/v1/jobs/" + quote(name, safe="")
+
+
+class ApiMixin(_HandlerBase):
+    """What every resource shares: the node, JSON in and out, errors, the body size limit."""
+
+    public: ClassVar[bool] = False
+    """True for endpoints that need no API token (``/health``)."""
+    accepts_body: ClassVar[bool] = False
+    """True for resources that read a body: ``mount`` streams it, so size is checked first."""
+
+    _received: bytearray | None = None
+    _overflow: bool = False
+
+    @property
+    def node(self) -> Node:
+        node: Node = self.settings["dkron_node"]
+        return node
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("X-Whom", self.node.name)
+
+    async def prepare(self) -> None:
+        result = super().prepare()
+        if result is not None:
+            await result
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.node.config.max_body_size:
+            raise PayloadTooLarge(self._too_large_message(int(declared)))
+
+    def _too_large_message(self, size: int | None) -> str:
+        limit = self.node.config.max_body_size
+        what = f"{size} bytes" if size is not None else "too large"
+        return (
+            f"the request body is {what}; this server accepts at most {limit} bytes "
+            "(max_body_size in the node's config)"
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._received is None:
+            self._received = bytearray()
+        if len(self._received) + len(chunk) > self.node.config.max_body_size:
+            self._overflow = True  # raising here would drop the connection without an answer
+            return
+        self._received += chunk
+
+    def request_body(self) -> bytes:
+        """The whole body, streamed (``mount``) or read by the server."""
+        if self._overflow:
+            raise PayloadTooLarge(self._too_large_message(None))
+        return bytes(self._received) if self._received is not None else self.request.body
+
+    def json_body(self) -> Any:
+        return _parse_json(self.request_body(), what="the request body")
+
+    def compute_etag(self) -> None:
+        return None  # answers change with every run; Dkron sends no ETag either
+
+    def write_json(self, value: Any, *, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(_encode_json(value, pretty="pretty" in self.request.query_arguments))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, tornado.web.HTTPError):
+            status_code = error.status_code
+            body = http_error_body(status_code, self._http_error_message(error))
+        elif error is not None:
+            status_code = status_for(error)
+            body = error_body(error)
+        else:
+            body = http_error_body(status_code, httputil.responses.get(status_code, "error"))
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="dkron-lab"')
+        self.write_json(body, status=status_code)
+
+    def _http_error_message(self, error: tornado.web.HTTPError) -> str:
+        if error.status_code == 405:
+            return (
+                f"{self.request.method} is not allowed on {self.request.path}; "
+                "GET /v1/openapi.json lists the methods of every endpoint"
+            )
+        if error.log_message:
+            return error.log_message % error.args if error.args else error.log_message
+        return error.reason or httputil.responses.get(error.status_code, "error")
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, DkronError) and status_for(value) != 500:
+            log.info(
+                "%s %s: %s: %s",
+                self.request.method,
+                self.request.uri,
+                type(value).__name__,
+                value.message,
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+def _parse_json(raw: bytes, *, what: str) -> Any:
+    """JSON from ``raw`` or ``BadRequest`` naming the position; NaN and Infinity are not JSON."""
+    if not raw.strip():
+        raise BadRequest(f"{what} is empty: send a JSON document")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            f"(char {exc.pos})"
+        ) from None
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not UTF-8 text") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"{what} is not acceptable JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON: use a number or null")
+
+
+def _zone_of(node: Node, job_name: str) -> tzinfo:
+    try:
+        return node.get_job(job_name).zone
+    except JobNotFound:
+        return UTC
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+class Health(ApiMixin):
+    public = True
+
+    def get(self) -> None:
+        self.write_json({"status": "healthy"})
+
+
+class Status(ApiMixin):
+    def get(self) -> None:
+        self.write_json(self.node.info())
+
+
+class Members(ApiMixin):
+    def get(self) -> None:
+        members = self.node.members()
+        self.set_header("X-Total-Count", len(members))
+        self.write_json(members)
+
+
+class Leader(ApiMixin):
+    def get(self) -> None:
+        leader = self.node.leader()
+        if leader is None:
+            raise Unavailable("no leader is known yet: wait for the election, then retry")
+        self.write_json(leader)
+
+
+class IsLeader(ApiMixin):
+    def get(self) -> None:
+        if self.node.is_leader:
+            self.write_json("I am a leader")
+        else:
+            self.write_json("I am a follower", status=404)
+
+
+class Leave(ApiMixin):
+    async def post(self) -> None:
+        members = self.node.members()
+        await self.node.leave()
+        self.write_json(members)
+
+
+class Busy(ApiMixin):
+    def get(self) -> None:
+        running = self.node.busy()
+        self.set_header("X-Total-Count", len(running))
+        self.write_json(
+            [codec.execution_to_json(e, _zone_of(self.node, e.job_name)) for e in running]
+        )
+
+
+class Pause(ApiMixin):
+    def get(self) -> None:
+        self.write_json({"paused": self.node.paused})
+
+    async def post(self) -> None:
+        self.write_json({"paused": await self.node.set_paused(True)})
+
+
+class Unpause(ApiMixin):
+    async def post(self) -> None:
+        self.write_json({"paused": await self.node.set_paused(False)})
+
+
+class Restore(ApiMixin):
+    accepts_body = True
+
+    async def post(self) -> None:
+        data = _parse_json(self._form_file("file"), what="the restore file")
+        if not isinstance(data, list):
+            raise BadRequest(
+                "the restore file must be a JSON array of jobs, as GET /v1/jobs returns"
+            )
+        jobs = []
+        for position, item in enumerate(data):
+            try:
+                jobs.append(codec.job_from_json(item))
+            except ValidationError as exc:
+                raise type(exc)(f"job #{position} in the restore file: {exc.message}") from None
+        messages = await self.node.restore(jobs)
+        # Dkron answers with a JSON string that holds the JSON array; its clients expect that.
+        self.write_json(json.dumps(messages))
+
+    def _form_file(self, field: str) -> bytes:
+        content_type = self.request.headers.get("Content-Type", "")
+        arguments: dict[str, list[bytes]] = {}
+        files: dict[str, list[httputil.HTTPFile]] = {}
+        try:
+            httputil.parse_body_arguments(
+                content_type, self.request_body(), arguments, files, self.request.headers
+            )
+        except httputil.HTTPInputError as exc:
+            raise BadRequest(f"the form cannot be read: {exc}") from None
+        if field in files:
+            return files[field][0].body
+        if field in arguments:
+            return arguments[field][0]
+        raise BadRequest(
+            f"no {field!r} field in the form: send multipart/form-data, e.g. "
+            f"curl -F {field}=@backup.json http://localhost:8080/v1/restore"
+        )
+
+
+class _JobWriter(ApiMixin):
+    accepts_body = True
+
+    async def _save(self, data: Any) -> None:
+        job, stats = codec.job_from_json(data)
+        view = await self.node.set_job(job, stats)
+        if "runoncreate" in self.request.query_arguments:
+            view = await self._run_saved(view)
+        self.set_header("Location", _job_location(job.name))
+        self.write_json(view.to_json(), status=201)
+
+    async def _run_saved(self, view: JobView) -> JobView:
+        # The job is saved: a run that cannot start must not turn that into an error (Dkron
+        # runs it in the background and ignores the outcome too).
+        try:
+            return await self.node.run_job(view.job.name)
+        except DkronError as exc:
+            log.warning("runoncreate: job %r saved but not run: %s", view.job.name, exc)
+            return view
+
+    async def _run(self, name: str) -> None:
+        wait = _boolean(self.request.query_arguments, "wait", empty=True) or False
+        view = await self.node.run_job(name, wait=wait)
+        self.set_header("Location", _job_location(name))
+        self.write_json(view.to_json(), status=200 if wait else 202)
+
+
+class Jobs(_JobWriter):
+    def get(self) -> None:
+        views, total = self.node.list_jobs(job_query(self.request.query_arguments))
+        self.set_header("X-Total-Count", total)
+        self.write_json([view.to_json() for view in views])
+
+    async def post(self) -> None:
+        await self._save(self.json_body())
+
+    async def patch(self) -> None:
+        await self._save(self.json_body())
+
+
+class JobResource(_JobWriter):
+    def get(self, job: str) -> None:
+        self.write_json(self.node.get_job(job).to_json())
+
+    async def put(self, job: str) -> None:
+        await self._save(_name_from_path(self.json_body(), job))
+
+    async def post(self, job: str) -> None:
+        await self._run(job)
+
+    async def delete(self, job: str) -> None:
+        view = await self.node.delete_job(job)
+        self.write_json(view.to_json())
+
+
+def _name_from_path(data: Any, name: str) -> Any:
+    """PUT's path names the job: an absent name is filled in, a different one is refused."""
+    if not isinstance(data, dict):
+        return data
+    given = data.get("name")
+    if given in (None, ""):
+        return {**data, "name": name}
+    if given != name:
+        raise BadRequest(
+            f"the path names job {name!r} but the body names {given!r}: PUT /v1/jobs/{given} "
+            "(or POST /v1/jobs) to save that job; jobs cannot be renamed"
+        )
+    return data
+
+
+class Run(_JobWriter):
+    accepts_body = False
+
+    async def post(self, job: str) -> None:
+        await self._run(job)
+
+
+class Toggle(ApiMixin):
+    async def post(self, job: str) -> None:
+        view = await self.node.toggle_job(job)
+        self.set_header("Location", _job_location(job))
+        self.write_json(view.to_json())
+
+
+class Executions(ApiMixin):
+    async def get(self, job: str) -> None:
+        query = execution_query(self.request.query_arguments)
+        zone = self.node.get_job(job).zone
+        page, truncated, total = await self.node.list_executions(
+            job,
+            sort=query.sort,
+            order=query.order,
+            start=query.start,
+            end=query.end,
+            output_size_limit=query.output_size_limit,
+        )
+        self.set_header("X-Total-Count", total)
+        self.write_json([_listed(e, zone, cut) for e, cut in zip(page, truncated, strict=True)])
+
+    async def delete(self, job: str) -> None:
+        view = await self.node.delete_executions(job)
+        self.write_json(view.to_json())
+
+
+def _listed(execution: Execution, zone: tzinfo, truncated: bool) -> dict[str, Any]:
+    return codec.execution_to_json(execution, zone) | {"output_truncated": truncated}
+
+
+class LegacyExecutions(ApiMixin):
+    """``GET /v1/executions/<job>``: Dkron's older path for the execution list."""
+
+    get = Executions.get
+
+
+class ExecutionResource(ApiMixin):
+    async def get(self, job: str, execution: str) -> None:
+        zone = self.node.get_job(job).zone
+        found = await self.node.get_execution(job, execution)
+        self.write_json(codec.execution_to_json(found, zone))
+
+
+class SchedulePreview(ApiMixin):
+    """Our addition: the next fire instants of a schedule, without saving a job."""
+
+    async def get(self) -> None:
+        arguments = self.request.query_arguments
+        spec = _text(arguments, "schedule")
+        if not spec:
+            raise BadRequest("the schedule parameter is required, e.g. ?schedule=@every+1h")
+        count = _integer(arguments, "count", maximum=MAX_PREVIEW)
+        if count == 0:
+            raise BadRequest(f"count must be between 1 and {MAX_PREVIEW}")
+        after = _instant(arguments, "after") or self.node.clock.now()
+        timezone = _text(arguments, "timezone") or ""
+        schedule.zone(timezone)  # its own message, not wrapped in the schedule's
+        parsed = schedule.parse(spec, timezone=timezone)
+        found = await _fires(parsed, after, count or 5)
+        self.write_json(
+            {
+                "schedule": spec,
+                "timezone": parsed.timezone,
+                "next": [codec.format_time(t, parsed.tzinfo) for t in found],
+            }
+        )
+
+
+async def _fires(parsed: schedule.Schedule, after: datetime, count: int) -> list[datetime]:
+    # A sparse cron expression can take a while to search: keep it off the event loop.
+    return await asyncio.to_thread(schedule.fires, parsed, after, count)
+
+
+class OpenAPI(ApiMixin):
+    def get(self) -> None:
+        self.write_json(openapi_document())
+
+
+class NotFound(ApiMixin):
+    """Every path no route matches."""
+
+    def _missing(self, *args: str, **kwargs: str) -> None:
+        raise NotFoundError(
+            f"no such endpoint: {self.request.method} {self.request.path}; "
+            "GET /v1/openapi.json lists every endpoint"
+        )
+
+    get = post = put = patch = delete = _missing
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document describing exactly what ``RESOURCES`` serve."""
+    text = resources.files("dkron_lab.api").joinpath("openapi.yaml").read_text("utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
+RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
+    ("/health", Health),
+    ("/v1", Status),
+    ("/v1/members", Members),
+    ("/v1/leader", Leader),
+    ("/v1/isleader", IsLeader),
+    ("/v1/leave", Leave),
+    ("/v1/busy", Busy),
+    ("/v1/pause", Pause),
+    ("/v1/unpause", Unpause),
+    ("/v1/restore", Restore),
+    ("/v1/jobs", Jobs),
+    ("/v1/jobs/{job}", JobResource),
+    ("/v1/jobs/{job}/run", Run),
+    ("/v1/jobs/{job}/toggle", Toggle),
+    ("/v1/jobs/{job}/executions", Executions),
+    ("/v1/jobs/{job}/executions/{execution}", ExecutionResource),
+    ("/v1/executions/{job}", LegacyExecutions),
+    ("/v1/schedule", SchedulePreview),
+    ("/v1/openapi.json", OpenAPI),
+)
+"""Every route as an OpenAPI path template (``{name}`` = one path segment) and its resource."""
+
+
+def route_pattern(template: str) -> str:
+    """The tornado pattern for an OpenAPI path template; a trailing slash is optional, as in gin."""
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ...
+    pattern = "".join(
+        f"(?P<{part}>[^/]+)" if odd else re.escape(part)
+        for odd, part in zip(itertools.cycle((False, True)), parts)
+    )
+    return pattern + "/?"
+
+
+def mount(
+    resource: type[ApiMixin], base: type[tornado.web.RequestHandler]
+) -> type[tornado.web.RequestHandler]:
+    """``resource`` composed with a concrete handler ``base`` (headless, or Jupyter's APIHandler).
+
+    Resources that read a body stream it, so an oversized body is refused from its
+    ``Content-Length`` before it is read.
+    """
+    handler: type[tornado.web.RequestHandler] = type(resource.__name__, (resource, base), {})
+    if resource.accepts_body:
+        handler = tornado.web.stream_request_body(handler)
+    return handler

@@ -1,0 +1,630 @@
+"""The composition root: one node built from one ``Config``.
+
+It wires the replicated state (pysyncobj, through ``state.raft``), the execution history
+(DuckDB), the schedule index and the leader's scheduler, the runner and the plugins, and offers
+the operations the API, the CLI and the Jupyter extension call (the "facade").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from dkron_lab import codec
+from dkron_lab._version import __version__
+from dkron_lab.batching import Batcher
+from dkron_lab.clock import Clock, SystemClock
+from dkron_lab.config import Config
+from dkron_lab.errors import (
+    BadRequest,
+    ConflictError,
+    ExecutionNotFound,
+    NotFoundError,
+    Paused,
+    error_class,
+)
+from dkron_lab.history.duckdb import DuckDBHistory
+from dkron_lab.model import schedule
+from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import Job, JobStats, validate_job
+from dkron_lab.model.targeting import Candidate, select_targets
+from dkron_lab.plugins import PluginRegistry
+from dkron_lab.runner import Runner
+from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
+from dkron_lab.state.machine import (
+    Event,
+    ExecutionFinished,
+    ExecutionsCleared,
+    GroupFinished,
+    JobChanged,
+    JobState,
+    StateRestored,
+    command,
+)
+from dkron_lab.state.raft import RaftNode, RaftSettings
+
+__all__ = ["JobQuery", "JobView", "Node", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+_SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
+    "name": lambda v: v.job.name,
+    "displayname": lambda v: v.job.displayname,
+    "schedule": lambda v: v.job.schedule,
+    "success_count": lambda v: v.stats.success_count,
+    "error_count": lambda v: v.stats.error_count,
+    "last_success": lambda v: (v.stats.last_success is not None, v.stats.last_success),
+    "last_error": lambda v: (v.stats.last_error is not None, v.stats.last_error),
+    "next": lambda v: (v.next_fire is not None, v.next_fire),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobView:
+    """A job as the API shows it: definition, counters, next fire, children."""
+
+    job: Job
+    stats: JobStats
+    next_fire: datetime | None
+    dependent_jobs: tuple[str, ...] = ()
+
+    @property
+    def zone(self) -> tzinfo:
+        return schedule.zone(self.job.timezone)
+
+    def to_json(self) -> dict[str, Any]:
+        return codec.job_to_json(
+            self.job,
+            self.stats,
+            next_fire=self.next_fire,
+            dependent_jobs=list(self.dependent_jobs),
+            zone=self.zone,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    """``GET /v1/jobs`` parameters, parsed."""
+
+    q: str = ""
+    status: str | None = None
+    disabled: bool | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    sort: str = "name"
+    order: str = "ASC"
+    start: int = 0
+    end: int | None = None
+
+    def matches(self, job: Job, stats: JobStats) -> bool:
+        needle = self.q.lower()
+        if needle and needle not in job.name.lower() and needle not in job.displayname.lower():
+            return False
+        if self.disabled is not None and job.disabled != self.disabled:
+            return False
+        if self.status is not None and (stats.status or "untriggered") != self.status:
+            return False
+        return all(job.metadata.get(k) == v for k, v in self.metadata.items())
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.metadata) or self.status is not None or self.disabled is not None
+
+
+class Node:
+    """One dkron-lab node: a server (Raft voter, scheduler when leader) that also runs jobs."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        registry: PluginRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.node_name
+        self.clock = clock or SystemClock()
+        self.registry = registry or PluginRegistry()
+        self.state = JobState()
+        self.index = ScheduleIndex()
+        self.history = DuckDBHistory(
+            config.data_dir / "history.duckdb", retention=config.history_retention
+        )
+        self.raft = RaftNode(_raft_settings(config), self.state, on_leadership=self._on_leadership)
+        self.runner = Runner(
+            node_name=self.name,
+            registry=self.registry,
+            clock=self.clock,
+            report=self._report,
+            output_limit=config.output_limit,
+        )
+        self.on_leave: Callable[[], None] = lambda: None
+        self._rng = rng or random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler_task: asyncio.Task[None] | None = None
+        self._scheduler: Scheduler | None = None
+        self._done = Batcher(self._submit_done)
+        self._waiting: dict[int, asyncio.Future[str]] = {}
+        self._last_group = 0
+        self.started_at = datetime.now(UTC)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open history, replay the replicated log, and start scheduling when leader."""
+        self._loop = asyncio.get_running_loop()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.history.open()
+        self.state.subscribe(self._on_event)
+        self.state.before_snapshot(self.history.flush)
+        self.index.changed = self._poke_scheduler
+        self.raft.start()
+        await self.raft.wait_ready(timeout=30.0)
+        await self._fail_orphans()
+        self._on_leadership(self.raft.is_leader, self.raft.term)
+        log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Stop scheduling, let running executions finish (``graceful``) and close everything."""
+        await self._stop_scheduler()
+        if graceful:
+            await self.runner.drain()
+        else:
+            await self.runner.cancel_all()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._done.drain(), timeout=10.0)
+        await self.registry.aclose()
+        self.raft.stop()
+        self.history.close()
+
+    async def leave(self) -> None:
+        """Shut this node down gracefully (``POST /v1/leave``)."""
+        self.on_leave()
+
+    # -- state events (called on the Raft thread) ---------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, JobChanged):
+            self.index.update(event.name, event.job, self.clock.now())
+        elif isinstance(event, ExecutionFinished):
+            self.history.append(event.execution)
+        elif isinstance(event, ExecutionsCleared):
+            self.history.delete_job(event.job_name)
+        elif isinstance(event, GroupFinished):
+            self._call_soon(self._group_finished, event)
+        elif isinstance(event, StateRestored):
+            self._reindex()
+
+    def _reindex(self) -> None:
+        self.index.clear()
+        now = self.clock.now()
+        for job in list(self.state.jobs.values()):
+            self.index.update(job.name, job, now)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _poke_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._call_soon(self._scheduler.poke)
+
+    def _group_finished(self, event: GroupFinished) -> None:
+        waiter = self._waiting.pop(event.group, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event.status)
+
+    def _on_leadership(self, is_leader: bool, term: int) -> None:
+        self._call_soon(self._leadership_changed, is_leader)
+
+    def _leadership_changed(self, is_leader: bool) -> None:
+        running = self._scheduler_task is not None and not self._scheduler_task.done()
+        if is_leader and not running:
+            self._scheduler = Scheduler(
+                self.index, self.clock, claim=self._claim_scheduled, start=self._start_scheduled
+            )
+            self._scheduler_task = asyncio.ensure_future(self._scheduler.run())
+        elif not is_leader and running:
+            asyncio.ensure_future(self._stop_scheduler())
+
+    async def _stop_scheduler(self) -> None:
+        task, self._scheduler_task, self._scheduler = self._scheduler_task, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- firing --------------------------------------------------------------------------------
+
+    def _new_group(self) -> int:
+        self._last_group = max(time.time_ns(), self._last_group + 1)
+        return self._last_group
+
+    def _targets(self, job: Job) -> list[str]:
+        me = Candidate(name=self.name, tags=self.member_tags, region=self.config.region)
+        return select_targets(job.tags, [me], region=self.config.region, rng=self._rng)
+
+    async def _claim(self, fires: list[dict[str, Any]]) -> list[bool]:
+        result = await self._submit(command("fire", fires=fires), fenced=True)
+        return list(result["won"])
+
+    async def _claim_scheduled(self, due: list[Fire]) -> list[Fire]:
+        """Claim due fires; an untargeted fire is claimed for this node and reported failed."""
+        fires = []
+        for fire in due:
+            job = self.state.jobs.get(fire.job)
+            targets = tuple(self._targets(job)) if job is not None else ()
+            fires.append(replace(fire, group=self._new_group(), targets=targets))
+        won = await self._claim(
+            [
+                {
+                    "job": fire.job,
+                    "scheduled_at": codec.format_time(fire.scheduled_at),
+                    "group": fire.group,
+                    "targets": list(fire.targets) or [self.name],
+                }
+                for fire in fires
+            ]
+        )
+        return [fire for fire, ok in zip(fires, won, strict=True) if ok]
+
+    def _start_scheduled(self, fires: list[Fire]) -> None:
+        for fire in fires:
+            job = self.state.jobs.get(fire.job)
+            if job is None:
+                continue
+            if not fire.targets:
+                self._report_untargeted(job, fire.group, fire.scheduled_at)
+                continue
+            self._start_local(job, fire.group, fire.targets, fire.scheduled_at)
+
+    def _start_local(
+        self, job: Job, group: int, targets: Iterable[str], scheduled_at: datetime | None
+    ) -> None:
+        if self.name in targets:
+            self.runner.start(job, group=group, scheduled_at=scheduled_at)
+
+    def _report_untargeted(self, job: Job, group: int, scheduled_at: datetime) -> None:
+        now = self.clock.now()
+        log.warning("no target nodes found to run job %r (tags %s)", job.name, job.tags)
+        self._report(
+            Execution(
+                id=f"{group}-{self.name}",
+                job_name=job.name,
+                node_name=self.name,
+                group=group,
+                started_at=now,
+                finished_at=now,
+                output=f"no target nodes found to run job {job.name!r}: no live node has "
+                f"the tags {job.tags}",
+                scheduled_at=scheduled_at,
+            )
+        )
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _report(self, execution: Execution) -> None:
+        self._done.add(codec.execution_to_json(execution))
+
+    async def _submit_done(self, records: list[dict[str, Any]]) -> None:
+        await self._submit(command("done", executions=records))
+
+    async def _fail_orphans(self) -> None:
+        """Runs in flight here before this node stopped can never report: record them failed."""
+        now = self.clock.now()
+        with self.state.lock:
+            orphans = [
+                (gid, group)
+                for gid, group in self.state.groups.items()
+                if self.name in group["targets"] and self.name not in group["results"]
+            ]
+        for gid, group in orphans:
+            started = datetime.fromtimestamp(gid / 1e9, UTC)
+            self._report(
+                Execution(
+                    id=f"{gid}-{self.name}",
+                    job_name=group["job"],
+                    node_name=self.name,
+                    group=gid,
+                    started_at=started,
+                    finished_at=now,
+                    output="dkron-lab: node "
+                    f"{self.name} stopped while this execution was running; its outcome is unknown",
+                    scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
+                )
+            )
+        if orphans:
+            await self._done.drain()
+
+    # -- the facade: reads -------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raft.is_leader
+
+    @property
+    def paused(self) -> bool:
+        return self.state.paused
+
+    def _view(self, job: Job) -> JobView:
+        return JobView(
+            job=job,
+            stats=self.state.stats.get(job.name, JobStats()),
+            next_fire=self.index.next_of(job.name),
+            dependent_jobs=self.state.dependents(job.name),
+        )
+
+    def get_job(self, name: str) -> JobView:
+        with self.state.lock:
+            return self._view(self.state.job(name))
+
+    def list_jobs(self, query: JobQuery) -> tuple[list[JobView], int]:
+        key = _SORT_KEYS.get("name" if query.sort in ("", "id") else query.sort)
+        if key is None:
+            raise BadRequest(
+                f"cannot sort jobs by {query.sort!r}: use one of {', '.join(sorted(_SORT_KEYS))}"
+            )
+        descending = _descending(query.order)
+        with self.state.lock:
+            if query.sort in ("", "id", "name") and not query.filtered:
+                return self._page_by_name(query, descending)
+            views = [
+                self._view(job)
+                for job in self.state.iter_jobs()
+                if query.matches(job, self.state.stats.get(job.name, JobStats()))
+            ]
+        views.sort(key=key, reverse=descending)
+        return views[query.start : query.end], len(views)
+
+    def _page_by_name(self, query: JobQuery, descending: bool) -> tuple[list[JobView], int]:
+        names = self.state.names
+        total = len(names)
+        end = total if query.end is None else min(query.end, total)
+        if descending:
+            page = [names[total - 1 - i] for i in range(query.start, end)]
+        else:
+            page = names[query.start : end]
+        return [self._view(self.state.jobs[name]) for name in page], total
+
+    async def list_executions(
+        self,
+        job_name: str,
+        *,
+        sort: str = "",
+        order: str = "DESC",
+        start: int = 0,
+        end: int | None = None,
+        output_size_limit: int | None = None,
+    ) -> tuple[list[Execution], list[bool], int]:
+        self.get_job(job_name)
+        return await asyncio.to_thread(
+            self.history.list_executions,
+            job_name,
+            sort=sort,
+            order=order,
+            start=start,
+            end=end,
+            output_size_limit=output_size_limit,
+        )
+
+    async def get_execution(self, job_name: str, execution_id: str) -> Execution:
+        self.get_job(job_name)
+        found = await asyncio.to_thread(self.history.get_execution, job_name, execution_id)
+        if found is None:
+            for running in self.busy():
+                if running.id == execution_id and running.job_name == job_name:
+                    return running
+            raise ExecutionNotFound(f"execution {execution_id!r} of job {job_name!r} not found")
+        return found
+
+    def busy(self) -> list[Execution]:
+        return sorted(self.runner.busy(), key=lambda e: e.started_at)
+
+    @property
+    def member_tags(self) -> dict[str, str]:
+        host, port = self.config.bind_host_port
+        reserved = {
+            "role": "dkron",
+            "dc": self.config.datacenter,
+            "region": self.config.region,
+            "version": __version__,
+            "rpc_addr": self.config.bind_addr,
+            "port": str(port),
+        }
+        if self.config.server:
+            reserved |= {"server": "true", "expect": str(self.config.bootstrap_expect)}
+        return {**self.config.tags, **reserved}
+
+    def members(self) -> list[dict[str, Any]]:
+        return [self._member()]
+
+    def _member(self) -> dict[str, Any]:
+        host, port = self.config.bind_host_port
+        return {
+            "Name": self.name,
+            "Addr": host,
+            "Port": port,
+            "Tags": self.member_tags,
+            "Status": 1,
+            "ProtocolMin": 1,
+            "ProtocolMax": 5,
+            "ProtocolCur": 2,
+            "DelegateMin": 2,
+            "DelegateMax": 5,
+            "DelegateCur": 4,
+            "id": str(uuid.uuid4()),
+            "statusText": "alive",
+        }
+
+    def leader(self) -> dict[str, Any] | None:
+        return self._member() if self.is_leader else None
+
+    def info(self) -> dict[str, Any]:
+        status = self.raft.status()
+        return {
+            "agent": {"name": self.name, "version": __version__},
+            "serf": {
+                "members": str(len(self.members())),
+                "failed": "0",
+                "left": "0",
+                "encrypted": str(bool(self.config.encrypt)).lower(),
+            },
+            "raft": {key: str(value) for key, value in status.items()},
+            "tags": self.member_tags,
+        }
+
+    # -- the facade: writes -------------------------------------------------------------------
+
+    async def _submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
+        result = await self.raft.submit(cmd, fenced=fenced)
+        if "error" in result:
+            error = result["error"]
+            raise error_class(error["type"])(error["message"])
+        return result
+
+    def _check(self, job: Job) -> None:
+        validate_job(job)
+        self.registry.validate(job.executor, job.executor_config, job.processors)
+
+    async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
+        if self.paused:
+            raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
+        self._check(job)
+        record = codec.job_to_record(job)
+        if stats is not None:
+            record |= {
+                k: v
+                for k, v in codec.job_to_json(job, stats).items()
+                if k in ("success_count", "error_count", "last_success", "last_error", "status")
+            }
+        await self._submit(command("set_job", job=record))
+        return self.get_job(job.name)
+
+    async def delete_job(self, name: str) -> JobView:
+        view = self.get_job(name)
+        await self._submit(command("delete_job", name=name))
+        return view
+
+    async def toggle_job(self, name: str) -> JobView:
+        await self._submit(command("toggle_job", name=name))
+        return self.get_job(name)
+
+    async def run_job(self, name: str, *, wait: bool = False) -> JobView:
+        """Run ``name`` now on its target nodes (a manual run: no ``scheduled_at``)."""
+        job = self.get_job(name).job
+        targets = self._targets(job)
+        if not targets:
+            raise NotFoundError(
+                f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
+            )
+        claim = {"job": name, "scheduled_at": None, "group": self._new_group(), "targets": targets}
+        finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[claim["group"]] = finished
+        (won,) = await self._claim([claim])
+        if not won:
+            self._waiting.pop(claim["group"], None)
+            raise ConflictError(
+                f"job {name!r} is already running and its concurrency is 'forbid': "
+                "wait for the run to finish, or set concurrency to 'allow'"
+            )
+        self._start_local(job, claim["group"], targets, None)
+        if wait:
+            await finished
+            await asyncio.to_thread(self.history.flush)
+        else:
+            self._waiting.pop(claim["group"], None)
+        return (
+            self.get_job(name)
+            if name in self.state.jobs
+            else JobView(job=job, stats=JobStats(), next_fire=None)
+        )
+
+    async def delete_executions(self, name: str) -> JobView:
+        await self._submit(command("delete_executions", name=name))
+        return self.get_job(name)
+
+    async def set_paused(self, paused: bool) -> bool:
+        result = await self._submit(command("pause", paused=paused))
+        return bool(result["paused"])
+
+    async def restore(self, jobs: list[tuple[Job, JobStats]]) -> list[str]:
+        """Create or update every job, parents before children, whatever the input order."""
+        messages = []
+        for job, stats in _parents_first(jobs):
+            try:
+                await self.set_job(job, stats)
+            except Exception as exc:  # each job's outcome is reported, as Dkron does
+                messages.append(f"fail create {job.name}: {exc}")
+            else:
+                messages.append(f"success create {job.name}")
+        return messages
+
+
+def _descending(order: str) -> bool:
+    if order.upper() not in ("ASC", "DESC"):
+        raise BadRequest(f"_order must be ASC or DESC, not {order!r}")
+    return order.upper() == "DESC"
+
+
+def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobStats]]:
+    by_name = {job.name: (job, stats) for job, stats in jobs}
+    ordered: list[tuple[Job, JobStats]] = []
+    placed: set[str] = set()
+
+    def place(name: str, trail: frozenset[str]) -> None:
+        if name in placed or name not in by_name or name in trail:
+            return
+        place(by_name[name][0].parent_job, trail | {name})
+        placed.add(name)
+        ordered.append(by_name[name])
+
+    for name in by_name:
+        place(name, frozenset())
+    return ordered
+
+
+def _raft_settings(config: Config) -> RaftSettings:
+    return RaftSettings(
+        data_dir=config.data_dir / "raft",
+        self_address=config.bind_addr,
+        partners=tuple(config.join) + tuple(config.retry_join),
+        password=config.encrypt or None,
+    )
+
+
+async def run_agent(config: Config) -> int:
+    """Run a node with its HTTP API until SIGTERM/SIGINT; running jobs finish first."""
+    from dkron_lab.api.app import serve
+
+    node = Node(config)
+    await node.start()
+    server = await serve(node)
+    stopping = asyncio.Event()
+    node.on_leave = stopping.set
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting now")
+            raise SystemExit(1)
+        log.info("stopping: waiting for %d running execution(s)", node.runner.running)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await stopping.wait()
+    server.stop()
+    await node.stop(graceful=True)
+    return 0
