@@ -1,0 +1,474 @@
+"""The ``shell`` executor: runs a command as a child process (Dkron's shell executor).
+
+Keys of ``executor_config`` (all strings; see docs/executors.md):
+
+``command``    the command line (required). Split like a POSIX shell would (quotes, escapes) and
+               executed directly, unless ``shell`` is true.
+``shell``      ``"true"``: run ``/bin/sh -c <command>`` (pipes, ``&&``, variables, globs).
+``env``        ``"K1=v1,K2=v2"`` added to the node's environment.
+``cwd``        working directory.
+``timeout``    Go duration (``30s``, ``1h30m``): past it the whole process group is killed.
+``mem_limit``  size (``512MB``): when the resident memory of the command and its descendants goes
+               over it, the whole process group is killed.
+``su``         ``user`` or ``user:group`` to run as (the node must run as root).
+``payload``    base64 data written to the command's standard input.
+
+The command always runs in a process group of its own, so a kill reaches its children too.
+Standard output and error are merged; every chunk goes to ``emit`` and the last
+``output_limit`` bytes are kept. Success means exit status 0. ``ENV_JOB_NAME`` (as Dkron),
+``DKRON_JOB_NAME`` and ``DKRON_EXECUTION_ID`` are always set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import grp
+import logging
+import os
+import pwd
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
+from dkron_lab.model.units import parse_duration, parse_size
+from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, OutputTail, config_bool
+
+__all__ = ["ShellCommand", "ShellExecutor", "parse_config"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShellCommand:
+    """A shell ``executor_config``, parsed and checked."""
+
+    command: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    timeout: float | None = None
+    timeout_text: str = ""
+    mem_limit: int | None = None
+    mem_limit_text: str = ""
+    user: str | None = None
+    group: str | None = None
+    stdin: bytes | None = None
+
+
+def parse_config(config: Mapping[str, str]) -> ShellCommand:
+    """Parse a shell ``executor_config``; ``InvalidJob`` says which key is wrong and why."""
+    command = config.get("command", "")
+    if not command.strip():
+        raise InvalidJob('shell executor: "command" is required, e.g. {"command": "echo hello"}')
+    timeout_text = config.get("timeout", "").strip()
+    mem_text = config.get("mem_limit", "").strip()
+    user, group = _parse_su(config.get("su", ""))
+    return ShellCommand(
+        command=command,
+        argv=_argv(command, config_bool(config, "shell")),
+        env=_parse_env(config.get("env", "")),
+        cwd=config.get("cwd") or None,
+        timeout=_parse_timeout(timeout_text),
+        timeout_text=timeout_text,
+        mem_limit=_parse_mem_limit(mem_text),
+        mem_limit_text=mem_text,
+        user=user,
+        group=group,
+        stdin=_parse_payload(config.get("payload", "")),
+    )
+
+
+def _argv(command: str, use_shell: bool) -> tuple[str, ...]:
+    if use_shell:
+        return ("/bin/sh", "-c", command)
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise InvalidJob(
+            f'shell executor: cannot split "command" {command!r} into words ({exc}); '
+            'close the quotes, or set "shell": "true"'
+        ) from None
+    if not argv:
+        raise InvalidJob('shell executor: "command" has no words to run')
+    return argv
+
+
+def _parse_env(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise InvalidJob(
+                f'shell executor: "env" entry {entry!r} is not NAME=value; write '
+                '"env": "K1=v1,K2=v2" (values cannot contain commas)'
+            )
+        pairs.append((name.strip(), value))
+    return tuple(pairs)
+
+
+def _parse_timeout(text: str) -> float | None:
+    if not text:
+        return None
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValidationError as exc:
+        raise InvalidJob(f'shell executor: "timeout": {exc}') from None
+    if seconds <= 0:
+        raise InvalidJob(
+            f'shell executor: "timeout" must be positive, not {text!r}; leave it out for none'
+        )
+    return seconds
+
+
+def _parse_mem_limit(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        limit = parse_size(text)
+    except ValidationError as exc:
+        raise InvalidJob(f'shell executor: "mem_limit": {exc}') from None
+    if limit <= 0:
+        raise InvalidJob(
+            f'shell executor: "mem_limit" must be positive, not {text!r}; leave it out for none'
+        )
+    return limit
+
+
+def _parse_su(text: str) -> tuple[str | None, str | None]:
+    if not text:
+        return None, None
+    user, sep, group = text.partition(":")
+    if not user or (sep and not group) or ":" in group:
+        raise InvalidJob(f'shell executor: "su" must be "user" or "user:group", not {text!r}')
+    return user, group or None
+
+
+def _parse_payload(text: str) -> bytes | None:
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidJob(
+            'shell executor: "payload" is not valid base64; encode it, e.g. with `base64 -w0`'
+        ) from None
+
+
+class ShellExecutor:
+    """Runs ``command`` as a child process in its own process group.
+
+    ``mem_poll_interval`` is how often (seconds) the memory of a job with ``mem_limit`` is read;
+    jobs without one are not polled at all. ``kill_grace`` is how long a killed command's output
+    pipe may stay open (held by a process that escaped the kill) before it is dropped.
+    """
+
+    def __init__(self, *, mem_poll_interval: float = 0.5, kill_grace: float = 5.0) -> None:
+        self._mem_poll_interval = mem_poll_interval
+        self._kill_grace = kill_grace
+
+    def validate(self, config: Mapping[str, str]) -> None:
+        parse_config(config)
+
+    async def execute(self, request: ExecutionRequest, emit: Emit) -> ExecutorResult:
+        tail = OutputTail(request.output_limit)
+
+        def sink(chunk: bytes) -> None:
+            tail.write(chunk)
+            emit(chunk)
+
+        try:
+            spec = parse_config(request.config)
+            child = await _Child.start(spec, request, sink)
+        except (ValidationError, ExecutionError) as exc:
+            return ExecutorResult(success=False, output=b"", error=str(exc))
+        kill_reason = await self._supervise(child, spec)
+        if tail.truncated:
+            logger.info(
+                "job %r: %r printed %d bytes of output; the last %d are kept",
+                request.job_name,
+                spec.command,
+                tail.total,
+                request.output_limit,
+            )
+        return _result(child.popen.returncode, kill_reason, tail.getvalue())
+
+    async def _supervise(self, child: _Child, spec: ShellCommand) -> str:
+        """Wait for the command to end; return why it was killed, or ``""``."""
+        guard = None
+        if spec.mem_limit is not None:
+            guard = asyncio.ensure_future(
+                _over_memory(child.popen, spec.mem_limit, self._mem_poll_interval)
+            )
+        try:
+            done, _ = await asyncio.wait(
+                {child.finished} if guard is None else {child.finished, guard},
+                timeout=spec.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except BaseException:
+            await child.abort(self._kill_grace)
+            raise
+        finally:
+            if guard is not None:
+                guard.cancel()
+        if child.finished in done:
+            return ""
+        await child.abort(self._kill_grace)
+        if guard is not None and guard in done:
+            return (
+                f"shell: Job '{spec.command}' memory usage {guard.result()} bytes exceeding "
+                f"defined limit {spec.mem_limit_text} ({spec.mem_limit} bytes). Job was killed"
+            )
+        return (
+            f"shell: Job '{spec.command}' execution time exceeding defined timeout "
+            f"{spec.timeout_text}. Job was killed"
+        )
+
+
+class _Child:
+    """A running command, watched without a thread.
+
+    asyncio's subprocess support on Python 3.11 starts a thread per child to wait for it; here
+    the exit is watched through a pidfd registered with the event loop, and the output pipe is
+    read by a plain protocol that hands every chunk to ``sink``. ``finished`` resolves once the
+    process has been reaped *and* its output is closed.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        output: asyncio.ReadTransport,
+        stdin: asyncio.WriteTransport | None,
+        finished: asyncio.Future[Any],
+    ) -> None:
+        self.popen = popen
+        self.finished = finished
+        self._output = output
+        self._stdin = stdin
+
+    @classmethod
+    async def start(cls, spec: ShellCommand, request: ExecutionRequest, sink: Emit) -> _Child:
+        popen = _popen(spec, request)
+        loop = asyncio.get_running_loop()
+        exited = _exit_future(loop, popen)
+        closed: asyncio.Future[None] = loop.create_future()
+        try:
+            output, stdin = await _connect(loop, popen, spec.stdin, _Output(sink, closed))
+        except BaseException:
+            _kill_tree(popen)
+            raise
+        return cls(popen, output, stdin, asyncio.gather(exited, closed))
+
+    async def abort(self, grace: float) -> None:
+        """Kill the command's tree, then wait up to ``grace`` seconds for its output to close."""
+        _kill_tree(self.popen)
+        if self._stdin is not None:
+            self._stdin.abort()
+        await asyncio.wait({self.finished}, timeout=grace)
+        if not self.finished.done():
+            logger.warning(
+                "shell: pid %d was killed but its output pipe is still open (held by a process "
+                "outside its group); output is no longer read",
+                self.popen.pid,
+            )
+            self._output.close()
+
+
+class _Output(asyncio.Protocol):
+    def __init__(self, sink: Emit, closed: asyncio.Future[None]) -> None:
+        self._sink = sink
+        self._closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        self._sink(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop,
+    popen: subprocess.Popen[bytes],
+    payload: bytes | None,
+    output_protocol: asyncio.Protocol,
+) -> tuple[asyncio.ReadTransport, asyncio.WriteTransport | None]:
+    """Hand the child's pipes to the loop; on failure, close the ones no transport owns."""
+    assert popen.stdout is not None
+    output = None
+    try:
+        output, _ = await loop.connect_read_pipe(lambda: output_protocol, popen.stdout)
+        if payload is None:
+            return output, None
+        assert popen.stdin is not None
+        stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, popen.stdin)
+    except BaseException:
+        if output is None:
+            popen.stdout.close()
+        if popen.stdin is not None:
+            popen.stdin.close()
+        raise
+    # Not awaited: the payload is written in the background while the output is read, so a
+    # big payload cannot deadlock with a command that prints before it reads.
+    stdin.write(payload)
+    stdin.close()
+    return output, stdin
+
+
+def _popen(spec: ShellCommand, request: ExecutionRequest) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(spec.env)
+    env["ENV_JOB_NAME"] = request.job_name
+    env["DKRON_JOB_NAME"] = request.job_name
+    env["DKRON_EXECUTION_ID"] = request.execution_id
+    try:
+        return subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL if spec.stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
+            cwd=spec.cwd,
+            env=env,
+            # Always a group of its own, so that one killpg reaches every child.
+            start_new_session=True,
+            **_credentials(spec),
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        # ValueError: an embedded NUL byte in the command, env or cwd.
+        reason = _start_error(spec, exc)
+        raise ExecutionError(f"shell: cannot start {spec.command!r}: {reason}") from None
+
+
+def _start_error(spec: ShellCommand, exc: Exception) -> str:
+    if not isinstance(exc, OSError):
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason if spec.user is None else f"{reason} (su needs the node to run as root)"
+    what = "working directory" if exc.filename == spec.cwd else "program"
+    return f"{what} {exc.filename!r}: {reason}"
+
+
+def _credentials(spec: ShellCommand) -> dict[str, Any]:
+    if spec.user is None:
+        return {}
+    try:
+        account = pwd.getpwnam(spec.user)
+    except KeyError:
+        raise ExecutionError(f"shell: su: no user {spec.user!r} on this node") from None
+    try:
+        gid = account.pw_gid if spec.group is None else grp.getgrnam(spec.group).gr_gid
+    except KeyError:
+        raise ExecutionError(f"shell: su: no group {spec.group!r} on this node") from None
+    # As Dkron (Go's Credential): the user's uid and gid, and no supplementary groups.
+    return {"user": account.pw_uid, "group": gid, "extra_groups": []}
+
+
+def _exit_future(
+    loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]
+) -> asyncio.Future[int]:
+    """A future of the exit status; the process is reaped when it resolves."""
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def reap() -> None:
+        status = popen.wait()  # the process has exited: this returns at once
+        if not exited.done():
+            exited.set_result(status)
+
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        # No pidfd (not Linux >= 5.3): poll instead; still no thread.
+        _background(loop, _poll_exit(popen, reap))
+        return exited
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        reap()
+
+    loop.add_reader(pidfd, on_exit)
+    return exited
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _background(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]) -> None:
+    task = loop.create_task(coroutine)
+    _BACKGROUND.add(task)  # a task nobody references can be garbage-collected mid-flight
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _poll_exit(popen: subprocess.Popen[bytes], reap: Callable[[], None]) -> None:
+    delay = 0.001
+    while popen.poll() is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    reap()
+
+
+async def _over_memory(popen: subprocess.Popen[bytes], limit: int, interval: float) -> int:
+    """Return the resident memory of the command's tree once it is over ``limit``."""
+    while True:
+        await asyncio.sleep(interval)
+        if popen.returncode is not None:
+            # Reaped: the pid may already belong to someone else. The timeout still applies.
+            continue
+        rss = _tree_rss(popen.pid)
+        if rss > limit:
+            return rss
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for member in tree:
+        with suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
+
+
+def _kill_tree(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's process group, and its descendants that left the group."""
+    descendants: list[psutil.Process] = []
+    if popen.returncode is None:
+        with suppress(psutil.Error):
+            descendants = psutil.Process(popen.pid).children(recursive=True)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    for child in descendants:
+        with suppress(psutil.Error):
+            child.kill()
+
+
+def _result(returncode: int | None, kill_reason: str, output: bytes) -> ExecutorResult:
+    if kill_reason:
+        return ExecutorResult(success=False, output=output, error=kill_reason)
+    if returncode == 0:
+        return ExecutorResult(success=True, output=output)
+    return ExecutorResult(success=False, output=output, error=_exit_text(returncode))
+
+
+def _exit_text(returncode: int | None) -> str:
+    """Go's wording, as Dkron reports it: ``exit status 3``, ``signal: killed``."""
+    if returncode is None or returncode >= 0:
+        return f"exit status {returncode}"
+    name = signal.strsignal(-returncode) or f"signal {-returncode}"
+    return f"signal: {name.lower()}"
