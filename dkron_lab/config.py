@@ -16,7 +16,6 @@ and the form expected.
 from __future__ import annotations
 
 import base64
-import binascii
 import difflib
 import json
 import logging
@@ -98,7 +97,9 @@ def split_host_port(address: str, *, default_port: int) -> tuple[str, int]:
     if not port:
         return host, default_port
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValidationError(f"invalid port in address {address!r}: use host:port, e.g. 127.0.0.1:8080")
+        raise ValidationError(
+            f"invalid port in address {address!r}: use host:port, e.g. 127.0.0.1:8080"
+        )
     return host, int(port)
 
 
@@ -151,6 +152,11 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
 
 # Dkron reads node tags from the ``tag`` list (flag, env) before the ``tags`` map (file).
 _ALIASES = {"tag": "tags"}
+
+
+class _BadPart(ValueError):
+    """One item of a list value is wrong: the error message shows that item."""
+
 
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
@@ -220,16 +226,13 @@ def _tags(value: Any) -> dict[str, str]:
     for pair in _strings(value):
         key, sep, tag = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(pair)
+            raise _BadPart(pair)
         tags[key.strip()] = tag.strip()
     return tags
 
 
 def _duration(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        duration = value
-    else:
-        duration = parse_duration(_text(value))
+    duration = value if isinstance(value, timedelta) else parse_duration(_text(value))
     if duration < timedelta(0):
         raise ValueError(value)
     return duration
@@ -307,7 +310,7 @@ _KNOWN = sorted({*_OPTIONS, *_ALIASES, *NOT_YET_SUPPORTED})
 
 
 def env_name(key: str) -> str:
-    """The environment variable for a config key: ``bootstrap-expect`` -> ``DKRON_BOOTSTRAP_EXPECT``."""
+    """``bootstrap-expect`` (or ``bootstrap_expect``) -> ``DKRON_BOOTSTRAP_EXPECT``."""
     return "DKRON_" + _normal(key).upper().replace("-", "_")
 
 
@@ -366,7 +369,7 @@ def resolve_config(
         _layer(flags or {}, "flag"),
     ]
     values = {key: value for layer in layers for key, value in layer.values.items()}
-    config = Config(**{key.replace("-", "_"): _convert(key, *value) for key, value in values.items()})
+    config = Config(**{key.replace("-", "_"): _convert(key, *pair) for key, pair in values.items()})
     return LoadedConfig(config=config, file=path, warnings=_warnings(layers))
 
 
@@ -428,10 +431,11 @@ def _convert(key: str, value: Any, where: str) -> Any:
     option = _OPTIONS[key]
     try:
         return option.parse(value)
-    except (ValueError, TypeError, binascii.Error):
-        raise ValidationError(
-            f"invalid {key} {value!r} from {where}: expected {option.expected}"
-        ) from None
+    except _BadPart as exc:
+        shown = exc.args[0]
+    except (ValueError, TypeError):  # binascii.Error and our ValidationError are ValueErrors
+        shown = value
+    raise ValidationError(f"invalid {key} {shown!r} from {where}: expected {option.expected}")
 
 
 def _warnings(layers: list[_Layer]) -> tuple[str, ...]:

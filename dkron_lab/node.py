@@ -607,7 +607,11 @@ async def run_agent(config: Config) -> int:
 
     node = Node(config)
     await node.start()
-    server = await serve(node)
+    try:
+        server = await serve(node)
+    except BaseException:
+        await node.stop(graceful=False)
+        raise
     stopping = asyncio.Event()
     node.on_leave = stopping.set
     loop = asyncio.get_running_loop()

@@ -1,0 +1,531 @@
+"""The ``dkron-lab`` command: ``agent`` runs a node; ``jobs``/``executions`` talk to one over
+its REST API; ``keygen`` and ``version`` as in Dkron.
+
+Only parsing and printing live here: the config is built by ``dkron_lab.config``, a node by
+``dkron_lab.node.run_agent`` (imported when ``agent`` runs, so client commands stay light),
+and every request goes through ``dkron_lab.client.Client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+import yaml
+from click.core import ParameterSource
+
+from dkron_lab._version import __version__
+from dkron_lab.client import DEFAULT_URL, Client
+from dkron_lab.config import LOG_LEVELS, Config, resolve_config
+from dkron_lab.errors import DkronError, NotFoundError, ValidationError
+
+__all__ = ["cli", "main"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "fatal": logging.CRITICAL,
+    "panic": logging.CRITICAL,
+}
+
+
+class ConfigError(click.ClickException):
+    """A flag, variable or config file value of the wrong form: exit status 2, like a usage
+    error."""
+
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """dkron-lab: a distributed cron, wire-compatible with Dkron's v1 REST API.
+
+    Start a single-node server with `dkron-lab agent --server --bootstrap-expect 1`,
+    then manage jobs with `dkron-lab jobs ...`.
+    """
+
+
+# agent
+
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+_AGENT_OPTIONS: list[_Decorator] = [
+    click.option(
+        "--server",
+        is_flag=True,
+        help="Run as a server: a Raft voter that holds the "
+        "job state, serves the REST API and schedules when leader. [default: false]",
+    ),
+    click.option(
+        "--bootstrap-expect",
+        metavar="N",
+        help="Servers to wait for before "
+        "bootstrapping the cluster; 1 starts a single-node cluster. [default: 0]",
+    ),
+    click.option(
+        "--node-name",
+        metavar="NAME",
+        help="Unique name of this node; also its Raft id. [default: the host name]",
+    ),
+    click.option(
+        "--data-dir",
+        metavar="DIR",
+        help="Directory for the Raft log, snapshots and the DuckDB history. [default: dkron.data]",
+    ),
+    click.option(
+        "--http-addr",
+        metavar="HOST:PORT",
+        help="Address of the REST API and UI (servers). [default: :8080, every interface]",
+    ),
+    click.option(
+        "--bind-addr",
+        metavar="HOST:PORT",
+        help="Address of the cluster (Raft) listener. [default: 127.0.0.1:8946]",
+    ),
+    click.option(
+        "--advertise-addr",
+        metavar="HOST:PORT",
+        help="Cluster address other nodes "
+        "use to reach this one, behind NAT. [default: the bind address]",
+    ),
+    click.option(
+        "--join",
+        metavar="HOST:PORT",
+        multiple=True,
+        help="Address of a node to join at start; repeat for several. A failed join only warns.",
+    ),
+    click.option(
+        "--retry-join",
+        metavar="HOST:PORT",
+        multiple=True,
+        help="Like --join, but retry until it succeeds; repeat for several.",
+    ),
+    click.option(
+        "--retry-max",
+        metavar="N",
+        help="Give up --retry-join after N attempts; 0 retries for ever. [default: 0]",
+    ),
+    click.option(
+        "--retry-interval",
+        metavar="DURATION",
+        help="Wait between --retry-join attempts, a Go duration. [default: 30s]",
+    ),
+    click.option(
+        "--tag",
+        metavar="KEY=VALUE",
+        multiple=True,
+        help="Node tag for job targeting; repeat for several. Replaces the config file's tags.",
+    ),
+    click.option(
+        "--datacenter", metavar="NAME", help="Datacenter of this node (tag dc). [default: dc1]"
+    ),
+    click.option(
+        "--region",
+        metavar="NAME",
+        help="Region of this node; jobs target nodes of the leader's region. [default: global]",
+    ),
+    click.option(
+        "--encrypt",
+        metavar="KEY",
+        help="Cluster key, base64 of 16, 24 or 32 bytes (see `dkron-lab keygen`). [default: none]",
+    ),
+    click.option(
+        "--raft-multiplier",
+        metavar="N",
+        help="Scale Raft timeouts, 1 (fast, LAN) to 10. [default: 1]",
+    ),
+    click.option(
+        "--ui/--no-ui", default=None, help="Serve the web UI at /ui (servers). [default: --ui]"
+    ),
+    click.option(
+        "--log-level", metavar="LEVEL", help="One of " + "|".join(LOG_LEVELS) + ". [default: info]"
+    ),
+    click.option(
+        "--api-token",
+        metavar="TOKEN",
+        help="Require this bearer token on the REST "
+        "API (env DKRON_API_TOKEN). [default: none, open]",
+    ),
+    click.option(
+        "--max-body-size",
+        metavar="SIZE",
+        help="Largest request body accepted, e.g. 8MB. [default: 8MB]",
+    ),
+    click.option(
+        "--output-limit",
+        metavar="SIZE",
+        help="Output kept per execution in the "
+        "history (the tail), e.g. 256KB. [default: 256000 bytes]",
+    ),
+    click.option(
+        "--history-retention",
+        metavar="DURATION",
+        help="Delete executions older than this, e.g. 720h; 0 keeps all. [default: keep all]",
+    ),
+    click.option(
+        "--config",
+        "config_file",
+        metavar="PATH",
+        type=click.Path(path_type=Path),
+        help="Config file (YAML or JSON). [default: dkron.yml|yaml|json in "
+        "/etc/dkron, ~/.dkron, ./config]",
+    ),
+]
+
+
+def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_AGENT_OPTIONS):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@_agent_options
+@click.pass_context
+def agent(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
+    """Run a node (server or agent) until SIGTERM or SIGINT.
+
+    Each flag may also come from the environment (DKRON_NODE_NAME, DKRON_BOOTSTRAP_EXPECT,
+    DKRON_TAG=k=v,k2=v2, ...) or from the config file, whose keys are the flag names.
+    A flag beats the environment, which beats the file. On SIGTERM the node stops
+    scheduling, lets running jobs finish and exits 0; a second signal exits at once.
+    """
+    given = {
+        name: value
+        for name, value in flags.items()
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    try:
+        loaded = resolve_config(given, env=os.environ, config_file=config_file)
+    except ValidationError as exc:
+        raise ConfigError(exc.message) from None
+    _setup_logging(loaded.config.log_level)
+    log = logging.getLogger("dkron_lab.cli")
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    log.info("config file: %s", loaded.file or "none")
+    sys.exit(_run_agent(loaded.config))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=_LOG_LEVELS[level],
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _run_agent(config: Config) -> int:
+    from dkron_lab.node import run_agent
+
+    try:
+        return asyncio.run(run_agent(config))
+    except KeyboardInterrupt:
+        return 130
+    except (DkronError, OSError) as exc:
+        logging.getLogger("dkron_lab.cli").error("cannot run the agent: %s", exc)
+        return 1
+
+
+# small commands
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new random cluster key (16 bytes, base64) for --encrypt."""
+    click.echo(base64.b64encode(secrets.token_bytes(16)).decode("ascii"))
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"dkron-lab {__version__}")
+    click.echo("Dkron API v1 compatible")
+
+
+# client commands
+
+
+def _client_options(command: _F) -> _F:
+    command = click.option(
+        "--token",
+        envvar="DKRON_API_TOKEN",
+        metavar="TOKEN",
+        help="API token sent as a bearer token. [env DKRON_API_TOKEN]",
+    )(command)
+    return click.option(
+        "--address",
+        envvar="DKRON_ADDRESS",
+        default=DEFAULT_URL,
+        show_default=True,
+        metavar="URL",
+        help="URL of a dkron-lab (or Dkron) server. [env DKRON_ADDRESS]",
+    )(command)
+
+
+@contextmanager
+def _client(address: str, token: str | None, timeout: float | None = 10.0) -> Iterator[Client]:
+    """A client whose errors end the command with the server's message and exit status 1."""
+    try:
+        with Client(address, token=token, timeout=timeout) as client:
+            yield client
+    except DkronError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@cli.group()
+def jobs() -> None:
+    """List, show, create, run, toggle and delete jobs."""
+
+
+@jobs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@_client_options
+def jobs_list(address: str, token: str | None, as_json: bool) -> None:
+    """List every job: name, schedule, status, next run, last success and error."""
+    with _client(address, token) as client:
+        found = client.jobs()
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo("no jobs yet: create one with `dkron-lab jobs apply -f job.yaml`")
+        return
+    headers = ("NAME", "SCHEDULE", "STATUS", "NEXT", "LAST SUCCESS", "LAST ERROR", "DISABLED")
+    rows = [
+        (
+            job["name"],
+            job.get("schedule") or "-",
+            job.get("status") or "untriggered",
+            _short_time(job.get("next")),
+            _short_time(job.get("last_success")),
+            _short_time(job.get("last_error")),
+            "yes" if job.get("disabled") else "no",
+        )
+        for job in found
+    ]
+    click.echo(_table(headers, rows))
+
+
+@jobs.command("get")
+@click.argument("name")
+@_client_options
+def jobs_get(address: str, token: str | None, name: str) -> None:
+    """Print one job as JSON."""
+    with _client(address, token) as client:
+        _echo_json(client.job(name))
+
+
+@jobs.command("apply")
+@click.option(
+    "-f",
+    "--file",
+    "source",
+    type=click.File("r"),
+    required=True,
+    help="YAML or JSON file with one job or a list of jobs; - reads stdin.",
+)
+@_client_options
+def jobs_apply(address: str, token: str | None, source: IO[str]) -> None:
+    """Create or update the jobs in a file, in order (put parents first)."""
+    definitions = _read_jobs(source)
+    with _client(address, token) as client:
+        for job in definitions:
+            verb = "updated" if _exists(client, job["name"]) else "created"
+            client.put_job(job)
+            click.echo(f"{verb} job {job['name']}")
+
+
+def _read_jobs(source: IO[str]) -> list[dict[str, Any]]:
+    name = getattr(source, "name", "-")
+    try:
+        documents = [doc for doc in yaml.safe_load_all(source) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{name} is neither JSON nor YAML: {exc}") from None
+    found = [job for doc in documents for job in (doc if isinstance(doc, list) else [doc])]
+    for job in found:
+        if not isinstance(job, dict) or not isinstance(job.get("name"), str):
+            raise click.ClickException(
+                f"{name}: every job must be a mapping with a name, e.g. "
+                '{"name": "hello", "schedule": "@every 1m", "executor": "shell", ...}'
+            )
+    if not found:
+        raise click.ClickException(f"{name} holds no job")
+    return [_plain(job) for job in found]
+
+
+def _plain(value: Any) -> Any:
+    """YAML reads unquoted timestamps as datetimes; the API wants RFC3339 strings."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _exists(client: Client, name: str) -> bool:
+    try:
+        client.job(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run to finish, print its executions and exit 1 if it failed.",
+)
+@_client_options
+def jobs_run(address: str, token: str | None, name: str, wait: bool) -> None:
+    """Run a job now, outside its schedule."""
+    with _client(address, token, timeout=None if wait else 10.0) as client:
+        if not wait:
+            client.run_job(name)
+            click.echo(f"started job {name}")
+            return
+        before = {execution.get("id") for execution in client.executions(name)}
+        job = client.run_job(name, wait=True)
+        fresh = _new_executions(client, name, before)
+    for execution in fresh:
+        outcome = "succeeded" if execution.get("success") else "failed"
+        click.echo(f"job {name} {outcome} on {execution.get('node_name', '?')}")
+        if execution.get("output"):
+            click.echo(execution["output"].rstrip("\n"))
+    if not fresh:
+        click.echo(f"job {name} finished with status {job.get('status') or 'unknown'}")
+    if job.get("status") != "success":
+        sys.exit(1)
+
+
+def _new_executions(
+    client: Client, name: str, before: set[Any], patience: float = 5.0
+) -> list[dict[str, Any]]:
+    """The run's executions, oldest first. The history is written from the replicated log,
+    so it may trail the job's counters by a moment: poll until the run shows up."""
+    deadline = time.monotonic() + patience
+    while True:
+        fresh = [e for e in client.executions(name) if e.get("id") not in before]
+        if fresh or time.monotonic() > deadline:
+            newest = fresh[0].get("group") if fresh else None
+            return [e for e in reversed(fresh) if e.get("group") == newest]
+        time.sleep(0.1)
+
+
+@jobs.command("toggle")
+@click.argument("name")
+@_client_options
+def jobs_toggle(address: str, token: str | None, name: str) -> None:
+    """Disable an enabled job, or enable a disabled one."""
+    with _client(address, token) as client:
+        job = client.toggle_job(name)
+    click.echo(f"job {name} {'disabled' if job.get('disabled') else 'enabled'}")
+
+
+@jobs.command("delete")
+@click.argument("name")
+@_client_options
+def jobs_delete(address: str, token: str | None, name: str) -> None:
+    """Delete a job (its children first: a job with dependents cannot go)."""
+    with _client(address, token) as client:
+        client.delete_job(name)
+    click.echo(f"deleted job {name}")
+
+
+@cli.command()
+@click.argument("job")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show at most this many executions, newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the executions as JSON.")
+@_client_options
+def executions(address: str, token: str | None, job: str, limit: int, as_json: bool) -> None:
+    """List a job's executions, newest first."""
+    with _client(address, token) as client:
+        found = client.executions(job, output_size_limit=None if as_json else 200)[:limit]
+    if as_json:
+        _echo_json(found)
+        return
+    if not found:
+        click.echo(f"job {job} has not run yet")
+        return
+    headers = ("ID", "STARTED", "FINISHED", "NODE", "SUCCESS", "OUTPUT")
+    rows = [
+        (
+            execution.get("id", ""),
+            _short_time(execution.get("started_at")),
+            _short_time(execution.get("finished_at")),
+            execution.get("node_name", ""),
+            "yes" if execution.get("success") else "no",
+            _last_line(execution.get("output", "")),
+        )
+        for execution in found
+    ]
+    click.echo(_table(headers, rows))
+
+
+# formatting
+
+_FRACTION = re.compile(r"\.\d+")
+
+
+def _short_time(value: Any) -> str:
+    if not value or str(value).startswith("0001-01-01"):
+        return "-"
+    return _FRACTION.sub("", str(value)).replace("T", " ")
+
+
+def _last_line(text: str, width: int = 40) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    line = lines[-1].strip() if lines else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    columns = zip(headers, *rows, strict=False)
+    widths = [max(len(str(cell)) for cell in column) for column in columns]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in (headers, *rows)
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main() -> None:
+    """The ``dkron-lab`` console script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()
