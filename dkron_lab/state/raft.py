@@ -1,0 +1,886 @@
+"""The Raft adapter: replicates commands to a deterministic state machine through pysyncobj.
+
+Contract (the rest of dkron-lab sees only this):
+
+* ``StateMachine`` is what gets replicated: ``apply(command) -> result`` is called on the raft
+  thread in log order on every node, holding ``machine.lock``; ``snapshot()`` / ``restore()``
+  move the whole state in and out of a snapshot (plain JSON data).
+* ``RaftNode(settings, machine).start()`` loads the snapshot and the journal from
+  ``settings.data_dir``, replays them and starts the raft thread. ``await submit(command)`` returns
+  what ``apply`` returned for that command once it has committed, or raises ``NotLeaderError``,
+  ``NoQuorumError``, ``ReplicationTimeout`` (outcome unknown) or another ``ClusterError``.
+  Commands submitted in sequence (from one loop) are appended, hence applied, in that order.
+* ``fenced=True`` succeeds only if, when the command committed, this node was still leader in the
+  term it was submitted in (``reference/pysyncobj-spike.md`` §3). Any failure of a fenced submit
+  means "unknown": the entry may have been applied; the state machine's first-claim-wins rule
+  decides and the caller re-reads the state.
+
+Threads: one raft thread per node drives pysyncobj (``autoTick=False``): it ticks again at once
+while a tick can make progress without the network (entries to apply, a leader's entries that
+a majority already holds), otherwise it sleeps in ``poll`` until a message, a wake-up from
+``submit`` (a socket pair) or ``tick_period``. Results go back to the submitting loop with
+``call_soon_threadsafe``, batched per round of applied entries. Snapshots are written
+synchronously on the raft thread.
+
+pysyncobj 0.3.17 is patched here, not forked (docs/raft.md has the why): our journal replaces
+``FileJournal`` (B2, B2b, B7), snapshot-mode AppendEntries cannot commit unapplied entries (B5),
+a success reply cannot rewind ``nextIndex`` (B1), every submit has a deadline (B6), the leader
+steps down after ``leader_fallback_timeout`` (B8), the port binds only to ``self_address`` (B9)
+and without a password only loopback is allowed (B10). Commands in the log are
+``b"\\x00" + compact JSON``: no pickled objects in the log or in snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pysyncobj import SyncObj, SyncObjConf, SyncObjException
+from pysyncobj import syncobj as _pysyncobj
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.journal import Journal
+from pysyncobj.poller import POLL_EVENT_TYPE
+
+from dkron_lab.errors import (
+    ClusterError,
+    NoQuorumError,
+    NotLeaderError,
+    ReplicationTimeout,
+    ValidationError,
+)
+from dkron_lab.state.journal import RaftData, RaftJournal, read_snapshot, write_snapshot
+
+__all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "RaftNode", "RaftSettings", "StateMachine"]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_FILE = "raft.journal"
+SNAPSHOT_FILE = "raft.snapshot"
+
+_REGULAR = bytes([_pysyncobj._COMMAND_TYPE.REGULAR])
+_FEED_BATCH = 1000  # commands handed to pysyncobj per tick; keeps its notify pipe from filling
+_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class StateMachine(Protocol):
+    """The replicated state. Deterministic: the same commands in the same order give the same
+    state and results on every node.
+
+    ``lock`` is held by the adapter around ``apply``, ``snapshot`` and ``restore``; readers take
+    it too. All three run on the raft thread and must not block on I/O.
+    """
+
+    lock: threading.RLock
+
+    def apply(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Apply one committed command and return its result (plain JSON data).
+
+        Never raises: a rejected command returns ``{"error": ...}``.
+        """
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON data."""
+        ...
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Replace the whole state with a snapshot taken by ``snapshot``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftSettings:
+    """How one node takes part in the Raft group. Defaults: ``reference/pysyncobj-spike.md`` §9.
+
+    ``self_address=None`` makes a read-only replica: it receives the log from the leader of
+    ``partners`` but never votes or counts for a quorum. Without a ``password`` (the cluster key)
+    the raft port may only be bound to a loopback address (the port would otherwise accept
+    pickles from anyone).
+    """
+
+    data_dir: Path
+    self_address: str | None = "127.0.0.1:6868"
+    partners: tuple[str, ...] = ()
+    password: str | None = None
+    bind_address: str | None = None  # default: self_address (never 0.0.0.0 by accident, B9)
+    fsync: bool = False  # True: survive power loss too, at a few ms per commit
+    tick_period: float = 0.05  # longest sleep of the idle raft thread
+    heartbeat_period: float = 0.1
+    election_timeout_min: float = 0.4
+    election_timeout_max: float = 1.4
+    connection_timeout: float = 3.5
+    connection_retry: float = 1.0
+    leader_fallback_timeout: float = 2.0  # B8: pysyncobj's 30 s means 28 s of two leaders
+    compaction_min_entries: int = 50_000
+    compaction_min_time: float = 3600.0
+    compaction_split: bool = False
+    dynamic_membership: bool = True
+    batch_append_entries: bool = False  # False: one AppendEntries per command, sub-ms commits
+    wait_for_leader: bool = False  # False: submit fails fast with NoQuorumError, no queueing
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        others = dict.fromkeys(p for p in self.partners if p != self.self_address)
+        object.__setattr__(self, "partners", tuple(others))
+        _check_addresses(self)
+        _check_timing(self)
+        _check_exposure(self)
+
+    @property
+    def listen_address(self) -> str | None:
+        """host:port the raft port binds to (None for a read-only replica)."""
+        return self.bind_address or self.self_address
+
+
+class RaftNode:
+    """One member of the Raft group: a voter (``self_address`` set) or a read-only replica."""
+
+    def __init__(
+        self,
+        settings: RaftSettings,
+        machine: StateMachine,
+        *,
+        on_leadership: Callable[[bool, int], None] | None = None,
+    ) -> None:
+        """``on_leadership(is_leader, term)`` runs on the raft thread whenever this node's
+        belief of being leader or its term changes; it must return quickly."""
+        self._settings = settings
+        self._machine = machine
+        self._on_leadership = on_leadership
+        self._core: _Core | None = None
+        self._journal: RaftJournal | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._wake_pending = False
+        self._stopping = False
+        self._fatal: str | None = None
+        self._inbox: deque[_Pending] = deque()
+        self._outstanding: set[_Pending] = set()
+        self._done: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
+        self._waiters_lock = threading.Lock()
+        self._view = _View()
+        self._leadership = (False, 0)
+        self._next_sweep = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the data directory, bind the raft port and start the raft thread.
+
+        Loading the snapshot and replaying the journal happen on the raft thread; use
+        ``wait_ready`` before serving reads. Raises ``ClusterError`` if the port is taken.
+        """
+        if self._core is not None:
+            return
+        settings = self._settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (SNAPSHOT_FILE + ".tmp", SNAPSHOT_FILE + ".1.tmp"):
+            (settings.data_dir / stale).unlink(missing_ok=True)
+        if settings.listen_address is not None:
+            _probe_bind(settings.listen_address)
+        journal = RaftJournal(settings.data_dir / JOURNAL_FILE, fsync=settings.fsync)
+        try:
+            conf = _sync_obj_conf(settings, journal, self._write_snapshot, self._read_snapshot)
+            core = _Core(settings, conf, journal, self._apply_payload)
+        except SyncObjException as exc:
+            journal.close()
+            raise ClusterError(f"cannot bind the raft port {settings.listen_address}") from exc
+        except BaseException:
+            journal.close()
+            raise
+        self._journal, self._core, self._stopping, self._fatal = journal, core, False, None
+        self._leadership = (False, core.raftCurrentTerm)
+        self._open_wake(core)
+        name = f"raft-{settings.self_address or 'replica'}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the raft thread, store the meta file, close sockets and files. Idempotent.
+
+        Submits still waiting fail: not yet handed to Raft with ``ClusterError``, in the log but
+        not committed with ``ReplicationTimeout`` (they may commit after a restart).
+        """
+        core = self._core
+        if core is None:
+            return
+        if self._thread is threading.current_thread():
+            raise ClusterError("RaftNode.stop() cannot be called from the raft thread")
+        self._stopping = True
+        self._wake_now()
+        if self._thread is not None:
+            self._thread.join()
+        self._core, self._thread = None, None
+        core.destroy()  # transport, then journal.close(): meta stored
+        _close_pysyncobj_pipe(core)
+        self._close_wake()
+        self._fail_unfinished()
+        self._view = _View()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once a leader is known and this node has applied everything it committed
+        (a leader: including the entry that opened its term). Raises ``NoQuorumError``."""
+        self._require_running()
+        if self._view.ready:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        with self._waiters_lock:
+            self._waiters.append((loop, waiter))
+        self._wake_now()
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            with self._waiters_lock:
+                self._waiters = [w for w in self._waiters if w[1] is not waiter]
+            raise NoQuorumError(self._not_ready_message(timeout)) from None
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def submit(
+        self, command: dict[str, Any], *, timeout: float = 5.0, fenced: bool = False
+    ) -> dict[str, Any]:
+        """Replicate ``command`` and return ``machine.apply``'s result for it.
+
+        Raises ``ValidationError`` (not plain JSON data), ``NotLeaderError`` (with ``.leader``),
+        ``NoQuorumError`` (no leader known: nothing written), ``ReplicationTimeout`` (no
+        answer within ``timeout``: outcome unknown). A follower forwards non-fenced commands to
+        the leader; a fenced one fails at once unless this node is leader.
+        """
+        self._require_running()
+        payload = _REGULAR + _encode_command(command)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        deadline = time.monotonic() + timeout
+        self._inbox.append(_Pending(payload, fenced, loop, future, deadline))
+        self._wake()
+        timer = loop.call_later(timeout, self._expire, future, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    # -- cheap reads -----------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """This node believes it is leader (there may briefly be two; see ``fenced``)."""
+        return self._view.state == "leader"
+
+    @property
+    def leader(self) -> str | None:
+        """Address of the leader this node last heard of."""
+        return self._view.leader
+
+    @property
+    def term(self) -> int:
+        return self._view.term
+
+    @property
+    def applied_index(self) -> int:
+        """Log index of the last command applied to the state machine."""
+        return self._view.applied_index
+
+    @property
+    def ready(self) -> bool:
+        """See ``wait_ready``."""
+        return self._view.ready
+
+    def status(self) -> dict[str, Any]:
+        """Plain data for the API and ``raft list-peers``."""
+        view, core, settings = self._view, self._core, self._settings
+        if core is None:
+            partners = [{"address": a, "connected": False} for a in settings.partners]
+            replicas, log_size, quorum = 0, 0, False
+        else:
+            nodes = sorted(core.otherNodes, key=lambda n: str(n.id))
+            partners = [{"address": str(n.id), "connected": core.isNodeConnected(n)} for n in nodes]
+            replicas, quorum = len(core.readonlyNodes), bool(core.hasQuorum)
+            log_size = len(self._journal) if self._journal is not None else 0
+        return {
+            "state": view.state,
+            "term": view.term,
+            "leader": view.leader,
+            "self": settings.self_address,
+            "read_only": settings.self_address is None,
+            "partners": partners,
+            "read_only_replicas": replicas,
+            "has_quorum": quorum,
+            "commit_index": view.commit_index,
+            "applied_index": view.applied_index,
+            "log_size": log_size,
+            "ready": view.ready,
+        }
+
+    # -- the raft thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._guarded(self._first_tick)
+        while not self._stopping:
+            self._guarded(self._iterate)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:
+            logger.exception("raft tick failed; retrying")
+            time.sleep(self._settings.tick_period)
+
+    def _first_tick(self) -> None:
+        core = self._require_core()
+        core._dk_raft_thread = threading.get_ident()
+        core._dk_after_apply = self._flush_done
+        core.doTick(0.0)  # loads the snapshot and applies the committed journal
+        if core.selfNode is not None and not core.otherNodes:
+            # The only voter has nobody to wait for: elect now, not after 0.4-1.4 s.
+            core._SyncObj__raftElectionDeadline = 0.0
+        self._after_tick(core)
+
+    def _iterate(self) -> None:
+        core, journal = self._require_core(), self._require_journal()
+        self._feed(core)
+        journal.sync()  # the last tick's appends reach the kernel before anything counts them
+        mark = (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
+        core.doTick(0.0)
+        self._after_tick(core)
+        if self._stopping or self._inbox or _queued(core):
+            return
+        moved = mark != (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
+        if not _can_progress_alone(core, journal, moved):
+            core._poller.poll(self._settings.tick_period)  # until a message, a wake-up or a timer
+
+    def _feed(self, core: _Core) -> None:
+        self._wake_pending = False  # before draining: a later submit must write a new wake-up
+        for _ in range(_FEED_BATCH):
+            try:
+                pending = self._inbox.popleft()
+            except IndexError:
+                return
+            self._feed_one(core, pending)
+
+    def _feed_one(self, core: _Core, pending: _Pending) -> None:
+        if pending.fenced and not core._isLeader():
+            error = NotLeaderError("this node is not the leader", leader=_leader_of(core))
+            self._done.append((pending.loop, pending.future, error))
+            return
+        pending.term = core.raftCurrentTerm
+        self._outstanding.add(pending)
+        core._applyCommand(pending.payload, functools.partial(self._on_result, pending))
+
+    def _on_result(self, pending: _Pending, result: Any, error: int) -> None:
+        self._outstanding.discard(pending)
+        self._done.append((pending.loop, pending.future, self._outcome(pending, result, error)))
+
+    def _outcome(self, pending: _Pending, result: Any, error: int) -> Any:
+        core = self._require_core()
+        if error == FAIL_REASON.SUCCESS:
+            if not pending.fenced or (core.raftCurrentTerm == pending.term and core._isLeader()):
+                return result
+            return NotLeaderError(_FENCE_LOST, leader=_leader_of(core))
+        kind, message = _FAILURES.get(error, (ClusterError, f"raft failure code {error}"))
+        if kind is NotLeaderError:
+            return NotLeaderError(message, leader=_leader_of(core))
+        return kind(message)
+
+    def _after_tick(self, core: _Core) -> None:
+        self._flush_done()
+        view = self._read_view(core)
+        if view != self._view:
+            self._view = view
+            self._notify_leadership(view)
+        if self._waiters and (view.ready or self._fatal):
+            self._release_waiters(ClusterError(self._fatal) if self._fatal else None)
+        if self._fatal:
+            self._stopping = True
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            # B6: pysyncobj may never call back; their futures have long timed out.
+            self._outstanding = {p for p in self._outstanding if p.deadline > now}
+
+    def _read_view(self, core: _Core) -> _View:
+        state = _STATES.get(core._SyncObj__raftState, "follower")
+        leader = _leader_of(core)
+        commit, applied = core.raftCommitIndex, core.raftLastApplied
+        return _View(
+            state=state,
+            leader=leader,
+            term=core.raftCurrentTerm,
+            commit_index=commit,
+            applied_index=applied,
+            ready=leader is not None and self._caught_up(core, state, commit, applied),
+        )
+
+    def _caught_up(self, core: _Core, state: str, commit: int, applied: int) -> bool:
+        if state == "leader":
+            # Entries of older terms only count as committed once the leader's first entry is.
+            term_applied = self._require_journal().entry_term(applied)
+            return applied >= commit and term_applied == core.raftCurrentTerm
+        leader_commit = core._SyncObj__leaderCommitIndex
+        return leader_commit is not None and applied >= leader_commit
+
+    def _notify_leadership(self, view: _View) -> None:
+        leadership = (view.state == "leader", view.term)
+        if leadership == self._leadership:
+            return
+        self._leadership = leadership
+        if self._on_leadership is not None:
+            try:
+                self._on_leadership(*leadership)
+            except Exception:
+                logger.exception("on_leadership callback failed")
+
+    def _flush_done(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for loop, future, outcome in done:
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, items in by_loop.items():
+            _post(loop, items)
+
+    def _release_waiters(self, outcome: ClusterError | None) -> None:
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            _post(loop, [(waiter, outcome)])
+
+    # -- pysyncobj hooks (raft thread) -----------------------------------------------------------
+
+    def _apply_payload(self, payload: bytes) -> dict[str, Any]:
+        try:
+            command = json.loads(payload.decode())
+        except ValueError:  # includes UnicodeDecodeError
+            return {"error": "the raft log holds a command that is not JSON"}
+        with self._machine.lock:
+            try:
+                return self._machine.apply(command)
+            except Exception as exc:  # the contract says never; keep the log moving if it does
+                logger.exception("state machine apply raised; it must return {'error': ...}")
+                return {"error": f"apply raised {exc!r}"}
+
+    def _write_snapshot(self, file_name: str, raft: RaftData) -> None:
+        with self._machine.lock:
+            write_snapshot(file_name, self._machine.snapshot(), raft, fsync=self._settings.fsync)
+
+    def _read_snapshot(self, file_name: str) -> RaftData:
+        try:
+            state, raft = read_snapshot(file_name)
+            with self._machine.lock:
+                self._machine.restore(state)
+            self._require_journal().trim_to_snapshot(raft[1], raft[0])  # B2b
+            return raft
+        except Exception as exc:
+            # pysyncobj would log and go on with an empty state; stop instead.
+            self._fatal = f"cannot load the raft snapshot {file_name}: {exc!r}"
+            raise
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _open_wake(self, core: _Core) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        core._poller.subscribe(self._wake_r.fileno(), self._drain_wake, POLL_EVENT_TYPE.READ)
+
+    def _drain_wake(self, _fd: int, _event: int) -> None:
+        reader = self._wake_r
+        try:
+            while reader is not None and reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        writer = self._wake_w
+        if writer is None:
+            return
+        with contextlib.suppress(OSError):  # buffer full (a wake-up is pending) or closed
+            writer.send(b"\0")
+
+    def _close_wake(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def _fail_unfinished(self) -> None:
+        unsent = ClusterError("the raft node stopped before the command was sent; nothing written")
+        while self._inbox:
+            pending = self._inbox.popleft()
+            self._done.append((pending.loop, pending.future, unsent))
+        for pending in self._outstanding:
+            self._done.append((pending.loop, pending.future, ReplicationTimeout(_STOPPED)))
+        self._outstanding.clear()
+        self._flush_done()
+        self._release_waiters(ClusterError("the raft node was stopped"))
+
+    def _expire(self, future: asyncio.Future[Any], timeout: float) -> None:
+        if not future.done():
+            view = self._view
+            future.set_exception(
+                ReplicationTimeout(
+                    f"the command did not commit within {timeout:g} s (term {view.term}, leader "
+                    f"{view.leader or 'unknown'}); it may still commit - re-read the state "
+                    "before retrying"
+                )
+            )
+
+    def _not_ready_message(self, timeout: float) -> str:
+        view = self._view
+        return (
+            f"raft not ready after {timeout:g} s: state {view.state}, leader "
+            f"{view.leader or 'unknown'}, term {view.term}, applied {view.applied_index} of "
+            f"{view.commit_index}; check that a majority of {self._settings.partners or 'voters'} "
+            "is running, reachable and uses the same cluster key"
+        )
+
+    def _require_running(self) -> None:
+        if self._fatal:
+            raise ClusterError(self._fatal)
+        if self._core is None or self._stopping:
+            raise ClusterError("the raft node is not running; call start() first")
+
+    def _require_core(self) -> _Core:
+        if self._core is None:
+            raise ClusterError("the raft node is not running")
+        return self._core
+
+    def _require_journal(self) -> RaftJournal:
+        if self._journal is None:
+            raise ClusterError("the raft node is not running")
+        return self._journal
+
+
+# -- pysyncobj subclass with the spike's validated overrides ------------------------------------
+
+
+class _Core(SyncObj):  # type: ignore[misc]
+    """SyncObj with B1 and B5 fixed, JSON commands, and an fsync point before every ack.
+
+    pysyncobj calls its private methods through ``self``, so defining the mangled names
+    (``_SyncObj__...``) here overrides them.
+    """
+
+    def __init__(
+        self,
+        settings: RaftSettings,
+        conf: SyncObjConf,
+        journal: RaftJournal,
+        apply_payload: Callable[[bytes], dict[str, Any]],
+    ) -> None:
+        self._dk_journal = journal
+        self._dk_apply = apply_payload
+        self._dk_raft_thread: int | None = None  # set by the raft thread when it starts
+        self._dk_after_apply: Callable[[], None] = lambda: None
+        super().__init__(settings.self_address, list(settings.partners), conf)
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """Hand results back as soon as a round of entries is applied, not at the end of the
+        tick (which still sends AppendEntries to every follower)."""
+        resend = SyncObj._SyncObj__applyLogEntries(self)
+        self._dk_after_apply()
+        return bool(resend)
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
+        """pysyncobj writes to its wake-up pipe on every command (appendEntriesUseBatch=False);
+        on the raft thread that is a wasted syscall per command (and a GIL hand-off): the queue
+        is read in the same or the next tick anyway."""
+        if threading.get_ident() != self._dk_raft_thread:
+            SyncObj._applyCommand(self, command, callback, commandType)
+            return
+        if commandType is not None:
+            command = bytes([commandType]) + command
+        try:
+            self._SyncObj__commandsQueue.put_nowait((command, callback))
+        except queue.Full:
+            self._SyncObj__callErrCallback(FAIL_REASON.QUEUE_FULL, callback)
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
+        if command[:1] == _REGULAR:
+            return self._dk_apply(command[1:])
+        return SyncObj._SyncObj__doApplyCommand(self, command)  # no-op, membership, version
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and "prevLogIdx" not in message:
+            self._snapshot_mode_append(node, message)
+        elif kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+            self._success_reply(node, message)
+        else:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__sendNextNodeIdx(
+        self, node: Any, reset: bool = False, nextNodeIdx: int | None = None, success: bool = False
+    ) -> None:
+        self._dk_journal.sync()  # a follower's entries are written before it acknowledges them
+        SyncObj._SyncObj__sendNextNodeIdx(
+            self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success
+        )
+
+    def _snapshot_mode_append(self, node: Any, message: dict[str, Any]) -> None:
+        """B5: a snapshot chunk (or ``serialized: None``) carries no log-matching check, so it
+        must not commit entries this node has not applied; they may be a deposed leader's."""
+        before = self.raftCommitIndex
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        ceiling = max(before, self.raftLastApplied)
+        if self.raftCommitIndex > ceiling:
+            self._SyncObj__raftCommitIndex = ceiling
+            self._dk_journal.setRaftCommitIndex(ceiling)
+
+    def _success_reply(self, node: Any, message: dict[str, Any]) -> None:
+        """B1: a success reply acknowledges a prefix; it must not pull ``nextIndex`` back over
+        entries already in flight (pysyncobj re-sends them and followers truncate)."""
+        next_index = self._SyncObj__raftNextIndex
+        before = next_index.get(node)
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if before is not None and node in next_index and next_index[node] < before:
+            next_index[node] = before
+
+
+def _sync_obj_conf(
+    s: RaftSettings,
+    journal: RaftJournal,
+    serializer: Callable[[str, RaftData], None] | None,
+    deserializer: Callable[[str], RaftData] | None,
+) -> SyncObjConf:
+    return SyncObjConf(
+        autoTick=False,
+        autoTickPeriod=s.tick_period,
+        appendEntriesUseBatch=s.batch_append_entries,
+        appendEntriesPeriod=s.heartbeat_period,
+        raftMinTimeout=s.election_timeout_min,
+        raftMaxTimeout=s.election_timeout_max,
+        connectionTimeout=s.connection_timeout,
+        connectionRetryTime=s.connection_retry,
+        leaderFallbackTimeout=s.leader_fallback_timeout,
+        commandsWaitLeader=s.wait_for_leader,
+        journalFile=journal,  # handed back as is by _create_journal below
+        fullDumpFile=str(s.data_dir / SNAPSHOT_FILE),  # both or neither (B7)
+        serializer=serializer,
+        deserializer=deserializer,
+        logCompactionMinEntries=s.compaction_min_entries,
+        logCompactionMinTime=s.compaction_min_time,
+        logCompactionSplit=s.compaction_split,
+        dynamicMembershipChange=s.dynamic_membership,
+        password=s.password,
+        bindAddress=s.listen_address,
+        maxBindRetries=1,  # the port was probed; never spin on a taken port
+    )
+
+
+# pysyncobj builds its journal with the module-level ``createJournal(conf.journalFile)``; passing
+# our journal object as ``journalFile`` and returning it here is the narrowest hook. Other
+# journalFile values behave exactly as before.
+_original_create_journal = _pysyncobj.createJournal
+
+
+def _create_journal(journal_file: Any) -> Any:
+    if isinstance(journal_file, Journal):
+        return journal_file
+    return _original_create_journal(journal_file)
+
+
+_pysyncobj.createJournal = _create_journal
+
+
+# -- small pieces -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What the cheap properties read; replaced whole by the raft thread."""
+
+    state: str = "stopped"
+    leader: str | None = None
+    term: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+    ready: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    payload: bytes
+    fenced: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    deadline: float
+    term: int = 0  # raft term when handed to pysyncobj (fencing)
+
+
+_UNKNOWN = "it may or may not be applied - re-read the state before retrying"
+_FENCE_LOST = f"leadership changed while the fenced command committed; {_UNKNOWN}"
+_STOPPED = "the raft node stopped before the command committed; it may still commit after a restart"
+_FAILURES: dict[int, tuple[type[ClusterError], str]] = {
+    FAIL_REASON.QUEUE_FULL: (ClusterError, "the raft command queue is full; retry later"),
+    FAIL_REASON.MISSING_LEADER: (
+        NoQuorumError,
+        "no raft leader is known (election running or too few servers reachable); nothing "
+        "was written - retry once a leader is elected",
+    ),
+    FAIL_REASON.DISCARDED: (NotLeaderError, f"a new leader replaced the command; {_UNKNOWN}"),
+    FAIL_REASON.NOT_LEADER: (NotLeaderError, "the node this was forwarded to is not the leader"),
+    FAIL_REASON.LEADER_CHANGED: (NotLeaderError, f"the leader changed; {_UNKNOWN}"),
+    FAIL_REASON.REQUEST_DENIED: (ClusterError, "the raft leader denied the request"),
+    FAIL_REASON.UNKNOWN_OUTCOME: (ReplicationTimeout, f"the outcome is unknown; {_UNKNOWN}"),
+}
+
+
+def _queued(core: SyncObj) -> bool:
+    """pysyncobj still holds commands (its per-tick time budget ran out)."""
+    return bool(core._SyncObj__commandsQueue._FastQueue__queue)
+
+
+def _can_progress_alone(core: SyncObj, journal: RaftJournal, moved: bool) -> bool:
+    """Whether another tick right now would apply or commit something without news from the
+    network. Exact, so the raft thread never spins: committed entries not yet applied (after a
+    tick that moved), or a leader whose majority-replicated index is a new entry of its term
+    (replies read at the end of a tick only count at the start of the next one)."""
+    if moved and core.raftCommitIndex > core.raftLastApplied:
+        return True
+    if not core._isLeader():
+        return False
+    matched = core._SyncObj__raftMatchIndex
+    indexes = sorted([journal.last_index, *(matched.get(n, 0) for n in core.otherNodes)])
+    majority = indexes[(len(indexes) - 1) // 2]  # the highest index a majority holds
+    commit = core.raftCommitIndex
+    return bool(majority > commit and journal.entry_term(majority) == core.raftCurrentTerm)
+
+
+def _leader_of(core: SyncObj) -> str | None:
+    leader = core._getLeader()
+    return None if leader is None else str(leader.id)
+
+
+def _post(loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    with contextlib.suppress(RuntimeError):  # the submitting loop is closed: nobody waits
+        loop.call_soon_threadsafe(_settle_all, items)
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in items:
+        if future.done():
+            continue  # timed out or cancelled meanwhile
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _encode_command(command: dict[str, Any]) -> bytes:
+    if not isinstance(command, dict):
+        raise ValidationError(
+            f"a raft command must be a dict of plain JSON data, not {type(command).__name__}"
+        )
+    try:
+        text = _ENCODER.encode(command)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"a raft command must be plain JSON data ({exc}); encode domain objects to dicts first"
+        ) from None
+    return text.encode()
+
+
+def _close_pysyncobj_pipe(core: SyncObj) -> None:
+    # pysyncobj never closes the notifier pipe it opens with appendEntriesUseBatch=False.
+    notifier = getattr(core, "_SyncObj__pipeNotifier", None)
+    for name in ("_PipeNotifier__pipeR", "_PipeNotifier__pipeW"):
+        fd = getattr(notifier, name, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _probe_bind(address: str) -> None:
+    host, port = _split_address(address)
+    try:
+        family, kind, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot bind the raft port {address}: {exc.strerror or exc}; another process "
+            "(another dkron-lab node?) may hold it - stop it or choose another port"
+        ) from None
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError(f"raft address {address!r} is not host:port (e.g. 127.0.0.1:6868)")
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_addresses(settings: RaftSettings) -> None:
+    for address in (settings.self_address, settings.bind_address, *settings.partners):
+        if address is not None:
+            _split_address(address)
+    if settings.self_address is None and not settings.partners:
+        raise ValidationError("a read-only raft replica needs the voters' addresses in partners")
+    if settings.self_address is None and settings.compaction_split:
+        raise ValidationError("compaction_split needs self_address (pysyncobj limitation)")
+
+
+def _check_timing(s: RaftSettings) -> None:
+    rules = [
+        (s.tick_period > 0, "tick_period must be > 0"),
+        (s.heartbeat_period * 3 < s.election_timeout_min, "election_timeout_min > 3 heartbeats"),
+        (s.election_timeout_min < s.election_timeout_max, "election_timeout_max > _min"),
+        (s.connection_timeout >= s.election_timeout_max, "connection_timeout >= election max"),
+        (s.leader_fallback_timeout > s.heartbeat_period, "leader_fallback_timeout > heartbeat"),
+        (s.connection_retry >= 0, "connection_retry must be >= 0"),
+        (s.compaction_min_entries >= 2, "compaction_min_entries must be >= 2"),
+        (s.compaction_min_time > 0, "compaction_min_time must be > 0"),
+    ]
+    broken = [message for ok, message in rules if not ok]
+    if broken:
+        raise ValidationError("raft timing settings are inconsistent: " + "; ".join(broken))
+
+
+def _check_exposure(settings: RaftSettings) -> None:
+    """B10: without a cluster key the raft port unpickles whatever anyone sends it."""
+    if settings.password == "":
+        raise ValidationError("the raft password (cluster key) must not be empty")
+    address = settings.listen_address
+    if settings.password is not None or address is None:
+        return
+    if not _is_loopback(_split_address(address)[0]):
+        raise ValidationError(
+            f"refusing to open the raft port on {address} without a cluster key: anyone who can "
+            "reach it could read all state and run code in this process. Create a key with "
+            "`dkron-lab keygen` and pass it as the password, or bind to 127.0.0.1"
+        )
