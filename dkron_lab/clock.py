@@ -26,6 +26,11 @@ class Clock(Protocol):
         ...
 
 
+# The event loop's timers wake up to a millisecond late (epoll rounds its timeout up to whole
+# milliseconds); the last stretch before an instant is waited out by spinning instead.
+_SPIN = 0.002
+
+
 class SystemClock:
     """The real clock. Sleeps are measured on the wall clock, re-checked after each wake-up,
     so a clock step (NTP, suspend) does not make a fire late by the size of the step."""
@@ -34,9 +39,9 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def sleep_until(self, when: datetime) -> None:
-        while True:
-            delay = when.timestamp() - time.time()
-            if delay <= 0:
-                return
+        target = when.timestamp()
+        while (delay := target - time.time()) > _SPIN:
             # Long sleeps are cut in pieces so a wall-clock jump is noticed within a minute.
-            await asyncio.sleep(min(delay, 60.0))
+            await asyncio.sleep(min(delay - _SPIN, 60.0))
+        while time.time() < target:
+            pass

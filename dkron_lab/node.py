@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -52,7 +53,7 @@ from dkron_lab.state.machine import (
 )
 from dkron_lab.state.raft import RaftNode, RaftSettings
 
-__all__ = ["JobQuery", "JobView", "Node", "run_agent"]
+__all__ = ["JobQuery", "JobView", "Node", "run_agent", "tune_interpreter"]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,8 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
-        self._done = Batcher(self._submit_done)
+        self._done: Batcher[dict[str, Any], None] = Batcher(self._submit_done, retry=True)
+        self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(self._submit_writes)
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._last_group = 0
         self.started_at = datetime.now(UTC)
@@ -315,8 +317,16 @@ class Node:
     def _report(self, execution: Execution) -> None:
         self._done.add(codec.execution_to_json(execution))
 
-    async def _submit_done(self, records: list[dict[str, Any]]) -> None:
-        await self._submit(command("done", executions=records))
+    async def _submit_done(self, records: list[dict[str, Any]]) -> list[None]:
+        await self.raft.submit(command("done", executions=records))
+        return [None] * len(records)
+
+    async def _submit_writes(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Writes from concurrent requests share one Raft entry."""
+        if len(commands) == 1:
+            return [await self.raft.submit(commands[0])]
+        result = await self.raft.submit(command("batch", commands=commands))
+        return list(result["results"])
 
     async def _fail_orphans(self) -> None:
         """Runs in flight here before this node stopped can never report: record them failed."""
@@ -485,7 +495,10 @@ class Node:
     # -- the facade: writes -------------------------------------------------------------------
 
     async def _submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
-        result = await self.raft.submit(cmd, fenced=fenced)
+        if fenced:
+            result = await self.raft.submit(cmd, fenced=True)
+        else:
+            result = await self._writes.add(cmd)
         if "error" in result:
             error = result["error"]
             raise error_class(error["type"])(error["message"])
@@ -601,10 +614,20 @@ def _raft_settings(config: Config) -> RaftSettings:
     )
 
 
+def tune_interpreter() -> None:
+    """Settings for a process that is a dkron-lab server and nothing else.
+
+    The Raft and DuckDB threads hold the GIL in stretches; with CPython's default 5 ms switch
+    interval a fire due meanwhile would start up to 5 ms late.
+    """
+    sys.setswitchinterval(0.0005)
+
+
 async def run_agent(config: Config) -> int:
     """Run a node with its HTTP API until SIGTERM/SIGINT; running jobs finish first."""
     from dkron_lab.api.app import serve
 
+    tune_interpreter()
     node = Node(config)
     await node.start()
     try:

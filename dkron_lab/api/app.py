@@ -87,9 +87,7 @@ async def serve(node: Node) -> tornado.httpserver.HTTPServer:
     Bodies over ``max_body_size`` are refused before they are read.
     """
     host, port = node.config.http_host_port
-    server = tornado.httpserver.HTTPServer(
-        make_app(node), max_body_size=node.config.max_body_size
-    )
+    server = tornado.httpserver.HTTPServer(make_app(node), max_body_size=node.config.max_body_size)
     server.listen(port, address=host)
     if not node.config.api_token and not _loopback_only(host):
         log.warning(

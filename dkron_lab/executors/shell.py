@@ -34,6 +34,7 @@ import subprocess
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psutil
@@ -87,6 +88,7 @@ def parse_config(config: Mapping[str, str]) -> ShellCommand:
     )
 
 
+@lru_cache(maxsize=4096)  # shlex is slow, and every save of a job validates its command
 def _argv(command: str, use_shell: bool) -> tuple[str, ...]:
     if use_shell:
         return ("/bin/sh", "-c", command)

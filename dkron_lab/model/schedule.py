@@ -209,11 +209,13 @@ def parse(
     epoch. Raises ``InvalidSchedule`` naming the part that is wrong and how to fix it.
     """
     try:
-        return _parse(spec, timezone, job_name, anchor)
+        # The name matters only to the ~ hash; leaving it out of the key lets jobs share parses.
+        return _parse(spec, timezone, job_name if "~" in spec else "", anchor)
     except InvalidSchedule as exc:
         raise InvalidSchedule(f"can't parse job schedule {spec!r}: {exc}") from None
 
 
+@lru_cache(maxsize=16384)
 def _parse(spec: str, timezone: str, job_name: str, anchor: datetime | None) -> Schedule:
     text = spec.strip()
     if not text:

@@ -187,7 +187,7 @@ class JobState:
         if job.parent_job:
             self.children.setdefault(job.parent_job, set()).add(job.name)
         self.jobs[job.name] = job
-        self.stats.setdefault(job.name, JobStats())
+        self.stats.setdefault(job.name, _NEVER_RUN)
         return previous
 
     def _drop_job(self, name: str) -> None:
@@ -211,6 +211,9 @@ class JobState:
         if not running:
             self.running.pop(record["job"], None)
         return record
+
+
+_NEVER_RUN = JobStats()  # shared: most of 100,000 jobs may never have run
 
 
 def _error(exc: DkronError) -> dict[str, Any]:
@@ -402,9 +405,14 @@ def _complete_group(state: JobState, group_id: int) -> None:
 def _delete_executions(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     name = cmd["name"]
     state.job(name)
-    state.stats[name] = JobStats()
+    state.stats[name] = _NEVER_RUN
     state._emit(ExecutionsCleared(name))
     return {}
+
+
+def _batch(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Several commands in one log entry, applied in order, each with its own result."""
+    return {"results": [state.apply(sub) for sub in cmd["commands"]]}
 
 
 def _pause(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -420,4 +428,5 @@ _HANDLERS: dict[str, Handler] = {
     "done": _done,
     "delete_executions": _delete_executions,
     "pause": _pause,
+    "batch": _batch,
 }

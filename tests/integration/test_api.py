@@ -133,9 +133,24 @@ def assert_error(response: httpx.Response, status: int, type_: str, *words: str)
 
 
 WRITABLE = (
-    "name", "displayname", "timezone", "schedule", "owner", "owner_email", "disabled", "tags",
-    "metadata", "retries", "parent_job", "processors", "concurrency", "executor",
-    "executor_config", "ephemeral", "starts_at", "expires_at",
+    "name",
+    "displayname",
+    "timezone",
+    "schedule",
+    "owner",
+    "owner_email",
+    "disabled",
+    "tags",
+    "metadata",
+    "retries",
+    "parent_job",
+    "processors",
+    "concurrency",
+    "executor",
+    "executor_config",
+    "ephemeral",
+    "starts_at",
+    "expires_at",
 )
 
 
@@ -335,14 +350,13 @@ BAD_BODIES = [
     pytest.param(b"\xff\xfe\xfa", "BadRequest", ["UTF-8"], id="not-utf8"),
     pytest.param(b"[1, 2]", "BadRequest", ["JSON object"], id="array"),
     pytest.param(b"[" * 100_000, "BadRequest", ["nested too deeply"], id="deep"),
-    pytest.param(b'{"name": "x", "retries": ' + b"1" * 5000 + b"}", "BadRequest", ["digits"],
-                 id="huge-int"),
+    pytest.param(
+        b'{"name": "x", "retries": ' + b"1" * 5000 + b"}", "BadRequest", ["digits"], id="huge-int"
+    ),
     pytest.param(
         json.dumps(job("x", retries="3")).encode(), "InvalidJob", ["retries"], id="wrong-type"
     ),
-    pytest.param(
-        json.dumps(job("x", tags=["a"])).encode(), "InvalidJob", ["tags"], id="wrong-map"
-    ),
+    pytest.param(json.dumps(job("x", tags=["a"])).encode(), "InvalidJob", ["tags"], id="wrong-map"),
     pytest.param(
         json.dumps(job("x", schedule="61 * * * *")).encode(),
         "InvalidSchedule",
@@ -350,19 +364,27 @@ BAD_BODIES = [
         id="schedule",
     ),
     pytest.param(
-        json.dumps(job("x", timezone="Mars/Base")).encode(), "InvalidSchedule", ["Mars/Base"],
+        json.dumps(job("x", timezone="Mars/Base")).encode(),
+        "InvalidSchedule",
+        ["Mars/Base"],
         id="zone",
     ),
     pytest.param(
-        json.dumps(job("x", concurrency="sometimes")).encode(), "InvalidJob", ["concurrency"],
+        json.dumps(job("x", concurrency="sometimes")).encode(),
+        "InvalidJob",
+        ["concurrency"],
         id="concurrency",
     ),
     pytest.param(
-        json.dumps(job("x", executor="teleport")).encode(), "PluginNotFound", ["teleport"],
+        json.dumps(job("x", executor="teleport")).encode(),
+        "PluginNotFound",
+        ["teleport"],
         id="executor",
     ),
     pytest.param(
-        json.dumps(job("x", starts_at="tomorrow")).encode(), "InvalidJob", ["starts_at"],
+        json.dumps(job("x", starts_at="tomorrow")).encode(),
+        "InvalidJob",
+        ["starts_at"],
         id="time",
     ),
 ]
@@ -560,8 +582,11 @@ BAD_RESTORES: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"other": ("a.json", "[]")}, "BadRequest", ["'file'", "curl -F"]),
     ({"file": ("a.json", "[{")}, "BadRequest", ["not valid JSON", "line 1"]),
     ({"file": ("a.json", '{"name": "x"}')}, "BadRequest", ["JSON array"]),
-    ({"file": ("a.json", json.dumps([job("ok"), job("y", retries="3")]))}, "InvalidJob",
-     ["job #1", "retries"]),
+    (
+        {"file": ("a.json", json.dumps([job("ok"), job("y", retries="3")]))},
+        "InvalidJob",
+        ["job #1", "retries"],
+    ),
 ]
 
 
@@ -678,8 +703,12 @@ async def test_token_auth(start_api: StartApi) -> None:
     api = await start_api(api_token=TOKEN)
     http = api.client
     assert (await http.get("/health")).status_code == 200
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Dkron-Token": "wrong"},
-                    {"Authorization": f"Basic {TOKEN}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-Dkron-Token": "wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
         refused = await http.get("/v1/jobs", headers=headers)
         assert_error(refused, 401, "Unauthorized", "Bearer")
         assert refused.headers["WWW-Authenticate"].startswith("Bearer")

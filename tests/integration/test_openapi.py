@@ -140,8 +140,11 @@ def test_document_header() -> None:
 
 
 def test_every_ref_resolves() -> None:
-    refs = [(where, node["$ref"]) for where, node in walk(DOC) if isinstance(node, dict)
-            and isinstance(node.get("$ref"), str)]
+    refs = [
+        (where, node["$ref"])
+        for where, node in walk(DOC)
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str)
+    ]
     assert len(refs) > 50
     for where, ref in refs:
         try:
@@ -185,10 +188,11 @@ SCHEMA_TYPES = {"object", "array", "string", "integer", "number", "boolean", "nu
 
 def test_schemas_use_known_types() -> None:
     for where, node in walk(DOC):
-        if where.endswith("/schema") or "/schemas/" in where:
-            if isinstance(node, dict) and "type" in node and not where.endswith("/properties"):
-                types = node["type"] if isinstance(node["type"], list) else [node["type"]]
-                assert set(types) <= SCHEMA_TYPES, where
+        in_schema = where.endswith("/schema") or "/schemas/" in where
+        typed = isinstance(node, dict) and "type" in node and not where.endswith("/properties")
+        if in_schema and typed:
+            types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+            assert set(types) <= SCHEMA_TYPES, where
 
 
 def test_job_and_execution_schemas_match_the_codec() -> None:
@@ -198,8 +202,14 @@ def test_job_and_execution_schemas_match_the_codec() -> None:
     assert len(job_json) == 26
     read_only = {k for k, v in schemas["Job"]["properties"].items() if v.get("readOnly")}
     assert read_only == {
-        "id", "success_count", "error_count", "last_success", "last_error", "dependent_jobs",
-        "status", "next",
+        "id",
+        "success_count",
+        "error_count",
+        "last_success",
+        "last_error",
+        "dependent_jobs",
+        "status",
+        "next",
     }
     record = codec.job_to_record(Job(name="x"))
     assert set(record) == set(job_json) - read_only

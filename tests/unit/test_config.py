@@ -204,7 +204,8 @@ def test_log_level_is_normalised() -> None:
             {},
             {"DKRON_BOOTSTRAP_EXPECT": "abc"},
             "",
-            "invalid bootstrap-expect 'abc' from env DKRON_BOOTSTRAP_EXPECT: expected a whole number",
+            "invalid bootstrap-expect 'abc' from env DKRON_BOOTSTRAP_EXPECT: "
+            "expected a whole number",
         ),
         (
             {},
@@ -216,7 +217,8 @@ def test_log_level_is_normalised() -> None:
             {"retry_interval": "10 seconds"},
             {},
             "",
-            "invalid retry-interval '10 seconds' from flag --retry-interval: expected a Go duration",
+            "invalid retry-interval '10 seconds' from flag --retry-interval: "
+            "expected a Go duration",
         ),
         ({}, {}, "max-body-size: lots\n", "invalid max-body-size 'lots' .* e.g. 8MB"),
         ({}, {}, "server: maybe\n", "invalid server 'maybe' .*expected true or false"),

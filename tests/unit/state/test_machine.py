@@ -197,3 +197,22 @@ def test_unknown_commands_and_versions_are_refused():
     assert "error" in state.apply({"type": "explode", "v": 1})
     assert "error" in state.apply({"type": "pause", "v": 99, "paused": True})
     assert state.paused is False
+
+
+def test_a_batch_applies_each_command_with_its_own_result():
+    state = JobState()
+    result = state.apply(
+        command(
+            "batch",
+            commands=[
+                command("set_job", job=job("a")),
+                command("set_job", job=job("b", parent_job="nope")),
+                command("toggle_job", name="a"),
+            ],
+        )
+    )
+    first, second, third = result["results"]
+    assert first == {"created": True}
+    assert second["error"]["type"] == "JobNotFound"
+    assert third == {"disabled": True}
+    assert list(state.jobs) == ["a"]
