@@ -24,16 +24,20 @@ from dkron_lab import codec
 from dkron_lab._version import __version__
 from dkron_lab.batching import Batcher
 from dkron_lab.clock import Clock, SystemClock
-from dkron_lab.config import Config
+from dkron_lab.config import Config, split_host_port
+from dkron_lab.dispatch import Peers, cluster_key
 from dkron_lab.errors import (
     BadRequest,
+    ClusterError,
     ConflictError,
+    DkronError,
     ExecutionNotFound,
     NotFoundError,
     Paused,
     error_class,
 )
 from dkron_lab.history.duckdb import DuckDBHistory
+from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, validate_job
@@ -45,6 +49,7 @@ from dkron_lab.state.machine import (
     Event,
     ExecutionFinished,
     ExecutionsCleared,
+    FireClaimed,
     GroupFinished,
     JobChanged,
     JobState,
@@ -148,6 +153,12 @@ class Node:
             report=self._report,
             output_limit=config.output_limit,
         )
+        self.role = "server" if config.server else "agent"
+        self.liveness = Liveness()
+        self.cluster_key = cluster_key(config.encrypt)
+        self.peers = Peers(self.cluster_key)
+        self._accepted: dict[int, None] = {}  # groups this node started for a leader, newest last
+        self._loops: list[asyncio.Task[None]] = []
         self.on_leave: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,7 +182,12 @@ class Node:
         self.index.changed = self._poke_scheduler
         self.raft.start()
         await self.raft.wait_ready(timeout=30.0)
+        await self._register()
         await self._fail_orphans()
+        self._loops = [
+            asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._lease_loop()),
+        ]
         self._on_leadership(self.raft.is_leader, self.raft.term)
         log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
 
@@ -184,6 +200,10 @@ class Node:
             await self.runner.cancel_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._done.drain(), timeout=10.0)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.peers.aclose()
         await self.registry.aclose()
         self.raft.stop()
         self.history.close()
@@ -203,6 +223,9 @@ class Node:
             self.history.delete_job(event.job_name)
         elif isinstance(event, GroupFinished):
             self._call_soon(self._group_finished, event)
+        elif isinstance(event, FireClaimed):
+            if not self.raft.is_leader:
+                self.index.fired(event.job_name, event.scheduled_at)
         elif isinstance(event, StateRestored):
             self._reindex()
 
@@ -228,15 +251,20 @@ class Node:
     def _on_leadership(self, is_leader: bool, term: int) -> None:
         self._call_soon(self._leadership_changed, is_leader)
 
-    def _leadership_changed(self, is_leader: bool) -> None:
+    def _leadership_changed(self, _: bool) -> None:
+        # Notices can arrive in bursts (elections): act on the state as it is now, at once.
         running = self._scheduler_task is not None and not self._scheduler_task.done()
-        if is_leader and not running:
+        if self.raft.is_leader and not running:
             self._scheduler = Scheduler(
                 self.index, self.clock, claim=self._claim_scheduled, start=self._start_scheduled
             )
             self._scheduler_task = asyncio.ensure_future(self._scheduler.run())
-        elif not is_leader and running:
-            asyncio.ensure_future(self._stop_scheduler())
+            log.info("leader (term %d): scheduling", self.raft.term)
+        elif not self.raft.is_leader and running:
+            assert self._scheduler_task is not None
+            self._scheduler_task.cancel()
+            self._scheduler_task = self._scheduler = None
+            log.info("no longer leader: scheduling stopped")
 
     async def _stop_scheduler(self) -> None:
         task, self._scheduler_task, self._scheduler = self._scheduler_task, None, None
@@ -252,8 +280,14 @@ class Node:
         return self._last_group
 
     def _targets(self, job: Job) -> list[str]:
-        me = Candidate(name=self.name, tags=self.member_tags, region=self.config.region)
-        return select_targets(job.tags, [me], region=self.config.region, rng=self._rng)
+        with self.state.lock:
+            nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
+        candidates = [
+            Candidate(name=n.name, tags=n.tags, region=n.region)
+            for n in nodes
+            if n.name == self.name or self.liveness.is_alive(n.name)
+        ]
+        return select_targets(job.tags, candidates, region=self.config.region, rng=self._rng)
 
     async def _claim(self, fires: list[dict[str, Any]]) -> list[bool]:
         result = await self._submit(command("fire", fires=fires), fenced=True)
@@ -292,22 +326,80 @@ class Node:
     def _start_local(
         self, job: Job, group: int, targets: Iterable[str], scheduled_at: datetime | None
     ) -> None:
-        if self.name in targets:
-            self.runner.start(job, group=group, scheduled_at=scheduled_at)
+        """Start the run on every target: here directly, elsewhere through its internal API."""
+        for target in targets:
+            if target == self.name:
+                self.runner.start(job, group=group, scheduled_at=scheduled_at)
+            else:
+                asyncio.ensure_future(self._send_run(target, job, group, scheduled_at))
+
+    async def _send_run(
+        self, target: str, job: Job, group: int, scheduled_at: datetime | None
+    ) -> None:
+        payload = {
+            "job": codec.job_to_record(job),
+            "group": group,
+            "scheduled_at": codec.format_time(scheduled_at),
+            "attempt": 1,
+            "term": self.raft.term,
+        }
+        try:
+            await self.peers.post(self._http_of(target), "/internal/v1/run", payload)
+        except DkronError as exc:
+            log.warning("could not start job %r on %s: %s", job.name, target, exc)
+            self._report_lost(job.name, group, target, scheduled_at, f"could not reach it: {exc}")
+
+    def _http_of(self, name: str) -> str:
+        node = self.state.nodes.get(name)
+        if node is None:
+            raise ClusterError(f"node {name!r} is not registered")
+        return str(node["http"])
+
+    def accept_run(self, payload: dict[str, Any]) -> None:
+        """A leader asks this node to run a job (``/internal/v1/run``); repeats are ignored."""
+        if int(payload.get("term", 0)) < self.raft.term:
+            raise ConflictError(
+                f"run request from an old leader (term {payload.get('term')} < {self.raft.term})"
+            )
+        group = int(payload["group"])
+        if group in self._accepted:
+            return
+        self._accepted[group] = None
+        while len(self._accepted) > 10_000:
+            del self._accepted[next(iter(self._accepted))]
+        job, _ = codec.job_from_json(payload["job"])
+        scheduled_at = codec.parse_time(payload.get("scheduled_at"), "scheduled_at")
+        self.runner.start(
+            job, group=group, attempt=int(payload.get("attempt", 1)), scheduled_at=scheduled_at
+        )
 
     def _report_untargeted(self, job: Job, group: int, scheduled_at: datetime) -> None:
-        now = self.clock.now()
         log.warning("no target nodes found to run job %r (tags %s)", job.name, job.tags)
+        reason = (
+            f"no target nodes found to run job {job.name!r}: no live node has the tags {job.tags}"
+        )
+        self._report_failed(job.name, group, self.name, scheduled_at, reason)
+
+    def _report_lost(
+        self, job_name: str, group: int, node: str, scheduled_at: datetime | None, why: str
+    ) -> None:
+        reason = f"dkron-lab: node {node} {why}; the outcome of this execution is unknown"
+        self._report_failed(job_name, group, node, scheduled_at, reason)
+
+    def _report_failed(
+        self, job_name: str, group: int, node: str, scheduled_at: datetime | None, output: str
+    ) -> None:
+        """Record a run that could not happen or whose outcome is lost: never silently."""
+        now = self.clock.now()
         self._report(
             Execution(
-                id=f"{group}-{self.name}",
-                job_name=job.name,
-                node_name=self.name,
+                id=f"{group}-{node}",
+                job_name=job_name,
+                node_name=node,
                 group=group,
-                started_at=now,
+                started_at=datetime.fromtimestamp(group / 1e9, UTC),
                 finished_at=now,
-                output=f"no target nodes found to run job {job.name!r}: no live node has "
-                f"the tags {job.tags}",
+                output=output,
                 scheduled_at=scheduled_at,
             )
         )
@@ -330,7 +422,6 @@ class Node:
 
     async def _fail_orphans(self) -> None:
         """Runs in flight here before this node stopped can never report: record them failed."""
-        now = self.clock.now()
         with self.state.lock:
             orphans = [
                 (gid, group)
@@ -338,22 +429,83 @@ class Node:
                 if self.name in group["targets"] and self.name not in group["results"]
             ]
         for gid, group in orphans:
-            started = datetime.fromtimestamp(gid / 1e9, UTC)
-            self._report(
-                Execution(
-                    id=f"{gid}-{self.name}",
-                    job_name=group["job"],
-                    node_name=self.name,
-                    group=gid,
-                    started_at=started,
-                    finished_at=now,
-                    output="dkron-lab: node "
-                    f"{self.name} stopped while this execution was running; its outcome is unknown",
-                    scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
-                )
-            )
+            scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+            why = "stopped while this execution was running"
+            self._report_lost(group["job"], gid, self.name, scheduled_at, why)
         if orphans:
             await self._done.drain()
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def node_info(self) -> NodeInfo:
+        http_host, http_port = self.config.http_host_port
+        bind_host, _ = self.config.bind_host_port
+        advertise = self.config.advertise_addr.rpartition(":")[0] or self.config.advertise_addr
+        if http_host in ("", "0.0.0.0", "::"):
+            http_host = advertise or bind_host or "127.0.0.1"
+        return NodeInfo(
+            name=self.name,
+            role=self.role,
+            http=f"{http_host}:{http_port}",
+            raft=self.config.bind_addr if self.config.server else "",
+            tags=self.member_tags,
+            region=self.config.region,
+        )
+
+    async def _register(self) -> None:
+        info = self.node_info().to_dict()
+        with self.state.lock:
+            known = self.state.nodes.get(self.name)
+        if known != info:
+            await self._submit(command("register", node=info))
+        self.heard_from(self.name, [])
+
+    def heard_from(self, name: str, busy: list[dict[str, Any]]) -> None:
+        """A heartbeat from ``name``, with the executions it is running."""
+        self.liveness.beat(name, busy)
+
+    async def _heartbeat_loop(self) -> None:
+        """Tell every server, each second, that this node lives and what it runs."""
+        while True:
+            busy = [codec.execution_to_json(e) for e in self.runner.busy()]
+            self.heard_from(self.name, busy)
+            with self.state.lock:
+                servers = [
+                    n["http"]
+                    for n in self.state.nodes.values()
+                    if n["role"] == "server" and n["name"] != self.name
+                ]
+            payload = {"node": self.name, "busy": busy}
+            await asyncio.gather(
+                *(self.peers.post(http, "/internal/v1/heartbeat", payload) for http in servers),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _lease_loop(self) -> None:
+        """On the leader: runs on nodes that stopped answering are recorded failed."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            if self.is_leader:
+                self._expire_leases(time.time())
+
+    def _expire_leases(self, now: float) -> None:
+        with self.state.lock:
+            groups = [(gid, dict(group)) for gid, group in self.state.groups.items()]
+        for gid, group in groups:
+            if now - gid / 1e9 < HEARTBEAT_TTL:
+                continue
+            for target in group["targets"]:
+                if target in group["results"] or target == self.name:
+                    continue
+                if not self.liveness.is_alive(target):
+                    why = "stopped answering heartbeats"
+                elif gid not in self.liveness.running_groups(target) and now - gid / 1e9 > 30:
+                    why = "never started this execution (lost dispatch)"
+                else:
+                    continue
+                scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+                self._report_lost(group["job"], gid, target, scheduled_at, why)
 
     # -- the facade: reads -------------------------------------------------------------------
 
@@ -437,7 +589,13 @@ class Node:
         return found
 
     def busy(self) -> list[Execution]:
-        return sorted(self.runner.busy(), key=lambda e: e.started_at)
+        """Running now anywhere: here live, elsewhere as of each node's last heartbeat."""
+        elsewhere = [
+            codec.execution_from_json(e)
+            for e in self.liveness.busy()
+            if e.get("node_name") != self.name
+        ]
+        return sorted([*self.runner.busy(), *elsewhere], key=lambda e: e.started_at)
 
     @property
     def member_tags(self) -> dict[str, str]:
@@ -452,19 +610,23 @@ class Node:
         }
         if self.config.server:
             reserved |= {"server": "true", "expect": str(self.config.bootstrap_expect)}
-        return {**self.config.tags, **reserved}
+        return {**reserved, **self.config.tags}  # a user tag such as role=web wins
 
     def members(self) -> list[dict[str, Any]]:
-        return [self._member()]
+        """Dkron's Member JSON for every registered node, alive or failed."""
+        with self.state.lock:
+            nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
+        return [self._member(n) for n in sorted(nodes, key=lambda n: n.name)]
 
-    def _member(self) -> dict[str, Any]:
-        host, port = self.config.bind_host_port
+    def _member(self, node: NodeInfo) -> dict[str, Any]:
+        host, port = split_host_port(node.raft or node.http, default_port=8946)
+        alive = node.name == self.name or self.liveness.is_alive(node.name)
         return {
-            "Name": self.name,
+            "Name": node.name,
             "Addr": host,
             "Port": port,
-            "Tags": self.member_tags,
-            "Status": 1,
+            "Tags": dict(node.tags),
+            "Status": 1 if alive else 4,
             "ProtocolMin": 1,
             "ProtocolMax": 5,
             "ProtocolCur": 2,
@@ -472,18 +634,24 @@ class Node:
             "DelegateMax": 5,
             "DelegateCur": 4,
             "id": str(uuid.uuid4()),
-            "statusText": "alive",
+            "statusText": "alive" if alive else "failed",
         }
 
     def leader(self) -> dict[str, Any] | None:
-        return self._member() if self.is_leader else None
+        address = self.raft.leader
+        with self.state.lock:
+            nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
+        for node in nodes:
+            if node.raft and node.raft == address:
+                return self._member(node)
+        return None
 
     def info(self) -> dict[str, Any]:
         status = self.raft.status()
         return {
             "agent": {"name": self.name, "version": __version__},
             "serf": {
-                "members": str(len(self.members())),
+                "members": str(len(self.state.nodes)),
                 "failed": "0",
                 "left": "0",
                 "encrypted": str(bool(self.config.encrypt)).lower(),
@@ -532,8 +700,13 @@ class Node:
         return self.get_job(name)
 
     async def run_job(self, name: str, *, wait: bool = False) -> JobView:
-        """Run ``name`` now on its target nodes (a manual run: no ``scheduled_at``)."""
+        """Run ``name`` now on its target nodes (a manual run: no ``scheduled_at``).
+
+        Only the leader claims runs: a follower hands the request to it.
+        """
         job = self.get_job(name).job
+        if not self.is_leader:
+            return await self._run_on_leader(name, wait)
         targets = self._targets(job)
         if not targets:
             raise NotFoundError(
@@ -560,6 +733,17 @@ class Node:
             if name in self.state.jobs
             else JobView(job=job, stats=JobStats(), next_fire=None)
         )
+
+    async def _run_on_leader(self, name: str, wait: bool) -> JobView:
+        leader = self.leader()
+        if leader is None:
+            raise ClusterError("no leader is known yet: wait for the election, then retry")
+        await self.peers.post(
+            self._http_of(leader["Name"]), f"/internal/v1/jobs/{name}/run", {"wait": wait}
+        )
+        if wait:
+            await asyncio.to_thread(self.history.flush)
+        return self.get_job(name)
 
     async def delete_executions(self, name: str) -> JobView:
         await self._submit(command("delete_executions", name=name))
@@ -608,7 +792,7 @@ def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobS
 def _raft_settings(config: Config) -> RaftSettings:
     return RaftSettings(
         data_dir=config.data_dir / "raft",
-        self_address=config.bind_addr,
+        self_address=config.bind_addr if config.server else None,
         partners=tuple(config.join) + tuple(config.retry_join),
         password=config.encrypt or None,
     )

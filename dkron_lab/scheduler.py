@@ -127,6 +127,18 @@ class ScheduleIndex:
                     continue
                 job, sched = self._jobs[fire.job]
                 self._push(fire.job, next_run(job, sched, fire.scheduled_at))
+        self.changed()
+
+    def fired(self, name: str, instant: datetime) -> None:
+        """Another node fired ``name`` at ``instant``: move past it (keeps ``next`` right on
+        servers that do not schedule, and a new leader from firing the same instant again)."""
+        with self._lock:
+            current = self._next.get(name)
+            if name not in self._jobs or (current is not None and current > instant):
+                return
+            job, sched = self._jobs[name]
+            self._push(name, next_run(job, sched, instant))
+        self.changed()
 
 
 Claim = Callable[[list[Fire]], Awaitable[list[Fire]]]
@@ -197,3 +209,4 @@ class Scheduler:
         await self._clock.sleep_until(instant)
         self._start(fires)
         self._index.advance(fires)
+        self.poke()  # the loop may be asleep on an index that had none of these jobs

@@ -29,6 +29,7 @@ __all__ = [
     "COMMAND_VERSION",
     "ExecutionFinished",
     "ExecutionsCleared",
+    "FireClaimed",
     "GroupFinished",
     "JobChanged",
     "JobState",
@@ -78,7 +79,17 @@ class StateRestored:
     """The whole state was replaced from a snapshot."""
 
 
-Event = JobChanged | ExecutionFinished | ExecutionsCleared | GroupFinished | StateRestored
+@dataclass(frozen=True, slots=True)
+class FireClaimed:
+    """A scheduled fire of ``job_name`` at ``scheduled_at`` was claimed (by any leader)."""
+
+    job_name: str
+    scheduled_at: datetime
+
+
+Event = (
+    JobChanged | ExecutionFinished | ExecutionsCleared | GroupFinished | StateRestored | FireClaimed
+)
 Handler = Callable[["JobState", dict[str, Any]], dict[str, Any]]
 
 
@@ -99,6 +110,7 @@ class JobState:
         self.last_fired: dict[str, datetime] = {}
         self.groups: dict[int, dict[str, Any]] = {}
         self.running: dict[str, set[int]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
         self.paused = False
 
     # -- listeners -------------------------------------------------------------------------
@@ -141,6 +153,7 @@ class JobState:
                 "last_fired": {n: codec.format_time(t) for n, t in self.last_fired.items()},
                 "groups": {str(g): _copy_group(group) for g, group in self.groups.items()},
                 "paused": self.paused,
+                "nodes": {name: dict(node) for name, node in self.nodes.items()},
             }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -156,6 +169,7 @@ class JobState:
             for key, group in data.get("groups", {}).items():
                 self._open_group(int(key), group)
             self.paused = bool(data.get("paused", False))
+            self.nodes = {name: dict(node) for name, node in data.get("nodes", {}).items()}
             self._emit(StateRestored())
 
     # -- reads (callers hold ``lock``) ---------------------------------------------------------
@@ -329,6 +343,7 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
         return False
     if scheduled is not None:
         state.last_fired[job.name] = scheduled
+        state._emit(FireClaimed(job.name, scheduled))
     state._open_group(
         int(fire["group"]),
         {
@@ -415,6 +430,18 @@ def _batch(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"results": [state.apply(sub) for sub in cmd["commands"]]}
 
 
+def _register(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """A node joined, came back, or changed its tags or addresses (a re-used name replaces)."""
+    node = dict(cmd["node"])
+    state.nodes[str(node["name"])] = node
+    return {}
+
+
+def _deregister(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    state.nodes.pop(cmd["name"], None)
+    return {}
+
+
 def _pause(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     state.paused = bool(cmd["paused"])
     return {"paused": state.paused}
@@ -429,4 +456,6 @@ _HANDLERS: dict[str, Handler] = {
     "delete_executions": _delete_executions,
     "pause": _pause,
     "batch": _batch,
+    "register": _register,
+    "deregister": _deregister,
 }

@@ -120,7 +120,7 @@ def test_kill_9_loses_no_job_counter_or_execution(server: Server) -> None:
     while not executions(server, "slow") and time.monotonic() < deadline:
         time.sleep(0.1)
     (lost,) = executions(server, "slow")
-    assert lost["success"] is False and "outcome is unknown" in lost["output"]
+    assert lost["success"] is False and "outcome of this execution is unknown" in lost["output"]
     rerun = httpx.post(f"{server.url}/v1/jobs/slow/run", timeout=10)
     assert rerun.status_code == 202
 

@@ -145,3 +145,25 @@ async def test_lost_claims_still_move_on():
     scheduler = Scheduler(index, clock, claim=claim, start=lambda f: None)
     await scheduler.tick(T0 + timedelta(minutes=1))
     assert index.next_of("a") == T0 + timedelta(minutes=2)
+
+
+async def test_a_lone_job_keeps_firing():
+    """Between claim and start the heap holds no entry for the job: the loop must not sleep
+    through its next instant (it once slept for a minute here)."""
+    clock = FakeClock(T0)
+    index = ScheduleIndex()
+    index.update("only", Job(name="only", schedule="@every 1s", executor="shell"), T0)
+    started = []
+
+    async def claim(fires):
+        return fires
+
+    scheduler = Scheduler(index, clock, claim=claim, start=lambda f: started.extend(f))
+    task = asyncio.ensure_future(scheduler.run())
+    for _ in range(5):
+        await _settle()
+        clock.advance(timedelta(seconds=1))
+    await _settle()
+    assert [f.scheduled_at - T0 for f in started] == [timedelta(seconds=s) for s in range(1, 6)]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

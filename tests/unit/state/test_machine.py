@@ -6,6 +6,7 @@ from dkron_lab.model.job import Job
 from dkron_lab.state.machine import (
     ExecutionFinished,
     ExecutionsCleared,
+    FireClaimed,
     GroupFinished,
     JobChanged,
     JobState,
@@ -123,7 +124,8 @@ def test_done_counts_once_and_sets_status():
     stats = state.stats["a"]
     assert stats.success_count == 1 and stats.status == "success"
     assert stats.last_success == T0 + timedelta(seconds=1)
-    assert [type(e) for e in events] == [ExecutionFinished, GroupFinished]
+    assert [type(e) for e in events] == [FireClaimed, ExecutionFinished, GroupFinished]
+    assert events[0] == FireClaimed("a", T0)
     assert state.groups == {} and state.running == {}
 
 
@@ -216,3 +218,15 @@ def test_a_batch_applies_each_command_with_its_own_result():
     assert second["error"]["type"] == "JobNotFound"
     assert third == {"disabled": True}
     assert list(state.jobs) == ["a"]
+
+
+def test_nodes_register_replace_and_leave_and_survive_snapshots():
+    state = JobState()
+    node = {"name": "a1", "role": "agent", "http": "127.0.0.1:1", "tags": {"gpu": "yes"}}
+    state.apply(command("register", node=node))
+    state.apply(command("register", node={**node, "http": "127.0.0.1:2"}))
+    copy = JobState()
+    copy.restore(state.snapshot())
+    assert copy.nodes == {"a1": {**node, "http": "127.0.0.1:2"}}
+    state.apply(command("deregister", name="a1"))
+    assert state.nodes == {}

@@ -1,0 +1,74 @@
+"""The internal API nodes call on each other (``/internal/v1/...``), never clients.
+
+Each request is signed with the cluster key (``dkron_lab.dispatch``); without a key the node
+answers loopback callers only. These routes are not part of Dkron's API nor of the OpenAPI
+document of the public one; ``docs/architecture.md`` describes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from dkron_lab.api.handlers import ApiMixin
+from dkron_lab.dispatch import verify
+from dkron_lab.errors import BadRequest, Unauthorized
+
+__all__ = ["INTERNAL_RESOURCES"]
+
+
+class _Internal(ApiMixin):
+    public = True  # not the API token: the cluster signature below
+    accepts_body = True
+
+    def signed_body(self) -> dict[str, Any]:
+        body = self.request_body()
+        key: bytes = self.node.cluster_key
+        if key:
+            trusted = verify(
+                key, self.request.method or "", self.request.path, self.request.headers, body
+            )
+        else:
+            trusted = _loopback(self.request.remote_ip)
+        if not trusted:
+            raise Unauthorized(
+                "internal call refused: it is not signed with this cluster's key (--encrypt)"
+            )
+        data = self.json_body()
+        if not isinstance(data, dict):
+            raise BadRequest("an internal call carries a JSON object")
+        return data
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class Heartbeat(_Internal):
+    async def post(self) -> None:
+        data = self.signed_body()
+        self.node.heard_from(str(data["node"]), list(data.get("busy", [])))
+        self.write_json({"term": self.node.raft.term})
+
+
+class RunHere(_Internal):
+    async def post(self) -> None:
+        self.node.accept_run(self.signed_body())
+        self.write_json({"accepted": True}, status=202)
+
+
+class RunOnLeader(_Internal):
+    async def post(self, job: str) -> None:
+        data = self.signed_body()
+        view = await self.node.run_job(job, wait=bool(data.get("wait")))
+        self.write_json(view.to_json())
+
+
+INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
+    ("/internal/v1/heartbeat", Heartbeat),
+    ("/internal/v1/run", RunHere),
+    ("/internal/v1/jobs/{job}/run", RunOnLeader),
+)
