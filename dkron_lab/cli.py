@@ -181,6 +181,19 @@ _AGENT_OPTIONS: list[_Decorator] = [
         help="Delete executions older than this, e.g. 720h; 0 keeps all. [default: keep all]",
     ),
     click.option(
+        "--catchup",
+        metavar="POLICY",
+        help="What the leader does with fires missed while there was none (after a failover "
+        "or a restart), for jobs that set no catchup: skip (as Dkron), once (run the latest) "
+        "or all (run each). Skipped fires are recorded. [default: once]",
+    ),
+    click.option(
+        "--catchup-window",
+        metavar="DURATION",
+        help="Catch up only fires missed this recently, a Go duration; older ones are "
+        "recorded as skipped. [default: 1h]",
+    ),
+    click.option(
         "--config",
         "config_file",
         metavar="PATH",
@@ -232,6 +245,9 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    # Nodes call each other every second; one line per call would drown the log.
+    for chatty in ("httpx", "httpcore", "tornado.access"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, _LOG_LEVELS[level]))
 
 
 def _run_agent(config: Config) -> int:

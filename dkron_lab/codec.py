@@ -37,6 +37,7 @@ _STRING_FIELDS = (
     "parent_job",
     "concurrency",
     "executor",
+    "catchup",
 )
 _STRING_MAP_FIELDS = ("tags", "metadata", "executor_config")
 _BOOL_FIELDS = ("disabled", "ephemeral")
@@ -197,7 +198,8 @@ def job_to_json(
     dependent_jobs: list[str] | None = None,
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
-    """Dkron's 26 job fields in Dkron's order; ``next`` is shown in the job's ``zone``."""
+    """Dkron's 26 job fields in Dkron's order, then ours (``catchup``); ``next`` is shown in
+    the job's ``zone``."""
     stats = stats or JobStats()
     return {
         "id": job.name,
@@ -226,6 +228,8 @@ def job_to_json(
         "ephemeral": job.ephemeral,
         "starts_at": format_time(job.starts_at),
         "expires_at": format_time(job.expires_at),
+        # Ours, after Dkron's: Dkron clients ignore keys they do not know.
+        "catchup": job.catchup,
     }
 
 

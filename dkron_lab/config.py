@@ -74,6 +74,8 @@ class Config:
     max_body_size: int = 8 * 1024 * 1024
     output_limit: int = 256_000
     history_retention: timedelta | None = None
+    catchup: str = "once"
+    catchup_window: timedelta = timedelta(hours=1)
     raft_multiplier: int = 1
     ui: bool = True
 
@@ -253,6 +255,18 @@ def _size(value: Any) -> int:
     return size
 
 
+# The same choices as dkron_lab.model.job.CATCHUP_POLICIES (a test keeps them equal); not
+# imported, so that loading a config does not load the schedule engine.
+_CATCHUP_POLICIES = ("skip", "once", "all")
+
+
+def _catchup(value: Any) -> str:
+    policy = _text(value).lower()
+    if policy not in _CATCHUP_POLICIES:
+        raise ValueError(value)
+    return policy
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).lower()
     if level not in LOG_LEVELS:
@@ -302,6 +316,8 @@ _OPTIONS: dict[str, _Option] = {
     "max-body-size": _Option(_size, _SIZE),
     "output-limit": _Option(_size, _SIZE),
     "history-retention": _Option(_retention, _DURATION + "; 0 or empty keeps every execution"),
+    "catchup": _Option(_catchup, "one of skip, once or all (see docs/schedules.md)"),
+    "catchup-window": _Option(_duration, _DURATION + "; 0 catches up nothing"),
     "raft-multiplier": _Option(_whole(1, 10), "a whole number from 1 to 10"),
     "ui": _Option(_boolean, "true or false"),
 }

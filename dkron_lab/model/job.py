@@ -10,6 +10,7 @@ from dkron_lab.errors import InvalidJob
 from dkron_lab.model import schedule
 
 __all__ = [
+    "CATCHUP_POLICIES",
     "CONCURRENCY_POLICIES",
     "JOB_STATUSES",
     "MAX_NAME_LENGTH",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 CONCURRENCY_POLICIES = ("allow", "forbid")
+CATCHUP_POLICIES = ("skip", "once", "all")
+"""What a new leader does with fires missed while there was none (``model/planning.py``)."""
 JOB_STATUSES = ("success", "failed", "partially_failed")
 
 
@@ -30,6 +33,7 @@ class Job:
     ``JobStats`` in the replicated state and ``next`` from the schedule.
 
     Mappings are treated as immutable: change a job with ``dataclasses.replace``.
+    ``catchup`` is ours, not Dkron's: one of ``CATCHUP_POLICIES``, ``""`` = the server's default.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Job:
     ephemeral: bool = False
     starts_at: datetime | None = None
     expires_at: datetime | None = None
+    catchup: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +103,11 @@ def validate_job(job: Job) -> None:
     if job.concurrency not in CONCURRENCY_POLICIES:
         raise InvalidJob(
             f"invalid concurrency {job.concurrency!r}: use 'allow' (the default) or 'forbid'"
+        )
+    if job.catchup and job.catchup not in CATCHUP_POLICIES:
+        raise InvalidJob(
+            f"invalid catchup {job.catchup!r}: use 'skip', 'once' or 'all', or leave it empty "
+            "for the server's default (--catchup)"
         )
     if job.retries < 0:
         raise InvalidJob(f"retries must be 0 or more, not {job.retries}")

@@ -46,16 +46,32 @@ def test_dkron_job_decodes_with_its_counters():
     assert stats.last_success == datetime(2025, 11, 11, 10, 1, 0, 208788, tzinfo=UTC)
 
 
-def test_encoding_has_dkron_fields_in_dkron_order_and_round_trips():
+def test_encoding_has_dkron_fields_in_dkron_order_then_ours_and_round_trips():
     job, stats = codec.job_from_json(DKRON_JOB)
     out = codec.job_to_json(job, stats)
-    assert list(out) == list(DKRON_JOB)
+    assert list(out) == [*DKRON_JOB, "catchup"]
     assert {k: v for k, v in out.items() if k not in ("next", "last_success", "last_error")} == {
-        k: v for k, v in DKRON_JOB.items() if k not in ("next", "last_success", "last_error")
+        **{k: v for k, v in DKRON_JOB.items() if k not in ("next", "last_success", "last_error")},
+        "catchup": "",
     }
     assert out["next"] == codec.ZERO_TIME
     again, again_stats = codec.job_from_json(out)
     assert again == job and again_stats == stats
+
+
+@pytest.mark.parametrize("policy", ["", "skip", "once", "all"])
+def test_catchup_round_trips_through_json_and_record(policy):
+    job, _ = codec.job_from_json({**DKRON_JOB, "catchup": policy})
+    assert job.catchup == policy
+    assert codec.job_to_json(job)["catchup"] == policy
+    record = codec.job_to_record(job)
+    assert record["catchup"] == policy
+    assert codec.job_from_json(record)[0] == job
+
+
+def test_a_dkron_job_without_catchup_gets_the_server_default():
+    job, _ = codec.job_from_json(DKRON_JOB)
+    assert "catchup" not in DKRON_JOB and job.catchup == ""
 
 
 def test_defaults_for_a_minimal_job():
@@ -83,6 +99,7 @@ def test_scalar_config_values_become_strings():
         ({"tags": ["a"]}, "tags must be an object"),
         ({"executor_config": {"command": {"x": 1}}}, "executor_config.command must be a string"),
         ({"schedule": 5}, "schedule must be a string, not a number"),
+        ({"catchup": True}, "catchup must be a string, not a boolean"),
         ({"starts_at": "tomorrow"}, "starts_at: 'tomorrow' is not a time"),
         ({"starts_at": "2026-01-01T10:00:00.5"}, "has no UTC offset"),
     ],

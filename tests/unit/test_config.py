@@ -9,7 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from dkron_lab.cli import cli
+from dkron_lab.config import _CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
 from dkron_lab.config import _OPTIONS as OPTIONS
 from dkron_lab.config import (
     NOT_YET_SUPPORTED,
@@ -21,6 +24,7 @@ from dkron_lab.config import (
     resolve_config,
 )
 from dkron_lab.errors import ValidationError
+from dkron_lab.model.job import CATCHUP_POLICIES
 
 
 def write(path: Path, text: str) -> Path:
@@ -173,6 +177,38 @@ def test_zero_retention_keeps_everything(tmp_path: Path, value: str) -> None:
     assert resolve_config({}, env={}, config_file=path).config.history_retention is None
 
 
+def test_catchup_defaults_to_once_within_an_hour() -> None:
+    config = resolve_config({}, env={}, search_dirs=[]).config
+    assert (config.catchup, config.catchup_window) == ("once", timedelta(hours=1))
+    assert CONFIG_CATCHUP_POLICIES == CATCHUP_POLICIES
+
+
+def test_catchup_from_file_env_and_flag(tmp_path: Path) -> None:
+    path = write(tmp_path / "dkron.yml", "catchup: all\ncatchup_window: 30m\n")
+    config = resolve_config({}, env={}, config_file=path).config
+    assert (config.catchup, config.catchup_window) == ("all", timedelta(minutes=30))
+    env = {"DKRON_CATCHUP": "SKIP", "DKRON_CATCHUP_WINDOW": "2h"}
+    config = resolve_config({}, env=env, config_file=path).config
+    assert (config.catchup, config.catchup_window) == ("skip", timedelta(hours=2))
+    flags = {"catchup": "once", "catchup_window": "0s"}
+    config = resolve_config(flags, env=env, config_file=path).config
+    assert (config.catchup, config.catchup_window) == ("once", timedelta(0))
+
+
+def test_agent_takes_the_catchup_flags() -> None:
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["agent", "--help"])
+    assert "--catchup POLICY" in shown.output and "--catchup-window DURATION" in shown.output
+    # A bad value stops the agent before any node is built.
+    refused = runner.invoke(cli, ["agent", "--catchup", "twice"], env={"DKRON_CATCHUP": ""})
+    assert refused.exit_code == 2
+    assert "invalid catchup 'twice' from flag --catchup: expected one of skip, once or all" in (
+        refused.output
+    )
+    late = runner.invoke(cli, ["agent", "--catchup-window", "-5m"])
+    assert late.exit_code == 2 and "invalid catchup-window '-5m' from flag" in late.output
+
+
 def test_booleans_in_every_spelling() -> None:
     spellings = [("true", True), ("1", True), ("on", True), ("FALSE", False), ("no", False)]
     for word, expected in spellings:
@@ -228,6 +264,8 @@ def test_log_level_is_normalised() -> None:
         ({}, {}, "bind-addr: '{{ GetPrivateIP }}:8946'\n", "go-sockaddr templates"),
         ({}, {}, "log-level: loud\n", "one of debug, info, warn"),
         ({}, {}, "bootstrap-expect: -1\n", ">= 0"),
+        ({}, {"DKRON_CATCHUP": "sometimes"}, "", "invalid catchup 'sometimes' from env"),
+        ({}, {}, "catchup-window: soon\n", "invalid catchup-window 'soon' .*Go duration"),
     ],
 )
 def test_bad_values_name_key_source_and_form(
