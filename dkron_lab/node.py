@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from dkron_lab import codec
@@ -40,7 +40,8 @@ from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats, validate_job
+from dkron_lab.model.job import Job, JobStats, parse_job_schedule, validate_job
+from dkron_lab.model.planning import CatchUp, effective_policy, plan_catchup
 from dkron_lab.model.targeting import Candidate, select_targets
 from dkron_lab.plugins import PluginRegistry
 from dkron_lab.runner import Runner
@@ -50,6 +51,7 @@ from dkron_lab.state.machine import (
     ExecutionFinished,
     ExecutionsCleared,
     FireClaimed,
+    FiresSkipped,
     GroupFinished,
     JobChanged,
     JobState,
@@ -159,6 +161,7 @@ class Node:
         self.peers = Peers(self.cluster_key)
         self._accepted: dict[int, None] = {}  # groups this node started for a leader, newest last
         self._loops: list[asyncio.Task[None]] = []
+        self._ready = False
         self.on_leave: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,13 +185,15 @@ class Node:
         self.index.changed = self._poke_scheduler
         self.raft.start()
         await self.raft.wait_ready(timeout=30.0)
+        self._reindex(resume=True)
         await self._register()
         await self._fail_orphans()
         self._loops = [
             asyncio.ensure_future(self._heartbeat_loop()),
             asyncio.ensure_future(self._lease_loop()),
         ]
-        self._on_leadership(self.raft.is_leader, self.raft.term)
+        self._ready = True
+        self._leadership_changed(self.raft.is_leader)
         log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
 
     async def stop(self, *, graceful: bool = True) -> None:
@@ -226,14 +231,32 @@ class Node:
         elif isinstance(event, FireClaimed):
             if not self.raft.is_leader:
                 self.index.fired(event.job_name, event.scheduled_at)
+        elif isinstance(event, FiresSkipped):
+            self._record_skipped(event)
         elif isinstance(event, StateRestored):
             self._reindex()
 
-    def _reindex(self) -> None:
+    def _record_skipped(self, event: FiresSkipped) -> None:
+        recorded = self.clock.now()
+        for span in event.spans:
+            self.history.record_skipped(
+                event.job_name,
+                reason=span["reason"],
+                first=codec.parse_time(span["first"], "first") or recorded,
+                last=codec.parse_time(span["last"], "last") or recorded,
+                count=int(span["count"]),
+                recorded_at=recorded,
+            )
+
+    def _reindex(self, *, resume: bool = False) -> None:
+        """Recompute every job's next fire; ``resume`` starts each from its last fire, so the
+        fires missed while this node was down are found (and handled by the catch-up policy)."""
         self.index.clear()
         now = self.clock.now()
-        for job in list(self.state.jobs.values()):
-            self.index.update(job.name, job, now)
+        with self.state.lock:
+            jobs = [(job, self.state.last_fired.get(job.name)) for job in self.state.jobs.values()]
+        for job, last in jobs:
+            self.index.update(job.name, job, min(last, now) if resume and last else now)
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -253,18 +276,58 @@ class Node:
 
     def _leadership_changed(self, _: bool) -> None:
         # Notices can arrive in bursts (elections): act on the state as it is now, at once.
+        # Until start() has rebuilt the schedule index, there is nothing to schedule from.
+        if not self._ready:
+            return
         running = self._scheduler_task is not None and not self._scheduler_task.done()
         if self.raft.is_leader and not running:
             self._scheduler = Scheduler(
                 self.index, self.clock, claim=self._claim_scheduled, start=self._start_scheduled
             )
-            self._scheduler_task = asyncio.ensure_future(self._scheduler.run())
+            self._scheduler_task = asyncio.ensure_future(self._lead(self._scheduler))
             log.info("leader (term %d): scheduling", self.raft.term)
         elif not self.raft.is_leader and running:
             assert self._scheduler_task is not None
             self._scheduler_task.cancel()
             self._scheduler_task = self._scheduler = None
             log.info("no longer leader: scheduling stopped")
+
+    async def _lead(self, scheduler: Scheduler) -> None:
+        """First settle the fires missed while there was no leader, then schedule."""
+        try:
+            await self._catch_up(self.clock.now())
+        except DkronError as exc:
+            log.warning("catch-up after the election failed: %s", exc)
+        await scheduler.run()
+
+    async def _catch_up(self, now: datetime) -> None:
+        """Apply each job's catch-up policy to the fires its schedule held before ``now``."""
+        with self.state.lock:
+            jobs = list(self.state.jobs.values())
+        fires: list[Fire] = []
+        for job in jobs:
+            due = self.index.next_of(job.name)
+            if due is None or due > now:
+                continue
+            plan = self._plan_catch_up(job, due, now)
+            fires += [Fire(job=job.name, scheduled_at=at) for at in plan.fire]
+            if plan.skipped:
+                spans = [_span_record(span) for span in plan.skipped]
+                await self._submit(command("skip", job=job.name, spans=spans), fenced=True)
+            self.index.update(job.name, job, now)
+        if fires:
+            log.info("catching up %d missed fire(s)", len(fires))
+            self._start_scheduled(await self._claim_scheduled(fires))
+
+    def _plan_catch_up(self, job: Job, due: datetime, now: datetime) -> CatchUp:
+        return plan_catchup(
+            job,
+            parse_job_schedule(job),
+            last_fired=due - timedelta(microseconds=1),
+            now=now,
+            policy=effective_policy(job, self.config.catchup),
+            window=self.config.catchup_window,
+        )
 
     async def _stop_scheduler(self) -> None:
         task, self._scheduler_task, self._scheduler = self._scheduler_task, None, None
@@ -745,6 +808,11 @@ class Node:
             await asyncio.to_thread(self.history.flush)
         return self.get_job(name)
 
+    async def skipped(self, name: str) -> list[dict[str, Any]]:
+        """Spans of the job's fires that were missed and deliberately not run, newest first."""
+        self.get_job(name)
+        return await asyncio.to_thread(self.history.list_skipped, name)
+
     async def delete_executions(self, name: str) -> JobView:
         await self._submit(command("delete_executions", name=name))
         return self.get_job(name)
@@ -764,6 +832,15 @@ class Node:
             else:
                 messages.append(f"success create {job.name}")
         return messages
+
+
+def _span_record(span: Any) -> dict[str, Any]:
+    return {
+        "reason": span.reason,
+        "first": codec.format_time(span.first),
+        "last": codec.format_time(span.last),
+        "count": span.count,
+    }
 
 
 def _descending(order: str) -> bool:

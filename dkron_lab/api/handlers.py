@@ -557,6 +557,18 @@ def _listed(execution: Execution, zone: tzinfo, truncated: bool) -> dict[str, An
     return codec.execution_to_json(execution, zone) | {"output_truncated": truncated}
 
 
+class Skipped(ApiMixin):
+    async def get(self, job: str) -> None:
+        spans = await self.node.skipped(job)
+        self.set_header("X-Total-Count", len(spans))
+        self.write_json(
+            [
+                span | {k: codec.format_time(span[k]) for k in ("first", "last", "recorded_at")}
+                for span in spans
+            ]
+        )
+
+
 class LegacyExecutions(ApiMixin):
     """``GET /v1/executions/<job>``: Dkron's older path for the execution list."""
 
@@ -642,6 +654,7 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/jobs/{job}/toggle", Toggle),
     ("/v1/jobs/{job}/executions", Executions),
     ("/v1/jobs/{job}/executions/{execution}", ExecutionResource),
+    ("/v1/jobs/{job}/skipped", Skipped),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),
     ("/v1/openapi.json", OpenAPI),

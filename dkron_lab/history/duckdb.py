@@ -68,7 +68,7 @@ SORT_FIELDS: Mapping[str, str] = MappingProxyType(
 )
 
 # Migration scripts in order; applying the n-th brings a file to schema version n.
-_MIGRATIONS: tuple[str, ...] = ("schema.sql",)
+_MIGRATIONS: tuple[str, ...] = ("schema.sql", "schema_v2.sql")
 _PRUNE_EVERY = timedelta(minutes=1)
 _package_files = resources.files("dkron_lab.history")
 _CONFIG = {
@@ -112,7 +112,17 @@ class _DeleteJob:
     job_name: str
 
 
-_Write = _Append | _DeleteJob
+@dataclass(frozen=True, slots=True)
+class _Skipped:
+    job_name: str
+    reason: str
+    first: datetime
+    last: datetime
+    count: int
+    recorded_at: datetime
+
+
+_Write = _Append | _DeleteJob | _Skipped
 
 
 class DuckDBHistory:
@@ -223,8 +233,34 @@ class DuckDBHistory:
         self._enqueue(_Append(execution))
 
     def delete_job(self, job_name: str) -> None:
-        """Queue the deletion of every execution of exactly ``job_name``."""
+        """Queue the deletion of every execution (and skipped fire) of exactly ``job_name``."""
         self._enqueue(_DeleteJob(job_name))
+
+    def record_skipped(
+        self,
+        job_name: str,
+        *,
+        reason: str,
+        first: datetime,
+        last: datetime,
+        count: int,
+        recorded_at: datetime,
+    ) -> None:
+        """Queue a span of fires not run; recording the same span twice changes nothing."""
+        self._enqueue(_Skipped(job_name, reason, first, last, count, recorded_at))
+
+    def list_skipped(self, job_name: str) -> list[dict[str, Any]]:
+        """The job's skipped spans, newest first."""
+
+        def run(cur: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+            return cur.execute(
+                "SELECT reason, first_at, last_at, count, recorded_at FROM skipped_fires "
+                "WHERE job_name = ? ORDER BY last_at DESC",
+                [job_name],
+            ).fetchall()
+
+        keys = ("reason", "first", "last", "count", "recorded_at")
+        return [dict(zip(keys, row, strict=True)) for row in self._read(run)]
 
     def flush(self) -> None:
         """Block until every write queued before this call is committed (at once if none)."""
@@ -448,9 +484,22 @@ def _apply(cur: duckdb.DuckDBPyConnection, writes: list[_Write]) -> None:
         if appends:
             _insert(cur, appends)
             appends = []
-        cur.execute("DELETE FROM executions WHERE job_name = ?", [write.job_name])
+        if isinstance(write, _Skipped):
+            _insert_skipped(cur, write)
+        else:
+            cur.execute("DELETE FROM executions WHERE job_name = ?", [write.job_name])
+            cur.execute("DELETE FROM skipped_fires WHERE job_name = ?", [write.job_name])
     if appends:
         _insert(cur, appends)
+
+
+def _insert_skipped(cur: duckdb.DuckDBPyConnection, skip: _Skipped) -> None:
+    cur.execute(
+        "INSERT INTO skipped_fires SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
+        "skipped_fires WHERE job_name = ? AND reason = ? AND first_at = ? AND last_at = ?)",
+        [skip.job_name, skip.reason, skip.first, skip.last, skip.count, skip.recorded_at,
+         skip.job_name, skip.reason, skip.first, skip.last],
+    )  # fmt: skip
 
 
 def _insert(cur: duckdb.DuckDBPyConnection, executions: list[Execution]) -> None:
@@ -499,6 +548,8 @@ def _clean(text: str) -> str:
 def _describe(write: _Write) -> str:
     if isinstance(write, _Append):
         return f"execution {write.execution.id!r} of job {write.execution.job_name!r}"
+    if isinstance(write, _Skipped):
+        return f"skipped fires of job {write.job_name!r} from {write.first} to {write.last}"
     return f"deletion of the executions of job {write.job_name!r}"
 
 

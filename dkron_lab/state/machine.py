@@ -30,6 +30,7 @@ __all__ = [
     "ExecutionFinished",
     "ExecutionsCleared",
     "FireClaimed",
+    "FiresSkipped",
     "GroupFinished",
     "JobChanged",
     "JobState",
@@ -87,8 +88,22 @@ class FireClaimed:
     scheduled_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FiresSkipped:
+    """Missed fires of ``job_name`` that were deliberately not run (catch-up policy)."""
+
+    job_name: str
+    spans: tuple[dict[str, Any], ...]
+
+
 Event = (
-    JobChanged | ExecutionFinished | ExecutionsCleared | GroupFinished | StateRestored | FireClaimed
+    JobChanged
+    | ExecutionFinished
+    | ExecutionsCleared
+    | GroupFinished
+    | StateRestored
+    | FireClaimed
+    | FiresSkipped
 )
 Handler = Callable[["JobState", dict[str, Any]], dict[str, Any]]
 
@@ -425,6 +440,18 @@ def _delete_executions(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _skip(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Record missed fires as not run; they count as handled (``last_fired`` moves past them)."""
+    name = cmd["job"]
+    state.job(name)
+    spans = tuple(cmd["spans"])
+    last = max((codec.parse_time(span["last"], "last") for span in spans), default=None)
+    if last is not None and (name not in state.last_fired or state.last_fired[name] < last):
+        state.last_fired[name] = last
+    state._emit(FiresSkipped(name, spans))
+    return {}
+
+
 def _batch(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     """Several commands in one log entry, applied in order, each with its own result."""
     return {"results": [state.apply(sub) for sub in cmd["commands"]]}
@@ -456,6 +483,7 @@ _HANDLERS: dict[str, Handler] = {
     "delete_executions": _delete_executions,
     "pause": _pause,
     "batch": _batch,
+    "skip": _skip,
     "register": _register,
     "deregister": _deregister,
 }

@@ -291,7 +291,7 @@ def test_reopening_after_a_clean_close_keeps_everything(tmp_path: Path) -> None:
 
     with DuckDBHistory(path) as h:
         assert h.list_executions("a", order="ASC")[0] == runs
-        assert h.query("SELECT version FROM schema_version") == [(1,)]
+        assert h.query("SELECT version FROM schema_version") == [(1,), (2,)]
 
 
 def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
@@ -495,3 +495,23 @@ def test_flushed_writes_survive_kill_9_and_times_ignore_the_machine_zone(tmp_pat
     with DuckDBHistory(path) as h:
         assert h.count("job") == n
         assert h.list_executions("job", order="ASC", end=n)[0] == [run("job", i) for i in range(n)]
+
+
+def test_skipped_spans_are_recorded_once_and_deleted_with_their_job(tmp_path: Path) -> None:
+    first = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    span = {
+        "reason": "superseded",
+        "first": first,
+        "last": first + timedelta(minutes=9),
+        "count": 10,
+        "recorded_at": first + timedelta(minutes=10),
+    }
+    with DuckDBHistory(tmp_path / "h.duckdb") as history:
+        history.record_skipped("a", **span)
+        history.record_skipped("a", **span)  # re-applied after a restart
+        history.record_skipped("ab", **span)
+        history.flush()
+        assert history.list_skipped("a") == [span]
+        history.delete_job("a")
+        history.flush()
+        assert history.list_skipped("a") == [] and len(history.list_skipped("ab")) == 1
