@@ -29,6 +29,7 @@ class NodeInfo:
     raft: str = ""  # host:port of its Raft port; "" for agents
     tags: Mapping[str, str] = field(default_factory=dict)
     region: str = "global"
+    left: bool = False  # it said goodbye (graceful stop); it gets no runs until it is back
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class NodeInfo:
             "raft": self.raft,
             "tags": dict(self.tags),
             "region": self.region,
+            "left": self.left,
         }
 
     @classmethod
@@ -49,6 +51,7 @@ class NodeInfo:
             raft=str(data.get("raft", "")),
             tags=dict(data.get("tags", {})),
             region=str(data.get("region", "global")),
+            left=bool(data.get("left", False)),
         )
 
 

@@ -205,6 +205,8 @@ class Node:
             await self.runner.cancel_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._done.drain(), timeout=10.0)
+        if graceful and self._ready:
+            await self._say_goodbye()
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -348,7 +350,7 @@ class Node:
         candidates = [
             Candidate(name=n.name, tags=n.tags, region=n.region)
             for n in nodes
-            if n.name == self.name or self.liveness.is_alive(n.name)
+            if not n.left and (n.name == self.name or self.liveness.is_alive(n.name))
         ]
         return select_targets(job.tags, candidates, region=self.config.region, rng=self._rng)
 
@@ -523,6 +525,14 @@ class Node:
             await self._submit(command("register", node=info))
         self.heard_from(self.name, [])
 
+    async def _say_goodbye(self) -> None:
+        """Mark this node as left, so it shows as such and gets no runs (best effort)."""
+        info = replace(self.node_info(), left=True).to_dict()
+        try:
+            await asyncio.wait_for(self._submit(command("register", node=info)), timeout=3.0)
+        except (DkronError, TimeoutError) as exc:
+            log.info("could not record this node as left: %s", exc)
+
     def heard_from(self, name: str, busy: list[dict[str, Any]]) -> None:
         """A heartbeat from ``name``, with the executions it is running."""
         self.liveness.beat(name, busy)
@@ -684,12 +694,13 @@ class Node:
     def _member(self, node: NodeInfo) -> dict[str, Any]:
         host, port = split_host_port(node.raft or node.http, default_port=8946)
         alive = node.name == self.name or self.liveness.is_alive(node.name)
+        status = 3 if node.left else 1 if alive else 4
         return {
             "Name": node.name,
             "Addr": host,
             "Port": port,
             "Tags": dict(node.tags),
-            "Status": 1 if alive else 4,
+            "Status": status,
             "ProtocolMin": 1,
             "ProtocolMax": 5,
             "ProtocolCur": 2,
@@ -697,7 +708,7 @@ class Node:
             "DelegateMax": 5,
             "DelegateCur": 4,
             "id": str(uuid.uuid4()),
-            "statusText": "alive" if alive else "failed",
+            "statusText": _STATUS_TEXT[status],
         }
 
     def leader(self) -> dict[str, Any] | None:
@@ -832,6 +843,9 @@ class Node:
             else:
                 messages.append(f"success create {job.name}")
         return messages
+
+
+_STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
 
 
 def _span_record(span: Any) -> dict[str, Any]:
