@@ -10,6 +10,8 @@ Contract (the rest of dkron-lab sees only this):
   what ``apply`` returned for that command once it has committed, or raises ``NotLeaderError``,
   ``NoQuorumError``, ``ReplicationTimeout`` (outcome unknown) or another ``ClusterError``.
   Commands submitted in sequence (from one loop) are appended, hence applied, in that order.
+* Membership (on the leader): ``add_peer``, ``remove_peer``, ``transfer_leadership``, one change
+  at a time; ``peers()`` lists the voters. A follower raises ``NotLeaderError`` with the leader.
 * ``fenced=True`` succeeds only if, when the command committed, this node was still leader in the
   term it was submitted in (``reference/pysyncobj-spike.md`` §3). Any failure of a fenced submit
   means "unknown": the entry may have been applied; the state machine's first-claim-wins rule
@@ -27,7 +29,10 @@ pysyncobj 0.3.17 is patched here, not forked (docs/raft.md has the why): our jou
 a success reply cannot rewind ``nextIndex`` (B1), every submit has a deadline (B6), the leader
 steps down after ``leader_fallback_timeout`` (B8), the port binds only to ``self_address`` (B9)
 and without a password only loopback is allowed (B10). Commands in the log are
-``b"\\x00" + compact JSON``: no pickled objects in the log or in snapshots.
+``b"\\x00" + compact JSON`` and membership entries ``b"\\x02" + JSON``: no pickled objects in
+the log or in snapshots, and none is ever loaded from them. pysyncobj's utility commands that
+change the cluster (add, remove, transfer, set_version), sent to the raft port, are refused:
+they would bypass the API's authentication.
 """
 
 from __future__ import annotations
@@ -57,7 +62,10 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 
 from dkron_lab.errors import (
     ClusterError,
+    ConflictError,
+    DkronError,
     NoQuorumError,
+    NotFoundError,
     NotLeaderError,
     ReplicationTimeout,
     ValidationError,
@@ -72,6 +80,8 @@ JOURNAL_FILE = "raft.journal"
 SNAPSHOT_FILE = "raft.snapshot"
 
 _REGULAR = bytes([_pysyncobj._COMMAND_TYPE.REGULAR])
+_MEMBERSHIP = bytes([_pysyncobj._COMMAND_TYPE.MEMBERSHIP])
+_RETRY_PERIOD = 0.02  # between attempts of a membership change or transfer the leader denied
 _FEED_BATCH = 1000  # commands handed to pysyncobj per tick; keeps its notify pipe from filling
 _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -178,6 +188,9 @@ class RaftNode:
         self._view = _View()
         self._leadership = (False, 0)
         self._next_sweep = 0.0
+        self._calls: deque[_Call] = deque()  # work for the raft thread (membership, transfer)
+        self._membership_lock = asyncio.Lock()  # pysyncobj allows one change in flight
+        self._hold_until = 0.0  # submits wait in the inbox until then (leadership transfer)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -277,6 +290,154 @@ class RaftNode:
         finally:
             timer.cancel()
 
+    # -- membership ------------------------------------------------------------------------------
+
+    async def add_peer(self, address: str, *, timeout: float = 10.0) -> None:
+        """Make the server at ``address`` a voter; on the leader, one change at a time.
+
+        Start the new server first, with the current members as partners: an unreachable
+        address is refused (``ClusterError``), since a voter that never answers counts against
+        the quorum (a one-node cluster would be wedged). Returns once the change committed;
+        the new server then catches up (watch ``peers()``). Raises ``NotLeaderError`` (with
+        ``.leader``), ``ConflictError`` (already a voter), ``ReplicationTimeout`` (outcome
+        unknown: check ``peers()``), ``ValidationError`` (not host:port).
+        """
+        _split_address(address)
+        deadline = time.monotonic() + timeout
+        async with self._membership_lock:
+            self._require_leader()
+            await _probe_reachable(address, min(timeout, 2.0))
+            await self._change_membership("add", address, deadline)
+
+    async def remove_peer(self, address: str, *, timeout: float = 10.0) -> None:
+        """Remove the voter at ``address``; on the leader, one change at a time.
+
+        Stop the removed server afterwards: it no longer hears from the cluster, stands for
+        election with ever higher terms, and would force an election if it were re-added while
+        still running with that term. The leader cannot remove itself (pysyncobj): asked to,
+        it hands leadership to the most caught-up follower and raises ``NotLeaderError`` with
+        the new leader, where the caller sends the same request, as for any follower.
+        Raises ``NotFoundError`` (not a voter) and what ``add_peer`` raises.
+        """
+        _split_address(address)
+        deadline = time.monotonic() + timeout
+        if address == self._settings.self_address and self.is_leader:
+            leader = await self.transfer_leadership(timeout=timeout)
+            raise NotLeaderError(
+                f"this node handed leadership to {leader} so that it can be removed; send the "
+                f"removal of {address} to the new leader",
+                leader=leader,
+            )
+        async with self._membership_lock:
+            await self._change_membership("rem", address, deadline)
+
+    async def transfer_leadership(self, to: str | None = None, *, timeout: float = 5.0) -> str:
+        """Hand leadership to the voter ``to`` (default: the most caught-up connected one) and
+        return the new leader's address once this node has seen it take over.
+
+        pysyncobj only hands over to a follower that holds the whole log (spike L3), which
+        never holds while writes stream in: submits on this node wait (not fail) while the
+        transfer runs, and denied attempts are retried until ``timeout``. Raises
+        ``NotLeaderError``, ``NotFoundError`` (``to`` is not a voter), ``ClusterError`` (no
+        follower caught up in time, or no new leader took over).
+        """
+        if to is not None:
+            _split_address(to)
+        deadline = time.monotonic() + timeout
+        async with self._membership_lock:
+            self._hold_until = deadline
+            try:
+                denied = ClusterError(
+                    f"no follower{'' if to is None else ' ' + to} caught up with the leader's log "
+                    f"within {timeout:g} s; retry when writes are quieter"
+                )
+                await self._until_accepted(_transfer_step(to), deadline, denied)
+                return await self._new_leader(deadline, timeout)
+            finally:
+                self._hold_until = 0.0
+                self._wake_now()
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The voters as this node sees them, this node first, then by address.
+
+        Each: ``address``, ``role`` (``"self"`` or ``"voter"``), ``leader`` (bool),
+        ``reachable`` (this node has a connection to it), ``match_index`` (the last log index
+        known to be on that voter; only the leader knows it, else None).
+        """
+        core, view, me = self._core, self._view, self._settings.self_address
+        leading = core is not None and view.state == "leader"
+        rows = []
+        if me is not None:
+            last = self._journal.last_index if leading and self._journal is not None else None
+            rows.append(_peer(me, "self", view.leader, reachable=core is not None, index=last))
+        if core is None:
+            others = [(a, False, None) for a in sorted(self._settings.partners)]
+        else:
+            matched = dict(core._SyncObj__raftMatchIndex) if leading else {}
+            nodes = sorted(core.otherNodes, key=lambda n: str(n.id))
+            others = [(str(n.id), core.isNodeConnected(n), matched.get(n)) for n in nodes]
+        rows += [_peer(a, "voter", view.leader, reachable=r, index=i) for a, r, i in others]
+        return rows
+
+    async def _change_membership(self, kind: str, address: str, deadline: float) -> None:
+        denied = ClusterError(
+            f"the leader kept refusing to {'add' if kind == 'add' else 'remove'} {address}: an "
+            "earlier membership change or the new leader's first entry is not committed yet; "
+            "check that a majority of the voters is up, then retry"
+        )
+        try:
+            await self._until_accepted(_change_step(kind, address), deadline, denied)
+        except ReplicationTimeout:
+            raise ReplicationTimeout(
+                f"the change ({kind} {address}) did not commit in time; it may still commit - "
+                "check peers() before retrying"
+            ) from None
+
+    async def _until_accepted(self, step: _Step, deadline: float, denied: ClusterError) -> None:
+        """Run ``step`` on the raft thread until the leader does not deny it (pysyncobj denies
+        what it cannot do right now: one change in flight, follower not caught up)."""
+        while True:
+            outcome = await self._on_raft_thread(step, deadline - time.monotonic())
+            if outcome is not _DENIED:
+                return
+            if time.monotonic() + _RETRY_PERIOD >= deadline:
+                raise denied
+            await asyncio.sleep(_RETRY_PERIOD)
+
+    async def _on_raft_thread(self, step: _Step, timeout: float) -> Any:
+        """Run ``step(core, settle)`` on the raft thread; return what it settles with (raise
+        it if it is an exception); ``ReplicationTimeout`` if nothing is settled in time."""
+        self._require_running()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._calls.append((step, loop, future))
+        self._wake_now()
+        try:
+            return await asyncio.wait_for(future, max(timeout, 0.0))
+        except TimeoutError:
+            raise ReplicationTimeout(
+                f"the raft leader did not answer within {timeout:.3g} s; the outcome is unknown"
+            ) from None
+
+    async def _new_leader(self, deadline: float, timeout: float) -> str:
+        while time.monotonic() < deadline:
+            view = self._view
+            if view.state != "leader" and view.leader not in (None, self._settings.self_address):
+                return view.leader
+            await asyncio.sleep(0.01)
+        raise ClusterError(
+            f"leadership transfer was requested but no new leader took over within {timeout:g} s "
+            f"(this node is {self._view.state}); check peers() and retry"
+        )
+
+    def _require_leader(self) -> None:
+        self._require_running()
+        if not self.is_leader:
+            raise NotLeaderError(
+                "membership changes are made on the leader; send the request there",
+                leader=self.leader,
+            )
+
     # -- cheap reads -----------------------------------------------------------------------------
 
     @property
@@ -355,18 +516,27 @@ class RaftNode:
 
     def _iterate(self) -> None:
         core, journal = self._require_core(), self._require_journal()
+        self._run_calls(core)
         self._feed(core)
         journal.sync()  # the last tick's appends reach the kernel before anything counts them
         mark = (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
         core.doTick(0.0)
         self._after_tick(core)
-        if self._stopping or self._inbox or _queued(core):
+        if self._stopping or self._calls or self._feedable() or _queued(core):
             return
         moved = mark != (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
         if not _can_progress_alone(core, journal, moved):
             core._poller.poll(self._settings.tick_period)  # until a message, a wake-up or a timer
 
+    def _feedable(self) -> bool:
+        return bool(self._inbox) and not self._holding()
+
+    def _holding(self) -> bool:
+        return bool(self._hold_until) and time.monotonic() < self._hold_until
+
     def _feed(self, core: _Core) -> None:
+        if self._holding():
+            return  # a leadership transfer waits for the followers to catch up (L3)
         self._wake_pending = False  # before draining: a later submit must write a new wake-up
         for _ in range(_FEED_BATCH):
             try:
@@ -384,6 +554,21 @@ class RaftNode:
         self._outstanding.add(pending)
         core._applyCommand(pending.payload, functools.partial(self._on_result, pending))
 
+    def _run_calls(self, core: _Core) -> None:
+        while self._calls:
+            step, loop, future = self._calls.popleft()
+            settle = functools.partial(self._settle, loop, future)
+            try:
+                step(core, settle)
+            except Exception as exc:  # a broken step must fail its caller, not the raft thread
+                logger.exception("raft call failed")
+                settle(exc)
+
+    def _settle(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: Any
+    ) -> None:
+        self._done.append((loop, future, outcome))  # posted to the loop after the tick
+
     def _on_result(self, pending: _Pending, result: Any, error: int) -> None:
         self._outstanding.discard(pending)
         self._done.append((pending.loop, pending.future, self._outcome(pending, result, error)))
@@ -394,10 +579,7 @@ class RaftNode:
             if not pending.fenced or (core.raftCurrentTerm == pending.term and core._isLeader()):
                 return result
             return NotLeaderError(_FENCE_LOST, leader=_leader_of(core))
-        kind, message = _FAILURES.get(error, (ClusterError, f"raft failure code {error}"))
-        if kind is NotLeaderError:
-            return NotLeaderError(message, leader=_leader_of(core))
-        return kind(message)
+        return _failure(core, error)
 
     def _after_tick(self, core: _Core) -> None:
         self._flush_done()
@@ -534,6 +716,9 @@ class RaftNode:
             self._done.append((pending.loop, pending.future, unsent))
         for pending in self._outstanding:
             self._done.append((pending.loop, pending.future, ReplicationTimeout(_STOPPED)))
+        while self._calls:
+            _, loop, future = self._calls.popleft()
+            self._done.append((loop, future, ClusterError("the raft node stopped; nothing done")))
         self._outstanding.clear()
         self._flush_done()
         self._release_waiters(ClusterError("the raft node was stopped"))
@@ -620,9 +805,32 @@ class _Core(SyncObj):  # type: ignore[misc]
             self._SyncObj__callErrCallback(FAIL_REASON.QUEUE_FULL, callback)
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
-        if command[:1] == _REGULAR:
+        kind = command[:1]
+        if kind == _REGULAR:
             return self._dk_apply(command[1:])
-        return SyncObj._SyncObj__doApplyCommand(self, command)  # no-op, membership, version
+        if kind == _MEMBERSHIP:
+            return SyncObj._SyncObj__doApplyCommand(self, command)  # parsed below, as JSON
+        return None  # no-op; pysyncobj's VERSION entries would be unpickled: never loaded
+
+    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> list[str] | None:
+        """Membership entries are ``b"\\x02" + JSON ["add"|"rem", "host:port"]``; pysyncobj's
+        own are pickles, which it loads from the log on every node."""
+        if command[:1] != _MEMBERSHIP:
+            return None
+        try:
+            kind, address = json.loads(command[1:])
+        except (ValueError, TypeError):
+            logger.error("ignoring a membership entry that is not ours: %r", command[:40])
+            return None
+        return [str(kind), str(address)]
+
+    def _refuse_utility(self, _args: Any, callback: Callable[[Any, int], None]) -> None:
+        """Membership and version changes sent as utility messages to the raft port bypass the
+        API's authentication (the cluster key is shared with every agent): refused."""
+        callback(None, FAIL_REASON.REQUEST_DENIED)
+
+    _addNodeToCluster = _removeNodeFromCluster = _refuse_utility
+    _transferLeadership = _setCodeVersion = _refuse_utility
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -748,6 +956,106 @@ _FAILURES: dict[int, tuple[type[ClusterError], str]] = {
     FAIL_REASON.REQUEST_DENIED: (ClusterError, "the raft leader denied the request"),
     FAIL_REASON.UNKNOWN_OUTCOME: (ReplicationTimeout, f"the outcome is unknown; {_UNKNOWN}"),
 }
+
+
+_DENIED = object()  # a step's outcome: pysyncobj refused it for now, try again
+_Step = Callable[[_Core, Callable[[Any], None]], None]
+_Call = tuple[_Step, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+def _failure(core: SyncObj, error: int) -> ClusterError:
+    kind, message = _FAILURES.get(error, (ClusterError, f"raft failure code {error}"))
+    if kind is NotLeaderError:
+        return NotLeaderError(message, leader=_leader_of(core))
+    return kind(message)
+
+
+def _voters(core: SyncObj) -> list[str]:
+    others = [str(node.id) for node in core.otherNodes]
+    return sorted(others + ([] if core.selfNode is None else [str(core.selfNode.id)]))
+
+
+def _change_step(kind: str, address: str) -> _Step:
+    """The raft-thread half of a membership change: check it on the leader, then append it."""
+
+    def step(core: _Core, settle: Callable[[Any], None]) -> None:
+        problem = _membership_problem(core, kind, address)
+        if problem is not None:
+            settle(problem)
+            return
+        payload = _MEMBERSHIP + _ENCODER.encode([kind, address]).encode()
+        core._applyCommand(payload, functools.partial(_settle_step, core, settle))
+
+    return step
+
+
+def _settle_step(core: SyncObj, settle: Callable[[Any], None], _result: Any, error: int) -> None:
+    """pysyncobj's callback for a step: None on success, ``_DENIED`` to retry, or the error."""
+    if error == FAIL_REASON.SUCCESS:
+        settle(None)
+    else:
+        settle(_DENIED if error == FAIL_REASON.REQUEST_DENIED else _failure(core, error))
+
+
+def _membership_problem(core: SyncObj, kind: str, address: str) -> DkronError | None:
+    if not core._isLeader():
+        return NotLeaderError(
+            "membership changes are made on the leader; send the request there",
+            leader=_leader_of(core),
+        )
+    voters = _voters(core)
+    if kind == "add" and address in voters:
+        return ConflictError(f"{address} is already a voter (voters: {', '.join(voters)})")
+    if kind == "rem" and address not in voters:
+        return NotFoundError(f"{address} is not a voter; the voters are {', '.join(voters)}")
+    if kind == "rem" and core.selfNode is not None and address == str(core.selfNode.id):
+        return ConflictError("the leader cannot remove itself; call remove_peer again")
+    return None
+
+
+def _transfer_step(to: str | None) -> _Step:
+    """The raft-thread half of a leadership transfer: ask pysyncobj to send TimeoutNow."""
+
+    def step(core: _Core, settle: Callable[[Any], None]) -> None:
+        if not core._isLeader():
+            settle(
+                NotLeaderError("only the leader can transfer leadership", leader=_leader_of(core))
+            )
+            return
+        if to is not None and to not in {str(node.id) for node in core.otherNodes}:
+            voters = ", ".join(_voters(core))
+            settle(NotFoundError(f"{to} is not another voter; the voters are {voters}"))
+            return
+        core.transferLeadership(to, callback=functools.partial(_settle_step, core, settle))
+
+    return step
+
+
+def _peer(
+    address: str, role: str, leader: str | None, *, reachable: bool, index: int | None
+) -> dict[str, Any]:
+    return {
+        "address": address,
+        "role": role,
+        "leader": address == leader,
+        "reachable": reachable,
+        "match_index": index,
+    }
+
+
+async def _probe_reachable(address: str, timeout: float) -> None:
+    host, port = _split_address(address)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), port), timeout)
+    except (OSError, TimeoutError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer"
+        raise ClusterError(
+            f"cannot reach the raft port {address} ({why}): start the new server first, with "
+            "the current voters as partners, then add it"
+        ) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _queued(core: SyncObj) -> bool:
