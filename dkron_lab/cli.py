@@ -511,6 +511,53 @@ def executions(address: str, token: str | None, job: str, limit: int, as_json: b
     click.echo(_table(headers, rows))
 
 
+@cli.command()
+@_client_options
+def leave(address: str, token: str | None) -> None:
+    """Make the node at --address leave the cluster: it stops gracefully (running jobs finish)."""
+    with _client(address, token) as client:
+        client.leave()
+    click.echo(f"{address} is leaving")
+
+
+@cli.group()
+def raft() -> None:
+    """Inspect and change the Raft group of servers."""
+
+
+@raft.command("list-peers")
+@click.option("--json", "as_json", is_flag=True, help="Print the peers as JSON.")
+@_client_options
+def raft_list_peers(address: str, token: str | None, as_json: bool) -> None:
+    """List the Raft voters as the server at --address sees them."""
+    with _client(address, token) as client:
+        peers = client.raft_peers()
+    if as_json:
+        _echo_json(peers)
+        return
+    headers = ("NODE", "ADDRESS", "STATE", "REACHABLE")
+    rows = [
+        (
+            peer["name"] or "-",
+            peer["address"],
+            "leader" if peer["leader"] else "follower",
+            "self" if peer["role"] == "self" else "yes" if peer["reachable"] else "no",
+        )
+        for peer in peers
+    ]
+    click.echo(_table(headers, rows))
+
+
+@raft.command("remove-peer")
+@click.option("--peer-id", required=True, help="The server to remove: node name or host:port.")
+@_client_options
+def raft_remove_peer(address: str, token: str | None, peer_id: str) -> None:
+    """Remove a server from the Raft group (stop that server afterwards)."""
+    with _client(address, token) as client:
+        client.remove_raft_peer(peer_id)
+    click.echo(f"removed {peer_id} from the Raft group; stop it now")
+
+
 # formatting
 
 _FRACTION = re.compile(r"\.\d+")

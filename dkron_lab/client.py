@@ -153,6 +153,21 @@ class Client:
         result: dict[str, Any] = self._call("GET", "/v1/leader")
         return result
 
+    def raft_peers(self) -> list[dict[str, Any]]:
+        """``GET /v1/raft/peers``: the Raft voters as the server sees them."""
+        result: list[dict[str, Any]] = self._call("GET", "/v1/raft/peers")
+        return result
+
+    def remove_raft_peer(self, peer: str) -> list[dict[str, Any]]:
+        """``DELETE /v1/raft/peers/<peer>``: take a server out of the Raft group."""
+        result: list[dict[str, Any]] = self._call("DELETE", f"/v1/raft/peers/{_part(peer)}")
+        return result
+
+    def leave(self) -> list[dict[str, Any]]:
+        """``POST /v1/leave``: the node shuts down gracefully."""
+        result: list[dict[str, Any]] = self._call("POST", "/v1/leave")
+        return result
+
     def info(self) -> dict[str, Any]:
         """``GET /v1``: ``{"agent": {"name", "version"}, "serf": {...}, "tags": {...}}``."""
         result: dict[str, Any] = self._call("GET", "/v1")

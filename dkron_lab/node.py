@@ -819,6 +819,28 @@ class Node:
             await asyncio.to_thread(self.history.flush)
         return self.get_job(name)
 
+    def raft_peers(self) -> list[dict[str, Any]]:
+        """The Raft voters as this server sees them, each with the node name registered there."""
+        with self.state.lock:
+            names = {n["raft"]: n["name"] for n in self.state.nodes.values() if n.get("raft")}
+        return [{"name": names.get(p["address"], ""), **p} for p in self.raft.peers()]
+
+    async def remove_peer(self, peer: str) -> None:
+        """Take the voter ``peer`` (a node name or a host:port) out of the Raft group.
+
+        Sent to the leader wherever it is received; stop the removed server afterwards.
+        """
+        with self.state.lock:
+            known = self.state.nodes.get(peer)
+        address = str(known["raft"]) if known and known.get("raft") else peer
+        leader = self.leader()
+        if self.is_leader or leader is None:
+            await self.raft.remove_peer(address)
+            return
+        await self.peers.post(
+            self._http_of(leader["Name"]), "/internal/v1/raft/remove", {"peer": address}
+        )
+
     async def skipped(self, name: str) -> list[dict[str, Any]]:
         """Spans of the job's fires that were missed and deliberately not run, newest first."""
         self.get_job(name)

@@ -388,6 +388,19 @@ class Leave(ApiMixin):
         self.write_json(members)
 
 
+class RaftPeers(ApiMixin):
+    def get(self) -> None:
+        peers = self.node.raft_peers()
+        self.set_header("X-Total-Count", len(peers))
+        self.write_json(peers)
+
+
+class RaftPeer(ApiMixin):
+    async def delete(self, peer: str) -> None:
+        await self.node.remove_peer(peer)
+        self.write_json(self.node.raft_peers())
+
+
 class Busy(ApiMixin):
     def get(self) -> None:
         running = self.node.busy()
@@ -644,6 +657,8 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/leader", Leader),
     ("/v1/isleader", IsLeader),
     ("/v1/leave", Leave),
+    ("/v1/raft/peers", RaftPeers),
+    ("/v1/raft/peers/{peer}", RaftPeer),
     ("/v1/busy", Busy),
     ("/v1/pause", Pause),
     ("/v1/unpause", Unpause),

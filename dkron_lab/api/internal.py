@@ -67,8 +67,15 @@ class RunOnLeader(_Internal):
         self.write_json(view.to_json())
 
 
+class RemovePeer(_Internal):
+    async def post(self) -> None:
+        await self.node.remove_peer(str(self.signed_body()["peer"]))
+        self.write_json({"removed": True})
+
+
 INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/internal/v1/heartbeat", Heartbeat),
     ("/internal/v1/run", RunHere),
     ("/internal/v1/jobs/{job}/run", RunOnLeader),
+    ("/internal/v1/raft/remove", RemovePeer),
 )

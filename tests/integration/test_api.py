@@ -185,6 +185,19 @@ async def test_leave_answers_members_and_calls_the_node(api: Api) -> None:
     assert left.is_set()
 
 
+async def test_raft_peers_and_removing_an_unknown_one(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/raft/peers")
+    assert response.status_code == 200 and response.headers["X-Total-Count"] == "1"
+    (me,) = response.json()
+    assert (me["name"], me["role"], me["leader"]) == ("t1", "self", True)
+    missing = await http.delete("/v1/raft/peers/127.0.0.1:1")
+    assert missing.status_code == 404, missing.text
+    assert "127.0.0.1:1" in missing.json()["error"]
+    bad = await http.delete("/v1/raft/peers/not-an-address")
+    assert bad.status_code == 400, bad.text
+    assert (await http.get("/v1/raft/peers")).json() == [me]
+
+
 async def test_pause_blocks_job_writes_until_unpaused(http: httpx.AsyncClient) -> None:
     assert (await http.get("/v1/pause")).json() == {"paused": False}
     assert (await http.post("/v1/pause")).json() == {"paused": True}

@@ -309,6 +309,20 @@ def test_failed_run_exits_1(start_agent: StartAgent) -> None:
     assert ran.stdout.splitlines()[0] == "job broken failed on n1"
 
 
+def test_raft_list_peers_remove_peer_and_leave(start_agent: StartAgent) -> None:
+    agent = start_agent()
+    listed = dkron_lab("raft", "list-peers", "--address", agent.url)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["NODE", "ADDRESS", "STATE", "REACHABLE"]
+    assert row.split()[0] == "n1" and row.split()[2:] == ["leader", "self"]
+    missing = dkron_lab("raft", "remove-peer", "--peer-id", "127.0.0.1:1", "--address", agent.url)
+    assert missing.returncode == 1 and "127.0.0.1:1" in missing.stderr
+    left = dkron_lab("leave", "--address", agent.url)
+    assert left.returncode == 0 and "leaving" in left.stdout
+    assert agent.process.wait(timeout=20) == 0
+
+
 def test_sigterm_lets_a_running_job_finish(start_agent: StartAgent) -> None:
     agent = start_agent()
     job = {
