@@ -548,6 +548,16 @@ def raft_list_peers(address: str, token: str | None, as_json: bool) -> None:
     click.echo(_table(headers, rows))
 
 
+@raft.command("add-peer")
+@click.option("--peer-addr", required=True, help="The new server's --bind-addr, host:port.")
+@_client_options
+def raft_add_peer(address: str, token: str | None, peer_addr: str) -> None:
+    """Add a started server (its --join naming the current servers) to the Raft group."""
+    with _client(address, token) as client:
+        client.add_raft_peer(peer_addr)
+    click.echo(f"added {peer_addr} to the Raft group")
+
+
 @raft.command("remove-peer")
 @click.option("--peer-id", required=True, help="The server to remove: node name or host:port.")
 @_client_options

@@ -158,6 +158,14 @@ class Client:
         result: list[dict[str, Any]] = self._call("GET", "/v1/raft/peers")
         return result
 
+    def add_raft_peer(self, address: str) -> list[dict[str, Any]]:
+        """``POST /v1/raft/peers``: make the (already started) server at ``address`` a voter."""
+        body = {"address": address}
+        result: list[dict[str, Any]] = self._call("POST", "/v1/raft/peers", json=body)
+            "POST", "/v1/raft/peers", json={"address": address}
+        )
+        return result
+
     def remove_raft_peer(self, peer: str) -> list[dict[str, Any]]:
         """``DELETE /v1/raft/peers/<peer>``: take a server out of the Raft group."""
         result: list[dict[str, Any]] = self._call("DELETE", f"/v1/raft/peers/{_part(peer)}")

@@ -184,7 +184,7 @@ class Node:
         self.state.before_snapshot(self.history.flush)
         self.index.changed = self._poke_scheduler
         self.raft.start()
-        await self.raft.wait_ready(timeout=30.0)
+        await self._wait_for_cluster()
         self._reindex(resume=True)
         await self._register()
         await self._fail_orphans()
@@ -195,6 +195,23 @@ class Node:
         self._ready = True
         self._leadership_changed(self.raft.is_leader)
         log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
+
+    async def _wait_for_cluster(self, patience: float = 300.0) -> None:
+        """Wait until a leader is known and this node has caught up, saying why it waits."""
+        waited = 0.0
+        while True:
+            try:
+                await self.raft.wait_ready(timeout=10.0)
+                return
+            except ClusterError:
+                waited += 10.0
+                if waited >= patience:
+                    raise
+            log.warning(
+                "no leader yet after %.0f s: waiting for a quorum of %s; a server new to a "
+                "running cluster must be added from it: dkron-lab raft add-peer --peer-addr %s",
+                waited, ", ".join(self.config.join) or "the servers", self.config.bind_addr,
+            )  # fmt: skip
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Stop scheduling, let running executions finish (``graceful``) and close everything."""
@@ -825,6 +842,19 @@ class Node:
             names = {n["raft"]: n["name"] for n in self.state.nodes.values() if n.get("raft")}
         return [{"name": names.get(p["address"], ""), **p} for p in self.raft.peers()]
 
+    async def add_peer(self, address: str) -> None:
+        """Make the server whose cluster address is ``address`` a voter (start it first, with
+        the current servers in its --join). Sent to the leader wherever it is received."""
+        await self._on_leader("add", address)
+
+    async def _on_leader(self, change: str, address: str) -> None:
+        leader = self.leader()
+        if self.is_leader or leader is None:
+            await (self.raft.add_peer if change == "add" else self.raft.remove_peer)(address)
+            return
+        http = self._http_of(leader["Name"])
+        await self.peers.post(http, f"/internal/v1/raft/{change}", {"peer": address})
+
     async def remove_peer(self, peer: str) -> None:
         """Take the voter ``peer`` (a node name or a host:port) out of the Raft group.
 
@@ -833,13 +863,7 @@ class Node:
         with self.state.lock:
             known = self.state.nodes.get(peer)
         address = str(known["raft"]) if known and known.get("raft") else peer
-        leader = self.leader()
-        if self.is_leader or leader is None:
-            await self.raft.remove_peer(address)
-            return
-        await self.peers.post(
-            self._http_of(leader["Name"]), "/internal/v1/raft/remove", {"peer": address}
-        )
+        await self._on_leader("remove", address)
 
     async def skipped(self, name: str) -> list[dict[str, Any]]:
         """Spans of the job's fires that were missed and deliberately not run, newest first."""

@@ -389,10 +389,20 @@ class Leave(ApiMixin):
 
 
 class RaftPeers(ApiMixin):
+    accepts_body = True
+
     def get(self) -> None:
         peers = self.node.raft_peers()
         self.set_header("X-Total-Count", len(peers))
         self.write_json(peers)
+
+    async def post(self) -> None:
+        body = self.json_body()
+        address = body.get("address") if isinstance(body, dict) else None
+        if not isinstance(address, str):
+            raise BadRequest('send {"address": "host:port"}: the new server\'s --bind-addr')
+        await self.node.add_peer(address)
+        self.write_json(self.node.raft_peers())
 
 
 class RaftPeer(ApiMixin):

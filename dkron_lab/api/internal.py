@@ -67,6 +67,12 @@ class RunOnLeader(_Internal):
         self.write_json(view.to_json())
 
 
+class AddPeer(_Internal):
+    async def post(self) -> None:
+        await self.node.add_peer(str(self.signed_body()["peer"]))
+        self.write_json({"added": True})
+
+
 class RemovePeer(_Internal):
     async def post(self) -> None:
         await self.node.remove_peer(str(self.signed_body()["peer"]))
@@ -77,5 +83,6 @@ INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/internal/v1/heartbeat", Heartbeat),
     ("/internal/v1/run", RunHere),
     ("/internal/v1/jobs/{job}/run", RunOnLeader),
+    ("/internal/v1/raft/add", AddPeer),
     ("/internal/v1/raft/remove", RemovePeer),
 )

@@ -117,3 +117,45 @@ async def test_graceful_stop_marks_the_node_left(pair: tuple[Node, Node]) -> Non
         lambda: {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "left"
     )
     assert status
+
+
+async def test_a_server_is_added_to_a_running_cluster(tmp_path: Path) -> None:
+    """A one-server cluster grows to two: the new server starts, waits, is added, catches up."""
+    first_raft, second_raft = free_port(), free_port()
+    first = Node(
+        Config(
+            server=True, bootstrap_expect=1, node_name="s1", data_dir=tmp_path / "s1",
+            http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{first_raft}",
+        )
+    )  # fmt: skip
+    second = Node(
+        Config(
+            server=True, bootstrap_expect=2, node_name="s2", data_dir=tmp_path / "s2",
+            http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{second_raft}",
+            join=(f"127.0.0.1:{first_raft}",),
+        )
+    )  # fmt: skip
+    await first.start()
+    https = [await serve(first)]
+    try:
+        await first.set_job(shell("before", "true"))
+        joining = asyncio.ensure_future(second.start())
+        await asyncio.sleep(0.5)
+        assert not joining.done()  # it waits to be added
+        await first.add_peer(f"127.0.0.1:{second_raft}")
+        await asyncio.wait_for(joining, 30)
+        https.append(await serve(second))
+        assert "before" in second.state.jobs
+        assert sorted(p["address"] for p in first.raft_peers()) == sorted(
+            [f"127.0.0.1:{first_raft}", f"127.0.0.1:{second_raft}"]
+        )
+        members = await eventually(lambda: {m["Name"] for m in first.members()} == {"s1", "s2"})
+        assert members
+        await first.set_job(shell("after", "true"))  # commits with both voters
+        assert await eventually(lambda: "after" in second.state.jobs)
+    finally:
+        for http in https:
+            http.stop()
+        for node in (second, first):
+            if node._ready:
+                await node.stop(graceful=False)
