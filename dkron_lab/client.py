@@ -162,8 +162,6 @@ class Client:
         """``POST /v1/raft/peers``: make the (already started) server at ``address`` a voter."""
         body = {"address": address}
         result: list[dict[str, Any]] = self._call("POST", "/v1/raft/peers", json=body)
-            "POST", "/v1/raft/peers", json={"address": address}
-        )
         return result
 
     def remove_raft_peer(self, peer: str) -> list[dict[str, Any]]:
