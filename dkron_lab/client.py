@@ -24,29 +24,13 @@ from urllib.parse import quote
 
 import httpx
 
-from dkron_lab.errors import (
-    ConflictError,
-    DkronError,
-    NotFoundError,
-    PayloadTooLarge,
-    Unauthorized,
-    Unavailable,
-    ValidationError,
-    error_class,
-)
+from dkron_lab.errors import HTTP_STATUS, DkronError, Unavailable, error_class
 
 __all__ = ["DEFAULT_URL", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
-_BY_STATUS: dict[int, type[DkronError]] = {
-    400: ValidationError,
-    401: Unauthorized,
-    404: NotFoundError,
-    409: ConflictError,
-    413: PayloadTooLarge,
-    503: Unavailable,
-}
+_BY_STATUS: dict[int, type[DkronError]] = {status: cls for cls, status in HTTP_STATUS.items()}
 
 # Keyword arguments that stand for Dkron's react-admin query parameters.
 _QUERY_NAMES = {"sort": "_sort", "order": "_order", "start": "_start", "end": "_end"}

@@ -53,6 +53,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationError",
+    "HTTP_STATUS",
     "error_class",
 ]
 
@@ -143,6 +144,17 @@ class ReplicationTimeout(ClusterError):
 
 class ExecutionError(DkronError):
     """An executor failed for a reason outside the command it ran."""
+
+
+HTTP_STATUS: dict[type[DkronError], int] = {
+    ValidationError: 400,
+    Unauthorized: 401,
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLarge: 413,
+    Unavailable: 503,
+}
+"""The one table from errors to HTTP statuses (the server answers by it, clients read it back)."""
 
 
 def error_class(name: str) -> type[DkronError]:

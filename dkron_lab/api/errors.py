@@ -11,29 +11,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from dkron_lab.errors import (
-    BadRequest,
-    ConflictError,
-    DkronError,
-    NotFoundError,
-    PayloadTooLarge,
-    Unauthorized,
-    Unavailable,
-    ValidationError,
-)
+from dkron_lab.errors import HTTP_STATUS, BadRequest, DkronError
 
 __all__ = ["STATUS_BY_ERROR", "error_body", "http_error_body", "status_for"]
 
-STATUS_BY_ERROR: Final[Mapping[type[DkronError], int]] = MappingProxyType(
-    {
-        ValidationError: 400,
-        Unauthorized: 401,
-        NotFoundError: 404,
-        ConflictError: 409,
-        PayloadTooLarge: 413,
-        Unavailable: 503,
-    }
-)
+STATUS_BY_ERROR: Final[Mapping[type[DkronError], int]] = MappingProxyType(HTTP_STATUS)
 
 # Errors raised by tornado itself (405, malformed form bodies) get the nearest class name.
 _TYPE_BY_STATUS: Final[Mapping[int, str]] = MappingProxyType(
