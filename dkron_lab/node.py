@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -160,7 +160,7 @@ class Node:
         self.cluster_key = cluster_key(config.encrypt)
         self.peers = Peers(self.cluster_key)
         self._accepted: dict[int, None] = {}  # groups this node started for a leader, newest last
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
         self._ready = False
         self.on_leave: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
@@ -188,13 +188,16 @@ class Node:
         self._reindex(resume=True)
         await self._register()
         await self._fail_orphans()
-        self._loops = [
-            asyncio.ensure_future(self._heartbeat_loop()),
-            asyncio.ensure_future(self._lease_loop()),
-        ]
+        self._spawn(self._heartbeat_loop())
+        self._spawn(self._lease_loop())
         self._ready = True
         self._leadership_changed(self.raft.is_leader)
         log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._loops.add(task)
+        task.add_done_callback(self._loops.discard)
 
     async def _wait_for_cluster(self, patience: float = 300.0) -> None:
         """Wait until a leader is known and this node has caught up, saying why it waits."""
@@ -224,8 +227,8 @@ class Node:
             await asyncio.wait_for(self._done.drain(), timeout=10.0)
         if graceful and self._ready:
             await self._say_goodbye()
-        for loop in self._loops:
-            loop.cancel()
+        for task in list(self._loops):
+            task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.peers.aclose()
         await self.registry.aclose()
@@ -413,7 +416,7 @@ class Node:
             if target == self.name:
                 self.runner.start(job, group=group, scheduled_at=scheduled_at)
             else:
-                asyncio.ensure_future(self._send_run(target, job, group, scheduled_at))
+                self._spawn(self._send_run(target, job, group, scheduled_at))
 
     async def _send_run(
         self, target: str, job: Job, group: int, scheduled_at: datetime | None

@@ -97,8 +97,8 @@ async def test_a_silent_agent_has_its_runs_failed_and_a_leaving_one_shows_left(
     await server.set_job(job)
     await server.run_job("long")
     await eventually(lambda: agent.runner.running == 1)
-    for loop in agent._loops:  # the agent goes silent (as if its machine froze)
-        loop.cancel()
+    for task in list(agent._loops):  # the agent goes silent (as if its machine froze)
+        task.cancel()
     failed = await eventually(lambda: server.state.stats["long"].error_count == 1, 15)
     assert failed, "the lease did not fail the run of a silent agent"
     assert {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "failed"
