@@ -59,7 +59,9 @@ class Peers:
         self._key = key
         self._http = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
-    async def post(self, address: str, path: str, payload: dict[str, Any]) -> Any:
+    async def post(
+        self, address: str, path: str, payload: dict[str, Any], *, timeout: float | None = None
+    ) -> Any:
         """POST ``payload`` to ``http://address/path``; the other node's error is raised here."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         timestamp = f"{time.time():.3f}"
@@ -68,7 +70,10 @@ class Peers:
             headers[SIGNATURE_HEADER] = signature(self._key, "POST", path, timestamp, body)
         try:
             response = await self._http.post(
-                f"http://{address}{path}", content=body, headers=headers
+                f"http://{address}{path}",
+                content=body,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
             raise ClusterError(f"cannot reach {address}: {exc or type(exc).__name__}") from None

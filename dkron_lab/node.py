@@ -162,6 +162,7 @@ class Node:
         self._accepted: dict[int, None] = {}  # groups this node started for a leader, newest last
         self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
         self._ready = False
+        self._beating: set[str] = set()  # servers a heartbeat is on its way to
         self.on_leave: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -569,11 +570,20 @@ class Node:
                     if n["role"] == "server" and n["name"] != self.name
                 ]
             payload = {"node": self.name, "busy": busy}
-            await asyncio.gather(
-                *(self.peers.post(http, "/internal/v1/heartbeat", payload) for http in servers),
-                return_exceptions=True,
-            )
+            for http in servers:
+                # Each server on its own: one that hangs must not delay the beats to the others.
+                if http not in self._beating:
+                    self._beating.add(http)
+                    self._spawn(self._beat(http, payload))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+    async def _beat(self, http: str, payload: dict[str, Any]) -> None:
+        try:
+            await self.peers.post(http, "/internal/v1/heartbeat", payload, timeout=HEARTBEAT_TTL)
+        except DkronError as exc:
+            log.debug("heartbeat to %s failed: %s", http, exc)
+        finally:
+            self._beating.discard(http)
 
     async def _lease_loop(self) -> None:
         """On the leader: runs on nodes that stopped answering are recorded failed."""
@@ -832,12 +842,19 @@ class Node:
         leader = self.leader()
         if leader is None:
             raise ClusterError("no leader is known yet: wait for the election, then retry")
-        await self.peers.post(
+        answer = await self.peers.post(
             self._http_of(leader["Name"]), f"/internal/v1/jobs/{name}/run", {"wait": wait}
         )
         if wait:
+            # The leader has applied the run's results; answer once this server has too.
+            await self._applied(int(answer["applied_index"]), timeout=5.0)
             await asyncio.to_thread(self.history.flush)
         return self.get_job(name)
+
+    async def _applied(self, index: int, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.raft.applied_index < index and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     def raft_peers(self) -> list[dict[str, Any]]:
         """The Raft voters as this server sees them, each with the node name registered there."""

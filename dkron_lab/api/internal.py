@@ -64,7 +64,7 @@ class RunOnLeader(_Internal):
     async def post(self, job: str) -> None:
         data = self.signed_body()
         view = await self.node.run_job(job, wait=bool(data.get("wait")))
-        self.write_json(view.to_json())
+        self.write_json({"job": view.to_json(), "applied_index": self.node.raft.applied_index})
 
 
 class AddPeer(_Internal):
