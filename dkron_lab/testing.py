@@ -35,6 +35,7 @@ __all__ = [
     "Processes",
     "TcpProxy",
     "free_port",
+    "wait_for",
 ]
 
 
@@ -356,7 +357,7 @@ class Cluster:
 
     def leader(self, *, timeout: float = 15.0) -> str:
         """The leader's name, once every running server names the same running server."""
-        return _poll(self._agreed_leader, timeout, "no leader agreed by every running server")
+        return wait_for(self._agreed_leader, timeout, "no leader agreed by every running server")
 
     def followers(self) -> list[str]:
         """Running servers other than the leader."""
@@ -405,7 +406,7 @@ class Cluster:
     def wait_ready(self, timeout: float | None = None) -> None:
         """Until every running server names the same leader and lists every running node
         alive in ``/v1/members``."""
-        _poll(self._ready, timeout or self.timeout, "the cluster did not become ready")
+        wait_for(self._ready, timeout or self.timeout, "the cluster did not become ready")
 
     def _ready(self) -> bool:
         awaited = [n for n in self.nodes.values() if n.awaited and n.process is not None]
@@ -542,7 +543,9 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-def _poll(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
+def wait_for(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
+    """``probe()`` once it returns something truthy; ``TimeoutError`` naming ``what`` if it
+    does not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         found = probe()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +26,10 @@ import pytest
 from dkron_lab.dispatch import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from dkron_lab.membership import HEARTBEAT_TTL
 from dkron_lab.model import schedule as schedules
-from dkron_lab.testing import Cluster, free_port
+from dkron_lab.testing import Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
-_T = TypeVar("_T")
 
 WORKERS = [{"role": "worker", "pin": "a1"}, {"role": "worker"}]  # agents a1 and a2
 EVERYONE = {"s1", "s2", "s3", "a1", "a2"}
@@ -54,17 +53,6 @@ def create(cluster: Cluster, server: str, body: dict[str, Any]) -> None:
 def run(cluster: Cluster, server: str, name: str, *, wait: bool = True) -> httpx.Response:
     params = {"wait": "true"} if wait else {}
     return cluster.http.post(f"{cluster.url(server)}/v1/jobs/{name}/run", params=params)
-
-
-def wait_for(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.1)
 
 
 def when(text: str) -> datetime:
