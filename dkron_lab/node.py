@@ -137,7 +137,10 @@ class Node:
         clock: Clock | None = None,
         registry: PluginRegistry | None = None,
         rng: random.Random | None = None,
+        raft_tuning: Mapping[str, Any] | None = None,
     ) -> None:
+        """``raft_tuning`` overrides fields of the :class:`RaftSettings` built from ``config``
+        (e.g. ``compaction_min_entries``, so a test can make the leader send snapshots)."""
         self.config = config
         self.name = config.node_name
         self.clock = clock or SystemClock()
@@ -147,7 +150,8 @@ class Node:
         self.history = DuckDBHistory(
             config.data_dir / "history.duckdb", retention=config.history_retention
         )
-        self.raft = RaftNode(_raft_settings(config), self.state, on_leadership=self._on_leadership)
+        settings = replace(_raft_settings(config), **(raft_tuning or {}))
+        self.raft = RaftNode(settings, self.state, on_leadership=self._on_leadership)
         self.runner = Runner(
             node_name=self.name,
             registry=self.registry,
@@ -172,6 +176,8 @@ class Node:
         self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(self._submit_writes)
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._last_group = 0
+        self._copying: asyncio.Task[None] | None = None  # the history copy, while it runs
+        self._copy_again = False
         self.started_at = datetime.now(UTC)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class Node:
         await self._wait_for_cluster()
         self._reindex(resume=True)
         await self._register()
+        self._copy_history_soon()  # a late joiner or a wiped disk: in the background
         await self._fail_orphans()
         self._spawn(self._heartbeat_loop())
         self._spawn(self._lease_loop())
@@ -258,6 +265,8 @@ class Node:
             self._record_skipped(event)
         elif isinstance(event, StateRestored):
             self._reindex()
+            # The executions of the log entries the snapshot replaced never reached our history.
+            self._call_soon(self._copy_history_soon)
 
     def _record_skipped(self, event: FiresSkipped) -> None:
         recorded = self.clock.now()
@@ -520,6 +529,82 @@ class Node:
             self._report_lost(group["job"], gid, self.name, scheduled_at, why)
         if orphans:
             await self._done.drain()
+
+    # -- history copy --------------------------------------------------------------------------
+
+    def _copy_history_soon(self) -> None:
+        """Copy the history this node lacks from another server, in the background (on the
+        loop). A request while a copy runs makes that copy check again when it ends."""
+        if self._copying is not None and not self._copying.done():
+            self._copy_again = True
+            return
+        self._copying = asyncio.ensure_future(self._copy_history())
+        self._loops.add(self._copying)
+        self._copying.add_done_callback(self._loops.discard)
+
+    async def _copy_history(self) -> None:
+        """Pull pages until exhausted; retry with backoff (another server each time) while
+        the peers cannot be reached. Appends are idempotent, so a row that the log also
+        delivers, or a page pulled twice, is stored once."""
+        attempt = 0
+        while True:
+            self._copy_again = False
+            if await self._lacks_history():
+                try:
+                    await self._copy_from(attempt)
+                except DkronError as exc:
+                    attempt += 1
+                    delay = min(0.5 * 2**attempt, 30.0)
+                    log.warning("history copy failed (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            if not self._copy_again:
+                return
+
+    async def _lacks_history(self) -> bool:
+        """Fewer executions stored here than the replicated counters say have finished."""
+        with self.state.lock:
+            finished = sum(s.success_count + s.error_count for s in self.state.stats.values())
+        if finished == 0:
+            return False
+        await asyncio.to_thread(self.history.flush)
+        return await asyncio.to_thread(self.history.count) < finished
+
+    async def _copy_from(self, attempt: int) -> None:
+        sources = self._history_sources()
+        if not sources:
+            log.info("history: no other server to copy the missing executions from")
+            return
+        source = sources[attempt % len(sources)]
+        for table in ("executions", "skipped"):
+            copied = await self._copy_table(source, table)
+            log.info("copied %d %s from %s", copied, _COPIED[table], source.name)
+
+    def _history_sources(self) -> list[NodeInfo]:
+        """The other servers, the leader first (it has applied the most)."""
+        leader = self.leader()
+        with self.state.lock:
+            nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
+        servers = [n for n in nodes if n.role == "server" and n.name != self.name and not n.left]
+        first = leader["Name"] if leader else ""
+        return sorted(servers, key=lambda n: (n.name != first, n.name))
+
+    async def _copy_table(self, source: NodeInfo, table: str) -> int:
+        save = (
+            self.history.import_executions if table == "executions" else self.history.import_skipped
+        )
+        after, copied = None, 0
+        while True:
+            payload = {"table": table, "after": after, "limit": _HISTORY_PAGE}
+            page = await self.peers.post(source.http, "/internal/v1/history", payload, timeout=30)
+            copied += save(page["rows"])
+            # Wait for the writer: a large history must not pile up in its queue.
+            await asyncio.to_thread(self.history.flush)
+            after = page["next"]
+            if after is None:
+                return copied
+            if copied % (20 * _HISTORY_PAGE) == 0:
+                log.info("copying history from %s: %d %s so far", source.name, copied, table)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -912,6 +997,8 @@ class Node:
 
 
 _STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
+_HISTORY_PAGE = 500  # rows per page of a history copy; outputs make rows up to a few KB
+_COPIED = {"executions": "executions", "skipped": "skipped-fire spans"}
 
 
 def _span_record(span: Any) -> dict[str, Any]:

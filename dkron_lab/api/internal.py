@@ -7,6 +7,7 @@ document of the public one; ``docs/architecture.md`` describes them.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -79,10 +80,30 @@ class RemovePeer(_Internal):
         self.write_json({"removed": True})
 
 
+class HistoryPage(_Internal):
+    """A page of this server's history for a server that lacks it (see ``Node``'s history
+    copy): ``{"after": cursor|null, "limit": n, "table": "executions"|"skipped"}`` answers
+    ``{"rows": [...], "next": cursor|null}``."""
+
+    async def post(self) -> None:
+        data = self.signed_body()
+        table = data.get("table", "executions")
+        history = self.node.history
+        export = {"executions": history.export_executions, "skipped": history.export_skipped}
+        if table not in export:
+            raise BadRequest(f"no history table {table!r}: use 'executions' or 'skipped'")
+        after, limit = data.get("after"), data.get("limit", 500)
+        if (after is not None and not isinstance(after, list)) or not isinstance(limit, int):
+            raise BadRequest("'after' is a cursor list or null and 'limit' a whole number")
+        rows, cursor = await asyncio.to_thread(export[table], after, min(limit, 5000))
+        self.write_json({"rows": rows, "next": cursor})
+
+
 INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/internal/v1/heartbeat", Heartbeat),
     ("/internal/v1/run", RunHere),
     ("/internal/v1/jobs/{job}/run", RunOnLeader),
     ("/internal/v1/raft/add", AddPeer),
     ("/internal/v1/raft/remove", RemovePeer),
+    ("/internal/v1/history", HistoryPage),
 )

@@ -29,6 +29,11 @@ Choices, measured with ``benchmarks/bench_history.py`` and scratch runs on DuckD
   logged with the number lost.
 * Retention runs on the writer after a batch, at most once a minute of the injected clock, and
   once when the history is opened.
+* Copying history between servers (a server that joined late or installed a Raft snapshot never
+  applied the older log entries): ``export_executions`` / ``export_skipped`` read pages of plain
+  JSON-able records in a stable key order, resumed from a cursor (the last row's key: there is no
+  primary key to page by); ``import_executions`` / ``import_skipped`` queue them through the
+  idempotent writes above, so a copied row the log also delivers is stored once.
 """
 
 from __future__ import annotations
@@ -100,6 +105,19 @@ WHERE NOT EXISTS (
       AND e.id = batch.id AND e.job_name = batch.job_name AND e.started_at = batch.started_at)
 """
 _SELECT = f"SELECT {_NAMES} FROM executions"
+# Export page order and cursor: unique per stored row, since (job_name, id, started_at) is.
+_EXPORT_EXECUTIONS = f"""
+SELECT {_NAMES} FROM executions
+WHERE ? IS NULL OR (finished_at, job_name, id, started_at) > (?::TIMESTAMPTZ, ?, ?, ?::TIMESTAMPTZ)
+ORDER BY finished_at, job_name, id, started_at LIMIT ?
+"""
+_EXPORT_SKIPPED = """
+SELECT job_name, reason, first_at, last_at, count, recorded_at FROM skipped_fires
+WHERE ? IS NULL OR (job_name, reason, first_at, last_at) > (?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ)
+ORDER BY job_name, reason, first_at, last_at LIMIT ?
+"""
+_EXECUTION_KEYS = tuple(name.strip('"') for name, _ in _COLUMNS)
+_SKIPPED_KEYS = ("job_name", "reason", "first", "last", "count", "recorded_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +279,70 @@ class DuckDBHistory:
 
         keys = ("reason", "first", "last", "count", "recorded_at")
         return [dict(zip(keys, row, strict=True)) for row in self._read(run)]
+
+    def export_executions(
+        self, after: Sequence[Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """One page of every execution, oldest ``finished_at`` first, for another server.
+
+        ``after`` is ``None`` for the first page, else the cursor the previous page returned.
+        Returns JSON-able records (times as ISO 8601 strings) and the next cursor, ``None`` once
+        the page is the last. The cursor is the last row's (finished_at, job_name, id,
+        started_at), so rows written meanwhile neither shift nor repeat the pages.
+        """
+        rows = self._export(_EXPORT_EXECUTIONS, after, 4, limit)
+        records = [_record(_EXECUTION_KEYS, row) for row in rows]
+        last = records[-1] if len(records) == limit else None
+        cursor = None if last is None else [last[k] for k in _EXECUTION_CURSOR]
+        return records, cursor
+
+    def export_skipped(
+        self, after: Sequence[Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """One page of every skipped-fires span, like :meth:`export_executions`; the cursor is
+        the last span's (job_name, reason, first, last)."""
+        rows = self._export(_EXPORT_SKIPPED, after, 4, limit)
+        records = [_record(_SKIPPED_KEYS, row) for row in rows]
+        last = records[-1] if len(records) == limit else None
+        cursor = None if last is None else [last[k] for k in _SKIPPED_KEYS[:4]]
+        return records, cursor
+
+    def _export(
+        self, sql: str, after: Sequence[Any] | None, width: int, limit: int
+    ) -> list[tuple[Any, ...]]:
+        if limit < 1:
+            raise BadRequest(f"limit={limit} is not a page size: use 1 or more")
+        if after is not None and len(after) != width:
+            raise BadRequest(
+                f"cursor {list(after)!r} is not one this server returned: pass the 'next' of "
+                "the previous page, or null for the first"
+            )
+        key = list(after) if after is not None else [None] * width
+        return self.query(sql, [None if after is None else 1, *key, limit])
+
+    def import_executions(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Queue records from :meth:`export_executions` (of any server); returns how many.
+
+        Executions already stored (same job, id and start) are left as they are."""
+        executions = [_execution_from_record(record) for record in records]
+        for execution in executions:
+            self.append(execution)
+        return len(executions)
+
+    def import_skipped(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Queue spans from :meth:`export_skipped`; a span already stored is left as it is."""
+        n = 0
+        for r in records:
+            self.record_skipped(
+                str(r["job_name"]),
+                reason=str(r["reason"]),
+                first=_time(r["first"]),
+                last=_time(r["last"]),
+                count=int(r["count"]),
+                recorded_at=_time(r["recorded_at"]),
+            )
+            n += 1
+        return n
 
     def flush(self) -> None:
         """Block until every write queued before this call is committed (at once if none)."""
@@ -566,6 +648,42 @@ def _execution(row: Sequence[Any]) -> Execution:
         success=row[8],
         output=row[9],
     )
+
+
+_EXECUTION_CURSOR = ("finished_at", "job_name", "id", "started_at")
+
+
+def _record(keys: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """A row as JSON-able values: aware times become ISO 8601 strings in UTC."""
+    return {
+        key: value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+        for key, value in zip(keys, row, strict=True)
+    }
+
+
+def _time(text: Any) -> datetime:
+    value = datetime.fromisoformat(str(text))
+    if value.tzinfo is None:
+        raise BadRequest(f"time {text!r} has no zone: send ISO 8601 with an offset")
+    return value.astimezone(UTC)
+
+
+def _execution_from_record(r: Mapping[str, Any]) -> Execution:
+    try:
+        return Execution(
+            id=str(r["id"]),
+            job_name=str(r["job_name"]),
+            node_name=str(r["node_name"]),
+            group=int(r["group"]),
+            attempt=int(r["attempt"]),
+            started_at=_time(r["started_at"]),
+            finished_at=_time(r["finished_at"]),
+            scheduled_at=_time(r["scheduled_at"]) if r.get("scheduled_at") else None,
+            success=bool(r["success"]),
+            output=str(r["output"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"not an exported execution record ({exc!r}): {dict(r)!r:.200}") from None
 
 
 def _list_query(

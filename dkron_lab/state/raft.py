@@ -243,6 +243,7 @@ class RaftNode:
         self._core, self._thread = None, None
         core.destroy()  # transport, then journal.close(): meta stored
         _close_pysyncobj_pipe(core)
+        core.close_snapshot_files(keep_current=False)
         self._close_wake()
         self._fail_unfinished()
         self._view = _View()
@@ -521,6 +522,7 @@ class RaftNode:
         journal.sync()  # the last tick's appends reach the kernel before anything counts them
         mark = (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
         core.doTick(0.0)
+        core.close_snapshot_files()
         self._after_tick(core)
         if self._stopping or self._calls or self._feedable() or _queued(core):
             return
@@ -781,7 +783,37 @@ class _Core(SyncObj):  # type: ignore[misc]
         self._dk_apply = apply_payload
         self._dk_raft_thread: int | None = None  # set by the raft thread when it starts
         self._dk_after_apply: Callable[[], None] = lambda: None
+        self._dk_sending: set[Any] = set()  # snapshot files open for followers
         super().__init__(settings.self_address, list(settings.partners), conf)
+        self._close_finished_transmissions()
+
+    def _close_finished_transmissions(self) -> None:
+        """Close the snapshot file of a transmission as pysyncobj finishes or cancels it."""
+        serializer = self._SyncObj__serializer
+
+        def closing(method: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            def call(transmission_id: Any) -> Any:
+                before = serializer._Serializer__transmissions.get(transmission_id)
+                result = method(transmission_id)
+                after = serializer._Serializer__transmissions.get(transmission_id)
+                if before is not None and after is not before and "file" in before:
+                    before["file"].close()
+                return result
+
+            return call
+
+        serializer.getTransmissionData = closing(serializer.getTransmissionData)
+        serializer.cancelTransmisstion = closing(serializer.cancelTransmisstion)
+
+    def close_snapshot_files(self, *, keep_current: bool = True) -> None:
+        """pysyncobj 0.3.17 drops a finished or cancelled snapshot transmission (and resets
+        them all on a new snapshot) without closing the file it opened for it: one handle
+        leaked per snapshot sent. Close every file no transmission holds any more."""
+        transmissions = self._SyncObj__serializer._Serializer__transmissions
+        current = {t["file"] for t in transmissions.values() if "file" in t}
+        for stale in self._dk_sending - current if keep_current else self._dk_sending | current:
+            stale.close()
+        self._dk_sending = current if keep_current else set()
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """Hand results back as soon as a round of entries is applied, not at the end of the
