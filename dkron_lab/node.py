@@ -64,6 +64,8 @@ __all__ = ["JobQuery", "JobView", "Node", "run_agent", "tune_interpreter"]
 
 log = logging.getLogger(__name__)
 
+_Run = tuple[Job, int, Iterable[str], datetime | None]  # job, group, targets, scheduled_at
+
 _SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
     "name": lambda v: v.job.name,
     "displayname": lambda v: v.job.displayname,
@@ -409,6 +411,7 @@ class Node:
         return [fire for fire, ok in zip(fires, won, strict=True) if ok]
 
     def _start_scheduled(self, fires: list[Fire]) -> None:
+        runs: list[_Run] = []
         for fire in fires:
             job = self.state.jobs.get(fire.job)
             if job is None:
@@ -416,33 +419,39 @@ class Node:
             if not fire.targets:
                 self._report_untargeted(job, fire.group, fire.scheduled_at)
                 continue
-            self._start_local(job, fire.group, fire.targets, fire.scheduled_at)
+            runs.append((job, fire.group, fire.targets, fire.scheduled_at))
+        self._start_runs(runs)
 
-    def _start_local(
-        self, job: Job, group: int, targets: Iterable[str], scheduled_at: datetime | None
-    ) -> None:
-        """Start the run on every target: here directly, elsewhere through its internal API."""
-        for target in targets:
-            if target == self.name:
-                self.runner.start(job, group=group, scheduled_at=scheduled_at)
-            else:
-                self._spawn(self._send_run(target, job, group, scheduled_at))
+    def _start_runs(self, runs: list[_Run]) -> None:
+        """Start every run on its targets: here directly, elsewhere with one call per node
+        for all the runs it gets in this tick (not one call per run)."""
+        remote: dict[str, list[dict[str, Any]]] = {}
+        for job, group, targets, scheduled_at in runs:
+            for target in targets:
+                if target == self.name:
+                    self.runner.start(job, group=group, scheduled_at=scheduled_at)
+                    continue
+                remote.setdefault(target, []).append(
+                    {
+                        "job": codec.job_to_record(job),
+                        "group": group,
+                        "scheduled_at": codec.format_time(scheduled_at),
+                        "attempt": 1,
+                    }
+                )
+        for target, batch in remote.items():
+            self._spawn(self._send_runs(target, batch))
 
-    async def _send_run(
-        self, target: str, job: Job, group: int, scheduled_at: datetime | None
-    ) -> None:
-        payload = {
-            "job": codec.job_to_record(job),
-            "group": group,
-            "scheduled_at": codec.format_time(scheduled_at),
-            "attempt": 1,
-            "term": self.raft.term,
-        }
+    async def _send_runs(self, target: str, runs: list[dict[str, Any]]) -> None:
+        payload = {"runs": runs, "term": self.raft.term}
         try:
             await self.peers.post(self._http_of(target), "/internal/v1/run", payload)
         except DkronError as exc:
-            log.warning("could not start job %r on %s: %s", job.name, target, exc)
-            self._report_lost(job.name, group, target, scheduled_at, f"could not reach it: {exc}")
+            log.warning("could not start %d run(s) on %s: %s", len(runs), target, exc)
+            for run in runs:
+                scheduled_at = codec.parse_time(run["scheduled_at"], "scheduled_at")
+                why = f"could not reach it: {exc}"
+                self._report_lost(run["job"]["name"], run["group"], target, scheduled_at, why)
 
     def _http_of(self, name: str) -> str:
         node = self.state.nodes.get(name)
@@ -451,22 +460,22 @@ class Node:
         return str(node["http"])
 
     def accept_run(self, payload: dict[str, Any]) -> None:
-        """A leader asks this node to run a job (``/internal/v1/run``); repeats are ignored."""
+        """A leader asks this node to run jobs (``/internal/v1/run``); repeats are ignored."""
         if int(payload.get("term", 0)) < self.raft.term:
             raise ConflictError(
                 f"run request from an old leader (term {payload.get('term')} < {self.raft.term})"
             )
-        group = int(payload["group"])
-        if group in self._accepted:
-            return
-        self._accepted[group] = None
+        for run in payload["runs"]:
+            group = int(run["group"])
+            if group in self._accepted:
+                continue
+            self._accepted[group] = None
+            job, _ = codec.job_from_json(run["job"])
+            scheduled_at = codec.parse_time(run.get("scheduled_at"), "scheduled_at")
+            attempt = int(run.get("attempt", 1))
+            self.runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
         while len(self._accepted) > 10_000:
             del self._accepted[next(iter(self._accepted))]
-        job, _ = codec.job_from_json(payload["job"])
-        scheduled_at = codec.parse_time(payload.get("scheduled_at"), "scheduled_at")
-        self.runner.start(
-            job, group=group, attempt=int(payload.get("attempt", 1)), scheduled_at=scheduled_at
-        )
 
     def _report_untargeted(self, job: Job, group: int, scheduled_at: datetime) -> None:
         log.warning("no target nodes found to run job %r (tags %s)", job.name, job.tags)
@@ -911,7 +920,7 @@ class Node:
                 f"job {name!r} is already running and its concurrency is 'forbid': "
                 "wait for the run to finish, or set concurrency to 'allow'"
             )
-        self._start_local(job, claim["group"], targets, None)
+        self._start_runs([(job, claim["group"], targets, None)])
         if wait:
             await finished
             await asyncio.to_thread(self.history.flush)
