@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import signal
@@ -176,6 +177,7 @@ class Node:
         self._scheduler: Scheduler | None = None
         self._done: Batcher[dict[str, Any], None] = Batcher(self._submit_done, retry=True)
         self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(self._submit_writes)
+        self._outboxes: dict[str, Batcher[dict[str, Any], None]] = {}  # runs for other nodes
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._last_group = 0
         self._copying: asyncio.Task[None] | None = None  # the history copy, while it runs
@@ -408,30 +410,41 @@ class Node:
                 for fire in fires
             ]
         )
-        return [fire for fire, ok in zip(fires, won, strict=True) if ok]
+        claimed = [fire for fire, ok in zip(fires, won, strict=True) if ok]
+        # Other nodes get their runs now, with the instant to start them at: the call then
+        # costs no lateness (the claim is committed, so running them is right whatever
+        # becomes of this leader before the instant).
+        self._start_runs(self._runs_of(claimed), local=False)
+        return claimed
 
     def _start_scheduled(self, fires: list[Fire]) -> None:
-        runs: list[_Run] = []
         for fire in fires:
             job = self.state.jobs.get(fire.job)
-            if job is None:
-                continue
-            if not fire.targets:
+            if job is not None and not fire.targets:
                 self._report_untargeted(job, fire.group, fire.scheduled_at)
-                continue
-            runs.append((job, fire.group, fire.targets, fire.scheduled_at))
-        self._start_runs(runs)
+        self._start_runs(self._runs_of(fires), remote=False)
 
-    def _start_runs(self, runs: list[_Run]) -> None:
-        """Start every run on its targets: here directly, elsewhere with one call per node
-        for all the runs it gets in this tick (not one call per run)."""
-        remote: dict[str, list[dict[str, Any]]] = {}
+    def _runs_of(self, fires: list[Fire]) -> list[_Run]:
+        runs = []
+        for fire in fires:
+            job = self.state.jobs.get(fire.job)
+            if job is not None and fire.targets:
+                runs.append((job, fire.group, fire.targets, fire.scheduled_at))
+        return runs
+
+    def _start_runs(self, runs: list[_Run], *, local: bool = True, remote: bool = True) -> None:
+        """Start every run on its targets: here directly, elsewhere through one call at a time
+        per node carrying all the runs queued for it (not one call per run)."""
+        remote_runs: dict[str, list[dict[str, Any]]] = {}
         for job, group, targets, scheduled_at in runs:
             for target in targets:
                 if target == self.name:
-                    self.runner.start(job, group=group, scheduled_at=scheduled_at)
+                    if local:
+                        self.runner.start(job, group=group, scheduled_at=scheduled_at)
                     continue
-                remote.setdefault(target, []).append(
+                if not remote:
+                    continue
+                remote_runs.setdefault(target, []).append(
                     {
                         "job": codec.job_to_record(job),
                         "group": group,
@@ -439,10 +452,18 @@ class Node:
                         "attempt": 1,
                     }
                 )
-        for target, batch in remote.items():
-            self._spawn(self._send_runs(target, batch))
+        for target, batch in remote_runs.items():
+            outbox = self._outboxes.get(target)
+            if outbox is None:
+                outbox = self._outboxes[target] = Batcher(
+                    functools.partial(self._send_runs, target)
+                )
+            for run in batch:
+                outbox.add(run)
 
-    async def _send_runs(self, target: str, runs: list[dict[str, Any]]) -> None:
+    async def _send_runs(self, target: str, runs: list[dict[str, Any]]) -> list[None]:
+        """One call carries every run queued for ``target`` (many fires a second, spread over
+        the second, still make one call at a time per node)."""
         payload = {"runs": runs, "term": self.raft.term}
         try:
             await self.peers.post(self._http_of(target), "/internal/v1/run", payload)
@@ -452,6 +473,7 @@ class Node:
                 scheduled_at = codec.parse_time(run["scheduled_at"], "scheduled_at")
                 why = f"could not reach it: {exc}"
                 self._report_lost(run["job"]["name"], run["group"], target, scheduled_at, why)
+        return [None] * len(runs)
 
     def _http_of(self, name: str) -> str:
         node = self.state.nodes.get(name)
@@ -473,7 +495,14 @@ class Node:
             job, _ = codec.job_from_json(run["job"])
             scheduled_at = codec.parse_time(run.get("scheduled_at"), "scheduled_at")
             attempt = int(run.get("attempt", 1))
-            self.runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
+            if scheduled_at is not None and scheduled_at > self.clock.now():
+                self._spawn(self._start_at(job, group, attempt, scheduled_at))
+            else:
+                self.runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
+
+    async def _start_at(self, job: Job, group: int, attempt: int, scheduled_at: datetime) -> None:
+        await self.clock.sleep_until(scheduled_at)
+        self.runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
         while len(self._accepted) > 10_000:
             del self._accepted[next(iter(self._accepted))]
 

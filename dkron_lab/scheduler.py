@@ -26,7 +26,7 @@ __all__ = ["Fire", "ScheduleIndex", "Scheduler", "next_run"]
 log = logging.getLogger(__name__)
 
 # Claims go through Raft this long before their instant, so the commit costs no lateness.
-CLAIM_AHEAD = timedelta(milliseconds=50)
+CLAIM_AHEAD = timedelta(milliseconds=200)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
