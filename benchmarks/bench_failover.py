@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dkron_lab.scheduler import CLAIM_AHEAD
 from dkron_lab.testing import Cluster
 
 JOBS = [f"tick-{i}" for i in range(5)]
@@ -58,8 +59,11 @@ def setup(cluster: Cluster) -> None:
 
 
 def first_fire(cluster: Cluster, server: str, after: float, timeout: float = 15.0) -> float:
-    """Earliest start, in ``server``'s history, of a successful run scheduled after ``after``."""
-    since = datetime.fromtimestamp(after, UTC)
+    """Earliest start, in ``server``'s history, of a successful run the new leader claimed.
+
+    The old leader claimed every instant up to ``CLAIM_AHEAD`` after the kill and sent those
+    runs to the other servers, which start them on time: they are not the new leader's."""
+    since = datetime.fromtimestamp(after, UTC) + CLAIM_AHEAD
     deadline = time.monotonic() + timeout
     found: list[float] = []
     while time.monotonic() < deadline:

@@ -26,6 +26,7 @@ import pytest
 from dkron_lab.dispatch import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from dkron_lab.membership import HEARTBEAT_TTL
 from dkron_lab.model import schedule as schedules
+from dkron_lab.scheduler import CLAIM_AHEAD
 from dkron_lab.testing import Cluster, free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -201,8 +202,10 @@ def expected(name: str, start: float, end: float) -> list[datetime]:
 
 
 def first_fire_after(found: Recorded, at: float) -> float:
-    """When the first execution of an instant after ``at`` started."""
-    after = datetime.fromtimestamp(at, UTC)
+    """When the first execution of an instant the NEW leader claimed started. The old leader
+    claimed (and sent to the other nodes) every instant up to ``CLAIM_AHEAD`` after the fault,
+    so those run on time without any leader: they tell nothing about the failover."""
+    after = datetime.fromtimestamp(at, UTC) + CLAIM_AHEAD
     return min(
         when(e["started_at"]).timestamp()
         for rs in found.runs.values()
