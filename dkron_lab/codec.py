@@ -24,6 +24,7 @@ __all__ = [
     "job_to_json",
     "job_to_record",
     "parse_time",
+    "stats_to_json",
 ]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -233,14 +234,27 @@ def job_to_json(
     }
 
 
+_READ_ONLY = ("id", "success_count", "error_count", "last_success", "last_error")
+_DERIVED = ("dependent_jobs", "status", "next")
+
+
 def job_to_record(job: Job) -> dict[str, Any]:
     """The writable fields only: what a replicated command carries."""
     record = job_to_json(job)
-    for read_only in ("id", "success_count", "error_count", "last_success", "last_error"):
-        del record[read_only]
-    for read_only in ("dependent_jobs", "status", "next"):
+    for read_only in (*_READ_ONLY, *_DERIVED):
         del record[read_only]
     return record
+
+
+def stats_to_json(stats: JobStats) -> dict[str, Any]:
+    """A job's counters under Dkron's field names (as in the job JSON)."""
+    return {
+        "success_count": stats.success_count,
+        "error_count": stats.error_count,
+        "last_success": format_time(stats.last_success),
+        "last_error": format_time(stats.last_error),
+        "status": stats.status,
+    }
 
 
 def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any]:

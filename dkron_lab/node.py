@@ -909,11 +909,7 @@ class Node:
         self._check(job)
         record = codec.job_to_record(job)
         if stats is not None:
-            record |= {
-                k: v
-                for k, v in codec.job_to_json(job, stats).items()
-                if k in ("success_count", "error_count", "last_success", "last_error", "status")
-            }
+            record |= codec.stats_to_json(stats)
         await self._submit(command("set_job", job=record))
         return self.get_job(job.name)
 

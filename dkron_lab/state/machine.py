@@ -164,7 +164,7 @@ class JobState:
             return {
                 "v": COMMAND_VERSION,
                 "jobs": [codec.job_to_record(job) for job in self.jobs.values()],
-                "stats": {name: _stats_to_dict(s) for name, s in self.stats.items()},
+                "stats": {name: codec.stats_to_json(s) for name, s in self.stats.items()},
                 "last_fired": {n: codec.format_time(t) for n, t in self.last_fired.items()},
                 "groups": {str(g): _copy_group(group) for g, group in self.groups.items()},
                 "paused": self.paused,
@@ -253,16 +253,6 @@ def _copy_group(group: dict[str, Any]) -> dict[str, Any]:
     return {**group, "targets": list(group["targets"]), "results": dict(group["results"])}
 
 
-def _stats_to_dict(stats: JobStats) -> dict[str, Any]:
-    return {
-        "success_count": stats.success_count,
-        "error_count": stats.error_count,
-        "last_success": codec.format_time(stats.last_success),
-        "last_error": codec.format_time(stats.last_error),
-        "status": stats.status,
-    }
-
-
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None or b is None:
         return a or b
@@ -323,7 +313,7 @@ def _delete_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     state._drop_job(name)
     state._emit(JobChanged(name, None))
     state._emit(ExecutionsCleared(name))
-    return {"job": codec.job_to_record(job), "stats": _stats_to_dict(stats)}
+    return {"job": codec.job_to_record(job), "stats": codec.stats_to_json(stats)}
 
 
 def _toggle_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
