@@ -194,6 +194,70 @@ _AGENT_OPTIONS: list[_Decorator] = [
         "recorded as skipped. [default: 1h]",
     ),
     click.option(
+        "--executor-concurrency",
+        metavar="N",
+        help="Run at most N executions at once on this node; the rest queue (shown in "
+        "/v1/busy). [default: 0, no limit]",
+    ),
+    click.option(
+        "--executor-limits",
+        metavar="EXECUTOR=N,...",
+        help="At most N executions at once per executor on this node, e.g. shell=4,http=16.",
+    ),
+    click.option(
+        "--concurrency-limit",
+        metavar="N",
+        help="Cluster-wide: at most N executions running at once; the leader queues the "
+        "rest in order. [default: 0, no limit]",
+    ),
+    click.option(
+        "--concurrency-groups",
+        metavar="GROUP=N,...",
+        help="Cluster-wide limits per job concurrency_group, e.g. etl=2,reports=1.",
+    ),
+    click.option(
+        "--notify-on",
+        metavar="WHEN",
+        help="When post-run notifications go out: always (as Dkron), failure, recovery "
+        "(a failure and the first success after one) or never; a job's metadata "
+        "notify_on overrides it. [default: always]",
+    ),
+    click.option("--webhook-endpoint", metavar="URL", help="POST here after each run."),
+    click.option(
+        "--webhook-payload", metavar="TEMPLATE", help="Body template of the post-run webhook."
+    ),
+    click.option(
+        "--webhook-headers",
+        metavar="'NAME: VALUE'",
+        multiple=True,
+        help="Header of the post-run webhook; repeat for several.",
+    ),
+    click.option("--pre-webhook-endpoint", metavar="URL", help="POST here as each run starts."),
+    click.option(
+        "--pre-webhook-payload", metavar="TEMPLATE", help="Body template of the pre-run webhook."
+    ),
+    click.option(
+        "--pre-webhook-headers",
+        metavar="'NAME: VALUE'",
+        multiple=True,
+        help="Header of the pre-run webhook; repeat for several.",
+    ),
+    click.option("--mail-host", metavar="HOST", help="SMTP server for run reports by email."),
+    click.option("--mail-port", metavar="PORT", help="SMTP port. [default: 25]"),
+    click.option("--mail-username", metavar="USER", help="SMTP user name."),
+    click.option("--mail-password", metavar="PASSWORD", help="SMTP password."),
+    click.option("--mail-from", metavar="ADDRESS", help="Sender of run reports."),
+    click.option("--mail-payload", metavar="TEMPLATE", help="Body template of run reports."),
+    click.option(
+        "--mail-subject-prefix", metavar="TEXT", help="Subject prefix. [default: [Dkron]]"
+    ),
+    click.option(
+        "--enable-prometheus/--no-enable-prometheus",
+        default=None,
+        help="Serve Prometheus metrics at /metrics. [default: off]",
+    ),
+    click.option("--statsd-addr", metavar="HOST:PORT", help="Also send metrics to statsd."),
+    click.option(
         "--config",
         "config_file",
         metavar="PATH",

@@ -35,6 +35,7 @@ from dkron_lab.model.units import parse_duration, parse_size
 __all__ = [
     "CONFIG_FILE_NAMES",
     "LOG_LEVELS",
+    "NOTIFY_ON",
     "NOT_YET_SUPPORTED",
     "SEARCH_DIRS",
     "Config",
@@ -78,6 +79,29 @@ class Config:
     catchup_window: timedelta = timedelta(hours=1)
     raft_multiplier: int = 1
     ui: bool = True
+    # concurrency (docs/jobs.md)
+    executor_concurrency: int = 0
+    executor_limits: dict[str, int] = field(default_factory=dict)
+    concurrency_limit: int = 0
+    concurrency_groups: dict[str, int] = field(default_factory=dict)
+    # notifications (docs/notifications.md), Dkron's names
+    notify_on: str = "always"
+    webhook_endpoint: str = ""
+    webhook_payload: str = ""
+    webhook_headers: tuple[str, ...] = ()
+    pre_webhook_endpoint: str = ""
+    pre_webhook_payload: str = ""
+    pre_webhook_headers: tuple[str, ...] = ()
+    mail_host: str = ""
+    mail_port: int = 25
+    mail_username: str = ""
+    mail_password: str = ""
+    mail_from: str = ""
+    mail_payload: str = ""
+    mail_subject_prefix: str = "[Dkron]"
+    # metrics (docs/metrics.md)
+    enable_prometheus: bool = False
+    statsd_addr: str = ""
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -128,26 +152,11 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "disable-usage-stats",
         "dog-statsd-addr",
         "dog-statsd-tags",
-        "enable-prometheus",
-        "mail-from",
-        "mail-host",
-        "mail-password",
-        "mail-payload",
-        "mail-port",
-        "mail-subject-prefix",
-        "mail-username",
         "otel-endpoint",
-        "pre-webhook-endpoint",
-        "pre-webhook-headers",
-        "pre-webhook-payload",
         "profile",
         "reconcileinterval",
         "rpc-port",
         "serf-reconnect-timeout",
-        "statsd-addr",
-        "webhook-endpoint",
-        "webhook-headers",
-        "webhook-payload",
         "webhook-url",
     }
 )
@@ -267,6 +276,21 @@ def _catchup(value: Any) -> str:
     return policy
 
 
+NOTIFY_ON = ("always", "failure", "recovery", "never")
+
+
+def _notify_on(value: Any) -> str:
+    when = _text(value).lower()
+    if when not in NOTIFY_ON:
+        raise ValueError(value)
+    return when
+
+
+def _limits(value: Any) -> dict[str, int]:
+    counts = _whole(0)
+    return {key: counts(limit) for key, limit in _tags(value).items()}
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).lower()
     if level not in LOG_LEVELS:
@@ -320,6 +344,26 @@ _OPTIONS: dict[str, _Option] = {
     "catchup-window": _Option(_duration, _DURATION + "; 0 catches up nothing"),
     "raft-multiplier": _Option(_whole(1, 10), "a whole number from 1 to 10"),
     "ui": _Option(_boolean, "true or false"),
+    "executor-concurrency": _Option(_whole(0), "a whole number >= 0 (0: no limit)"),
+    "executor-limits": _Option(_limits, "executor=N pairs, e.g. shell=4,http=16"),
+    "concurrency-limit": _Option(_whole(0), "a whole number >= 0 (0: no limit)"),
+    "concurrency-groups": _Option(_limits, "group=N pairs, e.g. etl=2,reports=1"),
+    "notify-on": _Option(_notify_on, "one of " + ", ".join(NOTIFY_ON)),
+    "webhook-endpoint": _Option(_text, "a URL, e.g. https://hooks.example.com/dkron"),
+    "webhook-payload": _Option(_text, "a Go-style template, e.g. {{.JobName}} {{.Success}}"),
+    "webhook-headers": _Option(_strings, "a list of 'Name: value' headers"),
+    "pre-webhook-endpoint": _Option(_text, "a URL, e.g. https://hooks.example.com/dkron"),
+    "pre-webhook-payload": _Option(_text, "a Go-style template, e.g. {{.JobName}}"),
+    "pre-webhook-headers": _Option(_strings, "a list of 'Name: value' headers"),
+    "mail-host": _Option(_text, "a host name, e.g. smtp.example.com"),
+    "mail-port": _Option(_whole(1, 65535), "a port number, e.g. 25 or 587"),
+    "mail-username": _Option(_text, "a string"),
+    "mail-password": _Option(_text, "a string"),
+    "mail-from": _Option(_text, "an email address, e.g. dkron@example.com"),
+    "mail-payload": _Option(_text, "a Go-style template for the mail body"),
+    "mail-subject-prefix": _Option(_text, "a string, e.g. [Dkron]"),
+    "enable-prometheus": _Option(_boolean, "true or false"),
+    "statsd-addr": _Option(_address(8125, optional=True), "host:port of a statsd server"),
 }
 
 _KNOWN = sorted({*_OPTIONS, *_ALIASES, *NOT_YET_SUPPORTED})
