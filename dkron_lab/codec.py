@@ -39,6 +39,9 @@ _STRING_FIELDS = (
     "concurrency",
     "executor",
     "catchup",
+    "concurrency_group",
+    "retry_interval",
+    "retry_on",
 )
 _STRING_MAP_FIELDS = ("tags", "metadata", "executor_config")
 _BOOL_FIELDS = ("disabled", "ephemeral")
@@ -199,7 +202,8 @@ def job_to_json(
     dependent_jobs: list[str] | None = None,
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
-    """Dkron's 26 job fields in Dkron's order, then ours (``catchup``); ``next`` is shown in
+    """Dkron's 26 job fields in Dkron's order, then ours (``catchup``, ``concurrency_group``,
+    ``retry_interval``, ``retry_on``); ``next`` is shown in
     the job's ``zone``."""
     stats = stats or JobStats()
     return {
@@ -231,6 +235,9 @@ def job_to_json(
         "expires_at": format_time(job.expires_at),
         # Ours, after Dkron's: Dkron clients ignore keys they do not know.
         "catchup": job.catchup,
+        "concurrency_group": job.concurrency_group,
+        "retry_interval": job.retry_interval,
+        "retry_on": job.retry_on,
     }
 
 

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dkron_lab.errors import InvalidJob
 from dkron_lab.model import schedule
+from dkron_lab.model.units import parse_duration
 
 __all__ = [
     "CATCHUP_POLICIES",
     "CONCURRENCY_POLICIES",
     "JOB_STATUSES",
     "MAX_NAME_LENGTH",
+    "RETRY_TARGETS",
     "Job",
     "JobStats",
     "check_name",
     "parse_job_schedule",
+    "retry_interval",
     "validate_job",
 ]
 
 CONCURRENCY_POLICIES = ("allow", "forbid")
 CATCHUP_POLICIES = ("skip", "once", "all")
+RETRY_TARGETS = ("same", "any")
 """What a new leader does with fires missed while there was none (``model/planning.py``)."""
 JOB_STATUSES = ("success", "failed", "partially_failed")
 
@@ -33,7 +38,10 @@ class Job:
     ``JobStats`` in the replicated state and ``next`` from the schedule.
 
     Mappings are treated as immutable: change a job with ``dataclasses.replace``.
-    ``catchup`` is ours, not Dkron's: one of ``CATCHUP_POLICIES``, ``""`` = the server's default.
+    Ours, not Dkron's: ``catchup``, one of ``CATCHUP_POLICIES`` (``""`` = the server's default);
+    ``concurrency_group``, the cluster-wide limit the job counts against (``""``: only the
+    overall one); ``retry_interval``, a Go duration between attempts (``""``: Dkron's backoff);
+    ``retry_on``, ``"same"`` node (Dkron's, the default) or ``"any"`` matching node.
     """
 
     name: str
@@ -55,6 +63,9 @@ class Job:
     starts_at: datetime | None = None
     expires_at: datetime | None = None
     catchup: str = ""
+    concurrency_group: str = ""
+    retry_interval: str = ""
+    retry_on: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +122,17 @@ def validate_job(job: Job) -> None:
         )
     if job.retries < 0:
         raise InvalidJob(f"retries must be 0 or more, not {job.retries}")
+    if job.retry_on and job.retry_on not in RETRY_TARGETS:
+        raise InvalidJob(
+            f"invalid retry_on {job.retry_on!r}: use 'same' (retry on the node that failed, "
+            "the default) or 'any' (any live node the job's tags match)"
+        )
+    retry_interval(job)
+    if job.concurrency_group and not _GROUP_NAME.match(job.concurrency_group):
+        raise InvalidJob(
+            f"invalid concurrency_group {job.concurrency_group!r}: use letters, digits, "
+            "'_', '-' or '.', e.g. 'etl'"
+        )
     schedule.zone(job.timezone)
     if job.schedule or not job.parent_job:
         if not job.schedule:
@@ -126,6 +148,25 @@ def validate_job(job: Job) -> None:
         )
     if not job.executor:
         raise InvalidJob("executor is required: e.g. 'shell' with executor_config.command")
+
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def retry_interval(job: Job) -> timedelta | None:
+    """The job's fixed wait between attempts, or ``None`` for Dkron's backoff."""
+    if not job.retry_interval:
+        return None
+    try:
+        interval = parse_duration(job.retry_interval)
+    except ValueError:
+        interval = timedelta(-1)
+    if interval < timedelta(0):
+        raise InvalidJob(
+            f"invalid retry_interval {job.retry_interval!r}: use a Go duration such as "
+            "'30s' or '2m', or leave it empty for Dkron's backoff"
+        )
+    return interval
 
 
 def parse_job_schedule(job: Job) -> schedule.Schedule:

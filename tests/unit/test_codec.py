@@ -49,10 +49,11 @@ def test_dkron_job_decodes_with_its_counters():
 def test_encoding_has_dkron_fields_in_dkron_order_then_ours_and_round_trips():
     job, stats = codec.job_from_json(DKRON_JOB)
     out = codec.job_to_json(job, stats)
-    assert list(out) == [*DKRON_JOB, "catchup"]
+    ours = {"catchup": "", "concurrency_group": "", "retry_interval": "", "retry_on": ""}
+    assert list(out) == [*DKRON_JOB, *ours]
     assert {k: v for k, v in out.items() if k not in ("next", "last_success", "last_error")} == {
         **{k: v for k, v in DKRON_JOB.items() if k not in ("next", "last_success", "last_error")},
-        "catchup": "",
+        **ours,
     }
     assert out["next"] == codec.ZERO_TIME
     again, again_stats = codec.job_from_json(out)

@@ -292,23 +292,23 @@ def test_unknown_keys_warn_with_the_nearest_key(tmp_path: Path) -> None:
 def test_not_yet_supported_keys_warn_once(tmp_path: Path) -> None:
     path = write(
         tmp_path / "dkron.yml",
-        "mail-host: smtp.example.com\nwebhook-endpoint: https://x\nrpc-port: 6868\nserver: true\n",
+        "cronitor-endpoint: https://x\nrpc-port: 6868\nserver: true\n",
     )
-    loaded = resolve_config({}, env={"DKRON_STATSD_ADDR": "localhost:8125"}, config_file=path)
+    loaded = resolve_config({}, env={"DKRON_DOG_STATSD_ADDR": "localhost:8125"}, config_file=path)
     assert loaded.config.server is True
     assert loaded.warnings == (
         "Dkron options accepted but not yet supported (ignored): "
-        "mail-host, rpc-port, statsd-addr, webhook-endpoint",
+        "cronitor-endpoint, dog-statsd-addr, rpc-port",
     )
 
 
 def test_load_config_logs_the_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = write(tmp_path / "dkron.yml", "enable-prometheus: true\nnode-name: w\n")
+    path = write(tmp_path / "dkron.yml", "profile: true\nnode-name: w\n")
     with caplog.at_level(logging.WARNING, logger="dkron_lab.config"):
         config = load_config({}, env={}, config_file=path)
     assert config.node_name == "w"
     assert [r.getMessage() for r in caplog.records] == [
-        "Dkron options accepted but not yet supported (ignored): enable-prometheus"
+        "Dkron options accepted but not yet supported (ignored): profile"
     ]
 
 
