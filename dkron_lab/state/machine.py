@@ -14,26 +14,31 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dkron_lab import codec
 from dkron_lab.errors import DkronError, InvalidJob, JobHasDependents, JobNotFound
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats
+from dkron_lab.model.job import Job, JobStats, retry_interval
 
 __all__ = [
     "COMMAND_VERSION",
+    "ChildrenDue",
     "ExecutionFinished",
     "ExecutionsCleared",
     "FireClaimed",
     "FiresSkipped",
     "GroupFinished",
+    "GroupStarted",
     "JobChanged",
     "JobState",
+    "Limits",
+    "RetryDue",
     "StateRestored",
     "command",
 ]
@@ -58,7 +63,12 @@ class JobChanged:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionFinished:
+    """An execution was recorded. ``final`` is false for an attempt that will be retried;
+    ``previous_success`` is the job's result before this one (``None``: it never ran)."""
+
     execution: Execution
+    final: bool = True
+    previous_success: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,34 @@ class GroupFinished:
     job_name: str
     group: int
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDue:
+    """``node``'s run in ``group`` failed with attempts left: run attempt ``attempt`` at ``at``
+    (on the leader, through a fenced ``retry`` claim)."""
+
+    job_name: str
+    group: int
+    node: str
+    attempt: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChildrenDue:
+    """A group of ``parent`` succeeded: each of its dependent jobs is owed one run."""
+
+    parent: str
+    group: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStarted:
+    """A queued group got room under the concurrency limits: the leader starts its runs."""
+
+    job_name: str
+    group: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +136,9 @@ class FiresSkipped:
 
 Event = (
     JobChanged
+    | RetryDue
+    | ChildrenDue
+    | GroupStarted
     | ExecutionFinished
     | ExecutionsCleared
     | GroupFinished
@@ -127,6 +168,9 @@ class JobState:
         self.running: dict[str, set[int]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.paused = False
+        self.owed: list[dict[str, Any]] = []  # {"child", "parent_group"}: dependent runs due
+        self.queue: list[int] = []  # groups waiting for room under the limits, oldest first
+        self.limits = Limits()
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -169,6 +213,9 @@ class JobState:
                 "groups": {str(g): _copy_group(group) for g, group in self.groups.items()},
                 "paused": self.paused,
                 "nodes": {name: dict(node) for name, node in self.nodes.items()},
+                "owed": [dict(entry) for entry in self.owed],
+                "queue": list(self.queue),
+                "limits": self.limits.to_json(),
             }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -185,6 +232,9 @@ class JobState:
                 self._open_group(int(key), group)
             self.paused = bool(data.get("paused", False))
             self.nodes = {name: dict(node) for name, node in data.get("nodes", {}).items()}
+            self.owed = [dict(entry) for entry in data.get("owed", [])]
+            self.queue = [int(group) for group in data.get("queue", [])]
+            self.limits = Limits.from_json(data.get("limits"))
             self._emit(StateRestored())
 
     # -- reads (callers hold ``lock``) ---------------------------------------------------------
@@ -204,6 +254,20 @@ class JobState:
 
     def in_flight(self, name: str) -> list[dict[str, Any]]:
         return [self.groups[g] for g in sorted(self.running.get(name, ()))]
+
+    def busy_slots(self) -> tuple[int, dict[str, int]]:
+        """Runs started and not finished (a pending retry holds its slot): overall and per
+        concurrency group."""
+        overall, by_group = 0, {}
+        for group in self.groups.values():
+            if group.get("queued"):
+                continue
+            slots = len(group["targets"]) - len(group["results"])
+            overall += slots
+            name = group.get("limit_group", "")
+            if name:
+                by_group[name] = by_group.get(name, 0) + slots
+        return overall, by_group
 
     # -- helpers used by the handlers ----------------------------------------------------------
 
@@ -228,12 +292,17 @@ class JobState:
         self.last_fired.pop(name, None)
         for group in self.running.pop(name, ()):
             self.groups.pop(group, None)
+            if group in self.queue:
+                self.queue.remove(group)
+        self.owed = [entry for entry in self.owed if entry["child"] != name]
 
     def _open_group(self, group: int, record: dict[str, Any]) -> None:
         self.groups[group] = record
         self.running.setdefault(record["job"], set()).add(group)
 
     def _close_group(self, group: int) -> dict[str, Any]:
+        if group in self.queue:
+            self.queue.remove(group)
         record = self.groups.pop(group)
         running = self.running.get(record["job"], set())
         running.discard(group)
@@ -243,6 +312,34 @@ class JobState:
 
 
 _NEVER_RUN = JobStats()  # shared: most of 100,000 jobs may never have run
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Cluster-wide concurrency limits (0: none). They travel inside each ``fire`` command, so
+    every replica admits and queues exactly alike whatever its own config says."""
+
+    overall: int = 0
+    groups: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.overall or any(self.groups.values()))
+
+    def room(self, busy: int, busy_by_group: Mapping[str, int], group: str, need: int) -> bool:
+        if self.overall and busy + need > self.overall:
+            return False
+        limit = self.groups.get(group, 0) if group else 0
+        return not limit or busy_by_group.get(group, 0) + need <= limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {"overall": self.overall, "groups": dict(self.groups)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Limits:
+        if not data:
+            return cls()
+        return cls(int(data.get("overall", 0)), {k: int(v) for k, v in data["groups"].items()})
 
 
 def _error(exc: DkronError) -> dict[str, Any]:
@@ -327,17 +424,24 @@ def _toggle_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
 def _fire(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     """Claim fires: the first claim of (job, scheduled instant) wins; later ones lose.
 
-    A ``forbid`` job with a run in flight loses too, so no two of its runs overlap.
+    A ``forbid`` job with a run in flight (or queued) loses too, so no two of its runs
+    overlap. A dependent run (``parent_group`` set) wins only while it is owed. Under the
+    command's concurrency ``limits`` a won fire may be queued (its group listed in
+    ``queued``) until a finished run makes room.
     """
-    won = []
-    for fire in cmd["fires"]:
-        won.append(_claim(state, fire))
-    return {"won": won}
+    if "limits" in cmd:
+        state.limits = Limits.from_json(cmd["limits"])
+    won = [_claim(state, fire) for fire in cmd["fires"]]
+    claimed = {int(fire["group"]) for fire, ok in zip(cmd["fires"], won, strict=True) if ok}
+    _promote(state, quiet=claimed)
+    return {"won": won, "queued": [group for group in state.queue if group in claimed]}
 
 
 def _claim(state: JobState, fire: dict[str, Any]) -> bool:
     job = state.jobs.get(fire["job"])
     if job is None:
+        return False
+    if fire.get("parent_group") is not None and not _owed(state, job, fire):
         return False
     scheduled = codec.parse_time(fire.get("scheduled_at"), "scheduled_at")
     if scheduled is not None:
@@ -349,16 +453,86 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
     if scheduled is not None:
         state.last_fired[job.name] = scheduled
         state._emit(FireClaimed(job.name, scheduled))
-    state._open_group(
-        int(fire["group"]),
-        {
-            "job": job.name,
-            "targets": list(fire["targets"]),
-            "results": {},
-            "scheduled_at": fire.get("scheduled_at"),
-        },
-    )
+    group = int(fire["group"])
+    record = {
+        "job": job.name,
+        "targets": list(fire["targets"]),
+        "results": {},
+        "scheduled_at": fire.get("scheduled_at"),
+    }
+    if job.concurrency_group:
+        record["limit_group"] = job.concurrency_group
+    if state.limits.active:
+        record["queued"] = True
+        state.queue.append(group)
+    state._open_group(group, record)
     return True
+
+
+def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
+    """Take the dependent run owed to ``job`` for the parent group; a disabled child, or a
+    ``forbid`` child still running, gives it up and the skip is recorded."""
+    entry = {"child": job.name, "parent_group": int(fire["parent_group"])}
+    if entry not in state.owed:
+        return False
+    state.owed.remove(entry)
+    reason = ""
+    if job.disabled:
+        reason = "disabled"
+    elif job.concurrency == "forbid" and state.running.get(job.name):
+        reason = "running"
+    if reason:
+        at = fire.get("at") or codec.format_time(
+            datetime.fromtimestamp(entry["parent_group"] / 1e9, UTC)
+        )
+        span = {"reason": reason, "first": at, "last": at, "count": 1}
+        state._emit(FiresSkipped(job.name, (span,)))
+        return False
+    return True
+
+
+def _promote(state: JobState, *, quiet: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    """Start queued groups, oldest first, while the limits leave room. A group held back by
+    the overall limit holds back every later one; one held back by its concurrency group
+    holds back the later ones of that group only."""
+    if not state.queue:
+        return
+    busy, by_group = state.busy_slots()
+    held: set[str] = set()
+    for group_id in list(state.queue):
+        group = state.groups[group_id]
+        name = group.get("limit_group", "")
+        need = max(len(group["targets"]), 1)
+        if name in held or not state.limits.room(busy, by_group, name, need):
+            if not state.limits.room(busy, by_group, "", need):
+                break  # the overall limit: nothing later may pass
+            held.add(name)
+            continue
+        state.queue.remove(group_id)
+        del group["queued"]
+        busy += need
+        if name:
+            by_group[name] = by_group.get(name, 0) + need
+        if group_id not in quiet:
+            state._emit(GroupStarted(group["job"], group_id))
+
+
+def _retry(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Claim a due retry (fenced, from the leader): the first claim of (group, node, attempt)
+    wins. ``to`` moves the retry to another node (``retry_on: any``)."""
+    group = state.groups.get(int(cmd["group"]))
+    node, to = cmd["node"], cmd.get("to") or cmd["node"]
+    pending = group.get("retry", {}).get(node) if group else None
+    if group is None or pending is None or pending["attempt"] != cmd["attempt"]:
+        return {"won": False}
+    if to != node and to in group["targets"]:
+        return {"won": False}
+    del group["retry"][node]
+    if to != node:
+        targets = group["targets"]
+        targets[targets.index(node)] = to
+        group["attempts"][to] = group["attempts"].pop(node)
+    return {"won": True}
 
 
 def _done(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -371,18 +545,54 @@ def _done(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish(state: JobState, execution: Execution) -> bool:
-    """Count a finished execution once; repeated reports change nothing."""
+    """Count a finished execution once; repeated reports change nothing. A failed attempt
+    with retries left is counted (as Dkron does) and its retry is made due instead of a
+    result: the node's result is that of its last attempt."""
     group = state.groups.get(execution.group)
     if group is None or group["job"] != execution.job_name:
         return False
-    if execution.node_name in group["results"]:
+    node = execution.node_name
+    attempts = group.setdefault("attempts", {})
+    if node in group["results"] or execution.attempt < attempts.get(node, 1):
         return False
-    group["results"][execution.node_name] = execution.success
+    previous = _last_result(state.stats[execution.job_name])
     _count(state, execution)
-    state._emit(ExecutionFinished(execution))
+    job = state.jobs[execution.job_name]
+    if not execution.success and execution.attempt <= job.retries and node in group["targets"]:
+        attempts[node] = execution.attempt + 1
+        at = (execution.finished_at or execution.started_at) + retry_backoff(job, execution)
+        group.setdefault("retry", {})[node] = {
+            "attempt": execution.attempt + 1,
+            "at": codec.format_time(at),
+        }
+        state._emit(ExecutionFinished(execution, final=False, previous_success=previous))
+        state._emit(RetryDue(job.name, execution.group, node, execution.attempt + 1, at))
+        return True
+    group["results"][node] = execution.success
+    state._emit(ExecutionFinished(execution, previous_success=previous))
     if len(group["results"]) >= len(group["targets"]):
         _complete_group(state, execution.group)
+    _promote(state)
     return True
+
+
+def retry_backoff(job: Job, failed: Execution) -> timedelta:
+    """The wait before the next attempt: the job's ``retry_interval``, else Dkron's
+    ``floor(log2(run time / 500ms) + next attempt) x 500ms`` (none for runs under 500 ms)."""
+    fixed = retry_interval(job)
+    if fixed is not None:
+        return fixed
+    ran = (failed.finished_at or failed.started_at) - failed.started_at
+    halves = int(ran / timedelta(milliseconds=500))
+    if halves < 1:
+        return timedelta(0)
+    return timedelta(milliseconds=500) * math.floor(math.log2(halves) + failed.attempt + 1)
+
+
+def _last_result(stats: JobStats) -> bool | None:
+    if stats.last_success is None or stats.last_error is None:
+        return None if stats.last_success is stats.last_error else stats.last_error is None
+    return stats.last_success > stats.last_error
 
 
 def _count(state: JobState, execution: Execution) -> None:
@@ -403,7 +613,7 @@ def _count(state: JobState, execution: Execution) -> None:
 
 
 def group_status(results: Mapping[str, bool]) -> str:
-    """Dkron's status of one execution group."""
+    """Dkron's status of one execution group, from each target's last attempt."""
     successes = sum(results.values())
     if successes == len(results):
         return "success"
@@ -416,8 +626,12 @@ def _complete_group(state: JobState, group_id: int) -> None:
     status = group_status(group["results"])
     state.stats[name] = replace(state.stats[name], status=status)
     state._emit(GroupFinished(name, group_id, status))
+    children = state.dependents(name)
+    if status == "success" and children:
+        state.owed += [{"child": child, "parent_group": group_id} for child in children]
+        state._emit(ChildrenDue(name, group_id))
     job = state.jobs[name]
-    if job.ephemeral and status == "success" and not state.children.get(name):
+    if job.ephemeral and status == "success" and not children:
         state._drop_job(name)
         state._emit(JobChanged(name, None))
 
@@ -469,6 +683,7 @@ _HANDLERS: dict[str, Handler] = {
     "delete_job": _delete_job,
     "toggle_job": _toggle_job,
     "fire": _fire,
+    "retry": _retry,
     "done": _done,
     "delete_executions": _delete_executions,
     "pause": _pause,
@@ -477,3 +692,8 @@ _HANDLERS: dict[str, Handler] = {
     "register": _register,
     "deregister": _deregister,
 }
+
+
+def _instant(group: int) -> datetime:
+    """The trigger instant a group id stands for (Unix nanoseconds)."""
+    return datetime.fromtimestamp(group / 1e9, UTC)

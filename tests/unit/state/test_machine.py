@@ -97,12 +97,12 @@ def test_reparenting_moves_the_child_link():
 
 def test_first_claim_of_an_instant_wins():
     state = state_with(job("a"))
-    assert state.apply(command("fire", fires=[fire("a", 1)])) == {"won": [True]}
-    assert state.apply(command("fire", fires=[fire("a", 2)])) == {"won": [False]}
+    assert state.apply(command("fire", fires=[fire("a", 1)]))["won"] == [True]
+    assert state.apply(command("fire", fires=[fire("a", 2)]))["won"] == [False]
     earlier = fire("a", 3, at=T0 - timedelta(minutes=1))
-    assert state.apply(command("fire", fires=[earlier])) == {"won": [False]}
+    assert state.apply(command("fire", fires=[earlier]))["won"] == [False]
     later = fire("a", 4, at=T0 + timedelta(minutes=1))
-    assert state.apply(command("fire", fires=[later])) == {"won": [True]}
+    assert state.apply(command("fire", fires=[later]))["won"] == [True]
 
 
 def test_forbid_refuses_a_second_run_while_one_is_in_flight():
