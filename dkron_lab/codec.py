@@ -265,8 +265,9 @@ def stats_to_json(stats: JobStats) -> dict[str, Any]:
 
 
 def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any]:
-    """Dkron's execution JSON (times in the job's zone) plus ``scheduled_at``."""
-    return {
+    """Dkron's execution JSON (times in the job's zone) plus ``scheduled_at``, and
+    ``status`` (``queued`` or ``running``) for one not finished."""
+    record = {
         "id": execution.id,
         "job_name": execution.job_name,
         "started_at": format_time(execution.started_at, zone),
@@ -278,6 +279,9 @@ def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any
         "attempt": execution.attempt,
         "scheduled_at": format_time(execution.scheduled_at, zone),
     }
+    if execution.running:
+        record["status"] = "queued" if execution.queued else "running"
+    return record
 
 
 def execution_from_json(data: Mapping[str, Any]) -> Execution:
@@ -296,4 +300,5 @@ def execution_from_json(data: Mapping[str, Any]) -> Execution:
         success=bool(data.get("success", False)),
         output=data.get("output", ""),
         scheduled_at=parse_time(data.get("scheduled_at"), "scheduled_at"),
+        queued=data.get("status") == "queued",
     )

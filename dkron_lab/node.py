@@ -39,23 +39,29 @@ from dkron_lab.errors import (
 )
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo
+from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, parse_job_schedule, validate_job
 from dkron_lab.model.planning import CatchUp, effective_policy, plan_catchup
 from dkron_lab.model.targeting import Candidate, select_targets
+from dkron_lab.notify import Notifier, check_notify_on
 from dkron_lab.plugins import PluginRegistry
 from dkron_lab.runner import Runner
 from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
 from dkron_lab.state.machine import (
+    ChildrenDue,
     Event,
     ExecutionFinished,
     ExecutionsCleared,
     FireClaimed,
     FiresSkipped,
     GroupFinished,
+    GroupStarted,
     JobChanged,
     JobState,
+    Limits,
+    RetryDue,
     StateRestored,
     command,
 )
@@ -65,7 +71,17 @@ __all__ = ["JobQuery", "JobView", "Node", "run_agent", "tune_interpreter"]
 
 log = logging.getLogger(__name__)
 
-_Run = tuple[Job, int, Iterable[str], datetime | None]  # job, group, targets, scheduled_at
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One trigger of ``job`` to start on ``targets`` (an ``attempt`` > 1 is a retry)."""
+
+    job: Job
+    group: int
+    targets: Iterable[str]
+    scheduled_at: datetime | None = None
+    attempt: int = 1
+
 
 _SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
     "name": lambda v: v.job.name,
@@ -159,8 +175,11 @@ class Node:
             node_name=self.name,
             registry=self.registry,
             clock=self.clock,
-            report=self._report,
+            report=self._ran,
             output_limit=config.output_limit,
+            concurrency=config.executor_concurrency,
+            limits=config.executor_limits,
+            on_start=self._started_here,
         )
         self.role = "server" if config.server else "agent"
         self.liveness = Liveness()
@@ -182,6 +201,10 @@ class Node:
         self._last_group = 0
         self._copying: asyncio.Task[None] | None = None  # the history copy, while it runs
         self._copy_again = False
+        self._dispatched: dict[tuple[int, str], float] = {}  # (group, target) -> sent at
+        self._retrying: set[tuple[int, str, int]] = set()  # (group, node, attempt) due
+        self.notifier = Notifier.from_config(config)
+        self.metrics = Metrics.from_config(config, self._gauges)
         self.started_at = datetime.now(UTC)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -202,6 +225,8 @@ class Node:
         await self._fail_orphans()
         self._spawn(self._heartbeat_loop())
         self._spawn(self._lease_loop())
+        if self.metrics.statsd_enabled:
+            self._spawn(self.metrics.run_statsd(clock=self.clock))
         self._ready = True
         self._leadership_changed(self.raft.is_leader)
         log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
@@ -244,6 +269,8 @@ class Node:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self.peers.aclose()
         await self.registry.aclose()
+        await self.notifier.close()
+        self.metrics.close()
         self.raft.stop()
         self.history.close()
 
@@ -258,10 +285,12 @@ class Node:
             self.index.update(event.name, event.job, self.clock.now())
         elif isinstance(event, ExecutionFinished):
             self.history.append(event.execution)
+            if self.notifier.enabled:
+                self._call_soon(self._execution_finished, event)
         elif isinstance(event, ExecutionsCleared):
             self.history.delete_job(event.job_name)
-        elif isinstance(event, GroupFinished):
-            self._call_soon(self._group_finished, event)
+        elif isinstance(event, GroupFinished | RetryDue | ChildrenDue | GroupStarted):
+            self._call_soon(self._follow_up, event)
         elif isinstance(event, FireClaimed):
             if not self.raft.is_leader:
                 self.index.fired(event.job_name, event.scheduled_at)
@@ -273,6 +302,8 @@ class Node:
             self._call_soon(self._copy_history_soon)
 
     def _record_skipped(self, event: FiresSkipped) -> None:
+        if self.raft.is_leader:
+            self.metrics.skipped(sum(int(span["count"]) for span in event.spans))
         recorded = self.clock.now()
         for span in event.spans:
             self.history.record_skipped(
@@ -307,6 +338,147 @@ class Node:
         if waiter is not None and not waiter.done():
             waiter.set_result(event.status)
 
+    def _started_here(self, execution: Execution) -> None:
+        if execution.scheduled_at is not None:
+            self.metrics.lateness((execution.started_at - execution.scheduled_at).total_seconds())
+
+    async def _notify_started(self, run: _Run, target: str) -> None:
+        now = self.clock.now()
+        execution = Execution(
+            id=f"{run.group}-{target}-{run.attempt}",
+            job_name=run.job.name,
+            node_name=target,
+            group=run.group,
+            attempt=run.attempt,
+            started_at=max(now, run.scheduled_at or now),
+            scheduled_at=run.scheduled_at,
+        )
+        await self.notifier.started(run.job, execution)
+
+    def _execution_finished(self, event: ExecutionFinished) -> None:
+        """On the leader: announce a run's final attempt (one to be retried is not)."""
+        job = self.state.jobs.get(event.execution.job_name)
+        if job is None or not event.final or not self.is_leader or not self.notifier.enabled:
+            return
+        self._spawn(
+            self.notifier.finished(job, event.execution, previous_success=event.previous_success)
+        )
+
+    def _follow_up(self, event: GroupFinished | RetryDue | ChildrenDue | GroupStarted) -> None:
+        """What a run leaves to do next: answer a waiting manual run (any server); on the
+        leader, start queued runs, retries and dependent runs, each through a fenced claim."""
+        if isinstance(event, GroupFinished):
+            self._group_finished(event)
+            return
+        if not self._ready or not self.is_leader:
+            return
+        if isinstance(event, GroupStarted):
+            self._start_group(event.group)
+        elif isinstance(event, RetryDue):
+            self._retry_soon(event.job_name, event.group, event.node, event.attempt, event.at)
+        else:
+            self._spawn(self._run_children())
+
+    def _resume_follow_ups(self) -> None:
+        """A new leader takes over the retries and dependent runs its predecessor left."""
+        with self.state.lock:
+            retries = [
+                (group["job"], gid, node, pending["attempt"], pending["at"])
+                for gid, group in self.state.groups.items()
+                for node, pending in group.get("retry", {}).items()
+            ]
+            owed = bool(self.state.owed)
+        for job_name, gid, node, attempt, at in retries:
+            when = codec.parse_time(at, "at") or self.clock.now()
+            self._retry_soon(job_name, gid, node, attempt, when)
+        if owed:
+            self._spawn(self._run_children())
+
+    def _start_group(self, gid: int) -> None:
+        with self.state.lock:
+            group = self.state.groups.get(gid)
+            job = self.state.jobs.get(group["job"]) if group else None
+            if group is None or job is None or group.get("queued"):
+                return
+            targets = [t for t in group["targets"] if t not in group["results"]]
+        scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+        self._start_runs([_Run(job, gid, targets, scheduled_at)])
+
+    def _retry_soon(self, job_name: str, gid: int, node: str, attempt: int, at: datetime) -> None:
+        key = (gid, node, attempt)
+        if key not in self._retrying:
+            self._retrying.add(key)
+            self._spawn(self._retry(job_name, gid, node, attempt, at))
+
+    async def _retry(self, job_name: str, gid: int, node: str, attempt: int, at: datetime) -> None:
+        """Run attempt ``attempt`` of ``node``'s run once its backoff has passed: on the same
+        node (Dkron), or with ``retry_on: any`` on another live node the tags match."""
+        try:
+            await self.clock.sleep_until(at)
+            job = self.state.jobs.get(job_name)
+            if job is None or not self.is_leader:
+                return
+            to = node
+            if job.retry_on == "any":
+                with self.state.lock:
+                    taken = set(self.state.groups.get(gid, {}).get("targets", ()))
+                others = [target for target in self._targets(job) if target not in taken]
+                if others:
+                    to = self._rng.choice(others)
+            claim = command("retry", group=gid, node=node, attempt=attempt, to=to)
+            if not (await self._submit(claim, fenced=True))["won"]:
+                return
+            with self.state.lock:
+                group = self.state.groups.get(gid, {})
+            scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+            if to != self.name and not self.liveness.is_alive(to):
+                self._report_lost(
+                    job_name, gid, to, scheduled_at, "is gone: the retry could not run"
+                )
+                return
+            self._start_runs([_Run(job, gid, [to], scheduled_at, attempt)])
+        except DkronError as exc:
+            log.warning(
+                "retry %d of job %r on %s failed to start: %s", attempt, job_name, node, exc
+            )
+        finally:
+            self._retrying.discard((gid, node, attempt))
+
+    async def _run_children(self) -> None:
+        """Claim the dependent runs owed for successful parent groups, each exactly once."""
+        with self.state.lock:
+            owed = [dict(entry) for entry in self.state.owed]
+        now = codec.format_time(self.clock.now())
+        fires, runs = [], []
+        for entry in owed:
+            job = self.state.jobs.get(entry["child"])
+            if job is None:
+                continue
+            run = _Run(job, self._new_group(), self._targets(job))
+            runs.append(run)
+            fires.append(
+                {
+                    "job": job.name,
+                    "scheduled_at": None,
+                    "group": run.group,
+                    "targets": list(run.targets) or [self.name],
+                    "parent_group": entry["parent_group"],
+                    "at": now,
+                }
+            )
+        if not fires:
+            return
+        try:
+            won, queued = await self._claim(fires)
+        except DkronError as exc:
+            log.warning("could not start %d dependent run(s): %s", len(fires), exc)
+            return
+        started = [r for r, ok in zip(runs, won, strict=True) if ok and r.group not in queued]
+        for run in started:
+            if not run.targets:
+                self._report_untargeted(run.job, run.group, None)
+        self._start_runs(started)
+
     def _on_leadership(self, is_leader: bool, term: int) -> None:
         self._call_soon(self._leadership_changed, is_leader)
 
@@ -334,6 +506,7 @@ class Node:
             await self._catch_up(self.clock.now())
         except DkronError as exc:
             log.warning("catch-up after the election failed: %s", exc)
+        self._resume_follow_ups()
         await scheduler.run()
 
     async def _catch_up(self, now: datetime) -> None:
@@ -388,9 +561,20 @@ class Node:
         ]
         return select_targets(job.tags, candidates, region=self.config.region, rng=self._rng)
 
-    async def _claim(self, fires: list[dict[str, Any]]) -> list[bool]:
-        result = await self._submit(command("fire", fires=fires), fenced=True)
-        return list(result["won"])
+    @property
+    def limits(self) -> Limits:
+        """The cluster-wide concurrency limits this leader applies (from its config)."""
+        return Limits(self.config.concurrency_limit, dict(self.config.concurrency_groups))
+
+    async def _claim(self, fires: list[dict[str, Any]]) -> tuple[list[bool], set[int]]:
+        """Claim ``fires`` through Raft: which were won, and which of those wait in the queue
+        of the concurrency limits (their runs start when a ``GroupStarted`` says so)."""
+        cmd = command("fire", fires=fires)
+        if self.limits.active or self.state.limits.active:
+            cmd["limits"] = self.limits.to_json()
+        result = await self._submit(cmd, fenced=True)
+        self.metrics.fired(sum(result["won"]))
+        return list(result["won"]), set(result.get("queued", ()))
 
     async def _claim_scheduled(self, due: list[Fire]) -> list[Fire]:
         """Claim due fires; an untargeted fire is claimed for this node and reported failed."""
@@ -399,7 +583,7 @@ class Node:
             job = self.state.jobs.get(fire.job)
             targets = tuple(self._targets(job)) if job is not None else ()
             fires.append(replace(fire, group=self._new_group(), targets=targets))
-        won = await self._claim(
+        won, queued = await self._claim(
             [
                 {
                     "job": fire.job,
@@ -410,7 +594,9 @@ class Node:
                 for fire in fires
             ]
         )
-        claimed = [fire for fire, ok in zip(fires, won, strict=True) if ok]
+        claimed = [
+            fire for fire, ok in zip(fires, won, strict=True) if ok and fire.group not in queued
+        ]
         # Other nodes get their runs now, with the instant to start them at: the call then
         # costs no lateness (the claim is committed, so running them is right whatever
         # becomes of this leader before the instant).
@@ -429,37 +615,40 @@ class Node:
         for fire in fires:
             job = self.state.jobs.get(fire.job)
             if job is not None and fire.targets:
-                runs.append((job, fire.group, fire.targets, fire.scheduled_at))
+                runs.append(_Run(job, fire.group, fire.targets, fire.scheduled_at))
         return runs
 
     def _start_runs(self, runs: list[_Run], *, local: bool = True, remote: bool = True) -> None:
-        """Start every run on its targets: here directly, elsewhere through one call at a time
-        per node carrying all the runs queued for it (not one call per run)."""
-        remote_runs: dict[str, list[dict[str, Any]]] = {}
-        for job, group, targets, scheduled_at in runs:
-            for target in targets:
-                if target == self.name:
-                    if local:
-                        self.runner.start(job, group=group, scheduled_at=scheduled_at)
+        """Start every run on its targets: here directly (``local``), elsewhere (``remote``)
+        through one call at a time per node carrying all the runs queued for it."""
+        for run in runs:
+            for target in run.targets:
+                here = target == self.name
+                if not (local if here else remote):
                     continue
-                if not remote:
-                    continue
-                remote_runs.setdefault(target, []).append(
-                    {
-                        "job": codec.job_to_record(job),
-                        "group": group,
-                        "scheduled_at": codec.format_time(scheduled_at),
-                        "attempt": 1,
-                    }
-                )
-        for target, batch in remote_runs.items():
-            outbox = self._outboxes.get(target)
-            if outbox is None:
-                outbox = self._outboxes[target] = Batcher(
-                    functools.partial(self._send_runs, target)
-                )
-            for run in batch:
-                outbox.add(run)
+                self._dispatched[(run.group, target)] = time.time()
+                if self.notifier.enabled:
+                    self._spawn(self._notify_started(run, target))
+                if here:
+                    self.runner.start(
+                        run.job, group=run.group, attempt=run.attempt, scheduled_at=run.scheduled_at
+                    )
+                else:
+                    self._outbox(target).add(
+                        {
+                            "job": codec.job_to_record(run.job),
+                            "group": run.group,
+                            "scheduled_at": codec.format_time(run.scheduled_at),
+                            "attempt": run.attempt,
+                        }
+                    )
+
+    def _outbox(self, target: str) -> Batcher[dict[str, Any], None]:
+        outbox = self._outboxes.get(target)
+        if outbox is None:
+            send = functools.partial(self._send_runs, target)
+            outbox = self._outboxes[target] = Batcher(send)
+        return outbox
 
     async def _send_runs(self, target: str, runs: list[dict[str, Any]]) -> list[None]:
         """One call carries every run queued for ``target`` (many fires a second, spread over
@@ -506,7 +695,7 @@ class Node:
         while len(self._accepted) > 10_000:
             del self._accepted[next(iter(self._accepted))]
 
-    def _report_untargeted(self, job: Job, group: int, scheduled_at: datetime) -> None:
+    def _report_untargeted(self, job: Job, group: int, scheduled_at: datetime | None) -> None:
         log.warning("no target nodes found to run job %r (tags %s)", job.name, job.tags)
         reason = (
             f"no target nodes found to run job {job.name!r}: no live node has the tags {job.tags}"
@@ -522,15 +711,20 @@ class Node:
     def _report_failed(
         self, job_name: str, group: int, node: str, scheduled_at: datetime | None, output: str
     ) -> None:
-        """Record a run that could not happen or whose outcome is lost: never silently."""
+        """Record a run that could not happen or whose outcome is lost: never silently. It
+        stands for the node's current attempt in the group (so a retry can follow it)."""
+        with self.state.lock:
+            record = self.state.groups.get(group)
+            attempt = record.get("attempts", {}).get(node, 1) if record else 1
         now = self.clock.now()
         self._report(
             Execution(
-                id=f"{group}-{node}",
+                id=f"{group}-{node}" + (f"-{attempt}" if attempt > 1 else ""),
                 job_name=job_name,
                 node_name=node,
                 group=group,
-                started_at=datetime.fromtimestamp(group / 1e9, UTC),
+                attempt=attempt,
+                started_at=datetime.fromtimestamp(group / 1e9, UTC) if attempt == 1 else now,
                 finished_at=now,
                 output=output,
                 scheduled_at=scheduled_at,
@@ -541,6 +735,11 @@ class Node:
 
     def _report(self, execution: Execution) -> None:
         self._done.add(codec.execution_to_json(execution))
+
+    def _ran(self, execution: Execution) -> None:
+        """A run on this node finished: count it here, once, and report it."""
+        self.metrics.execution_finished(execution)
+        self._report(execution)
 
     async def _submit_done(self, records: list[dict[str, Any]]) -> list[None]:
         await self.raft.submit(command("done", executions=records))
@@ -718,20 +917,47 @@ class Node:
     def _expire_leases(self, now: float) -> None:
         with self.state.lock:
             groups = [(gid, dict(group)) for gid, group in self.state.groups.items()]
+        live = {gid for gid, _ in groups}
+        for key in [key for key in self._dispatched if key[0] not in live]:
+            del self._dispatched[key]
         for gid, group in groups:
-            if now - gid / 1e9 < HEARTBEAT_TTL:
+            if group.get("queued"):
                 continue
             for target in group["targets"]:
-                if target in group["results"] or target == self.name:
+                if target in group["results"] or target in group.get("retry", {}):
+                    continue
+                if target == self.name:
+                    continue
+                sent = self._dispatched.get((gid, target), gid / 1e9)
+                if now - sent < HEARTBEAT_TTL:
                     continue
                 if not self.liveness.is_alive(target):
                     why = "stopped answering heartbeats"
-                elif gid not in self.liveness.running_groups(target) and now - gid / 1e9 > 30:
+                elif gid not in self.liveness.running_groups(target) and now - sent > 30:
                     why = "never started this execution (lost dispatch)"
                 else:
                     continue
                 scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
                 self._report_lost(group["job"], gid, target, scheduled_at, why)
+
+    def _gauges(self) -> Gauges:
+        with self.state.lock:
+            queued = len(self.state.queue)
+            jobs = len(self.state.jobs)
+        statuses: dict[str, int] = {}
+        for member in self.members():
+            statuses[member["statusText"]] = statuses.get(member["statusText"], 0) + 1
+        return Gauges(
+            is_leader=self.is_leader,
+            raft_term=self.raft.term,
+            raft_commit_index=self.raft.applied_index,
+            members_by_status=statuses,
+            executions_running=self.runner.running,
+            executions_queued=self.runner.queued,
+            queue_lengths={"global": queued, "local": self.runner.queued},
+            jobs=jobs,
+            paused=self.paused,
+        )
 
     # -- the facade: reads -------------------------------------------------------------------
 
@@ -901,6 +1127,7 @@ class Node:
 
     def _check(self, job: Job) -> None:
         validate_job(job)
+        check_notify_on(job.metadata)
         self.registry.validate(job.executor, job.executor_config, job.processors)
 
     async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
@@ -922,15 +1149,16 @@ class Node:
         await self._submit(command("toggle_job", name=name))
         return self.get_job(name)
 
-    async def run_job(self, name: str, *, wait: bool = False) -> JobView:
-        """Run ``name`` now on its target nodes (a manual run: no ``scheduled_at``).
+    async def run_job(self, name: str, *, wait: bool = False, node: str | None = None) -> JobView:
+        """Run ``name`` now on its target nodes, or on ``node`` alone (a manual run: no
+        ``scheduled_at``). ``forbid`` and the concurrency limits hold as for scheduled runs.
 
         Only the leader claims runs: a follower hands the request to it.
         """
         job = self.get_job(name).job
         if not self.is_leader:
-            return await self._run_on_leader(name, wait)
-        targets = self._targets(job)
+            return await self._run_on_leader(name, wait, node)
+        targets = self._targets(job) if node is None else [self._live_node(node)]
         if not targets:
             raise NotFoundError(
                 f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
@@ -938,14 +1166,15 @@ class Node:
         claim = {"job": name, "scheduled_at": None, "group": self._new_group(), "targets": targets}
         finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting[claim["group"]] = finished
-        (won,) = await self._claim([claim])
+        (won,), queued = await self._claim([claim])
         if not won:
             self._waiting.pop(claim["group"], None)
             raise ConflictError(
                 f"job {name!r} is already running and its concurrency is 'forbid': "
                 "wait for the run to finish, or set concurrency to 'allow'"
             )
-        self._start_runs([(job, claim["group"], targets, None)])
+        if not queued:
+            self._start_runs([_Run(job, claim["group"], targets)])
         if wait:
             await finished
             await asyncio.to_thread(self.history.flush)
@@ -957,12 +1186,24 @@ class Node:
             else JobView(job=job, stats=JobStats(), next_fire=None)
         )
 
-    async def _run_on_leader(self, name: str, wait: bool) -> JobView:
+    def _live_node(self, name: str) -> str:
+        with self.state.lock:
+            known = self.state.nodes.get(name)
+        if known is None or known.get("left"):
+            names = ", ".join(sorted(self.state.nodes)) or "none"
+            raise NotFoundError(f"node {name!r} is not a member: choose one of {names}")
+        if name != self.name and not self.liveness.is_alive(name):
+            raise ClusterError(f"node {name!r} is not answering heartbeats: it cannot run jobs")
+        return name
+
+    async def _run_on_leader(self, name: str, wait: bool, node: str | None = None) -> JobView:
         leader = self.leader()
         if leader is None:
             raise ClusterError("no leader is known yet: wait for the election, then retry")
         answer = await self.peers.post(
-            self._http_of(leader["Name"]), f"/internal/v1/jobs/{name}/run", {"wait": wait}
+            self._http_of(leader["Name"]),
+            f"/internal/v1/jobs/{name}/run",
+            {"wait": wait, "node": node},
         )
         if wait:
             # The leader has applied the run's results; answer once this server has too.

@@ -1,12 +1,17 @@
 """The executing side: run a job with its executor, stream its output, fold it through its
-processors, and report the finished execution."""
+processors, and report the finished execution.
+
+With ``concurrency`` (``--executor-concurrency``) or per-executor ``limits``
+(``--executor-limits``) set, a run waits for a free slot in arrival order; while it waits it
+is shown in ``busy()`` as queued and its execution id and ``started_at`` are not yet given."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -21,6 +26,10 @@ __all__ = ["Runner"]
 log = logging.getLogger(__name__)
 
 Report = Callable[[Execution], None]
+
+
+def _slots(limit: int) -> asyncio.Semaphore | None:
+    return asyncio.Semaphore(limit) if limit > 0 else None
 
 
 @dataclass(slots=True)
@@ -48,22 +57,43 @@ class Runner:
         clock: Clock,
         report: Report,
         output_limit: int = 256_000,
+        concurrency: int = 0,
+        limits: Mapping[str, int] | None = None,
+        on_start: Report | None = None,
     ) -> None:
         self._node = node_name
         self._registry = registry
         self._clock = clock
         self._report = report
+        self._on_start = on_start
         self._output_limit = output_limit
         self._live: dict[str, _Live] = {}
+        self._waiting: dict[int, Execution] = {}  # queued runs, by a private ticket
         self._tasks: set[asyncio.Task[Execution]] = set()
         self._last_ns = 0
+        self._ticket = 0
+        self._slots = _slots(concurrency)
+        self._executor_slots = {name: _slots(n) for name, n in (limits or {}).items() if n > 0}
 
     def start(
         self, job: Job, *, group: int, attempt: int = 1, scheduled_at: datetime | None = None
     ) -> asyncio.Task[Execution]:
-        """Start ``job`` now; the task's result is the finished execution (already reported)."""
+        """Start ``job`` now, or once a slot is free; the task's result is the finished
+        execution (already reported)."""
+        if self._slots is None and job.executor not in self._executor_slots:
+            execution = self._new_execution(job, group, attempt, scheduled_at)
+            task = asyncio.ensure_future(self._run(job, execution))
+        else:
+            task = asyncio.ensure_future(self._queued(job, group, attempt, scheduled_at))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _new_execution(
+        self, job: Job, group: int, attempt: int, scheduled_at: datetime | None
+    ) -> Execution:
         started = self._clock.now()
-        execution = Execution(
+        return Execution(
             id=execution_id(self._unique_ns(started), self._node),
             job_name=job.name,
             node_name=self._node,
@@ -72,12 +102,30 @@ class Runner:
             started_at=started,
             scheduled_at=scheduled_at,
         )
-        live = _Live(execution, self._output_limit)
-        self._live[execution.id] = live
-        task = asyncio.ensure_future(self._run(job, live))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+
+    async def _queued(
+        self, job: Job, group: int, attempt: int, scheduled_at: datetime | None
+    ) -> Execution:
+        self._ticket += 1
+        ticket = self._ticket
+        self._waiting[ticket] = Execution(
+            id=f"queued-{group}-{self._node}-{attempt}",
+            job_name=job.name,
+            node_name=self._node,
+            group=group,
+            attempt=attempt,
+            started_at=self._clock.now(),
+            scheduled_at=scheduled_at,
+            queued=True,
+        )
+        async with contextlib.AsyncExitStack() as slots:
+            try:
+                for slot in (self._slots, self._executor_slots.get(job.executor)):
+                    if slot is not None:
+                        await slots.enter_async_context(slot)
+            finally:
+                del self._waiting[ticket]
+            return await self._run(job, self._new_execution(job, group, attempt, scheduled_at))
 
     def _unique_ns(self, started: datetime) -> int:
         # Ids must be unique per node even when two runs start in the same microsecond.
@@ -85,7 +133,11 @@ class Runner:
         self._last_ns = ns
         return ns
 
-    async def _run(self, job: Job, live: _Live) -> Execution:
+    async def _run(self, job: Job, execution: Execution) -> Execution:
+        live = _Live(execution, self._output_limit)
+        self._live[execution.id] = live
+        if self._on_start is not None:
+            self._on_start(execution)
         try:
             result = await self._execute(job, live)
         finally:
@@ -129,15 +181,22 @@ class Runner:
         return self._registry.run_processors(finished, job.processors, reporting_node=self._node)
 
     def busy(self) -> list[Execution]:
-        """Executions running here now, each with the tail of its output so far."""
-        return [
+        """Executions running here now, each with the tail of its output so far, then those
+        queued for a slot, oldest first."""
+        running = [
             replace(live.execution, output=live.tail.decode("utf-8", errors="replace"))
             for live in self._live.values()
         ]
+        return running + list(self._waiting.values())
 
     @property
     def running(self) -> int:
+        """Executions started or queued here and not finished."""
         return len(self._tasks)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
 
     async def drain(self) -> None:
         """Wait for every running execution to finish (graceful stop)."""

@@ -17,7 +17,14 @@ import tornado.httpserver
 import tornado.web
 from tornado.httputil import HTTPHeaders
 
-from dkron_lab.api.handlers import RESOURCES, Health, NotFound, mount, route_pattern
+from dkron_lab.api.handlers import (
+    RESOURCES,
+    Health,
+    NotFound,
+    PrometheusMetrics,
+    mount,
+    route_pattern,
+)
 from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.errors import Unauthorized
 from dkron_lab.node import Node
@@ -72,9 +79,11 @@ def make_app(node: Node) -> tornado.web.Application:
     """The REST API of ``node`` as a tornado application (token and limits from its config).
 
     Every node serves the internal API; only servers serve the public one (agents answer
-    ``/health`` too, for their supervisors).
+    ``/health`` and ``/metrics`` too, for their supervisors and scrapers).
     """
-    public = RESOURCES if node.config.server else (("/health", Health),)
+    public = (
+        RESOURCES if node.config.server else (("/health", Health), ("/metrics", PrometheusMetrics))
+    )
     rules = [
         (route_pattern(template), mount(resource, HeadlessHandler))
         for template, resource in (*public, *INTERNAL_RESOURCES)

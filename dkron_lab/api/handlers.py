@@ -494,7 +494,8 @@ class _JobWriter(ApiMixin):
 
     async def _run(self, name: str) -> None:
         wait = _boolean(self.request.query_arguments, "wait", empty=True) or False
-        view = await self.node.run_job(name, wait=wait)
+        node = _text(self.request.query_arguments, "node") or None
+        view = await self.node.run_job(name, wait=wait, node=node)
         self.set_header("Location", _job_location(name))
         self.write_json(view.to_json(), status=200 if wait else 202)
 
@@ -660,8 +661,30 @@ def openapi_document() -> dict[str, Any]:
     return document
 
 
+class PrometheusMetrics(ApiMixin):
+    """The exposition of this node's registry; the API token applies, as to every endpoint."""
+
+    def get(self) -> None:
+        metrics = self.node.metrics
+        if not metrics.prometheus_enabled:
+            raise NotFoundError(
+                "Prometheus metrics are off on this node: start it with --enable-prometheus "
+                "(enable-prometheus: true in dkron.yml, or DKRON_ENABLE_PROMETHEUS=true) "
+                "to serve GET /metrics"
+            )
+        body, content_type = metrics.render(self.request.headers.get("Accept"))
+        self.set_header("Content-Type", content_type)
+        if hasattr(self, "update_api_activity"):
+            # jupyter_server's APIHandler.finish() stamps application/json on every answer
+            # unless told otherwise; tornado's own finish() takes no such keyword.
+            self.finish(body, set_content_type=content_type)  # type: ignore[call-arg]
+        else:
+            self.finish(body)
+
+
 RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/health", Health),
+    ("/metrics", PrometheusMetrics),
     ("/v1", Status),
     ("/v1/members", Members),
     ("/v1/leader", Leader),

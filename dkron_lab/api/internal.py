@@ -64,7 +64,7 @@ class RunHere(_Internal):
 class RunOnLeader(_Internal):
     async def post(self, job: str) -> None:
         data = self.signed_body()
-        view = await self.node.run_job(job, wait=bool(data.get("wait")))
+        view = await self.node.run_job(job, wait=bool(data.get("wait")), node=data.get("node"))
         self.write_json({"job": view.to_json(), "applied_index": self.node.raft.applied_index})
 
 

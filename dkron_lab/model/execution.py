@@ -19,7 +19,8 @@ class Execution:
 
     ``group`` is shared by every target node and every retry of one trigger (Unix nanoseconds of
     the trigger). ``scheduled_at`` is the instant the run was due; ``None`` for manual and
-    dependent runs. Times are aware UTC; ``finished_at`` is ``None`` while running.
+    dependent runs. ``queued`` marks a run waiting for room under a concurrency limit (shown
+    in ``/v1/busy``, never stored). Times are aware UTC; ``finished_at`` is ``None`` while running.
     """
 
     id: str
@@ -32,6 +33,7 @@ class Execution:
     success: bool = False
     output: str = ""
     scheduled_at: datetime | None = None
+    queued: bool = False
 
     @property
     def running(self) -> bool:

@@ -120,14 +120,7 @@ def validate_job(job: Job) -> None:
             f"invalid catchup {job.catchup!r}: use 'skip', 'once' or 'all', or leave it empty "
             "for the server's default (--catchup)"
         )
-    if job.retries < 0:
-        raise InvalidJob(f"retries must be 0 or more, not {job.retries}")
-    if job.retry_on and job.retry_on not in RETRY_TARGETS:
-        raise InvalidJob(
-            f"invalid retry_on {job.retry_on!r}: use 'same' (retry on the node that failed, "
-            "the default) or 'any' (any live node the job's tags match)"
-        )
-    retry_interval(job)
+    _check_retries(job)
     if job.concurrency_group and not _GROUP_NAME.match(job.concurrency_group):
         raise InvalidJob(
             f"invalid concurrency_group {job.concurrency_group!r}: use letters, digits, "
@@ -148,6 +141,17 @@ def validate_job(job: Job) -> None:
         )
     if not job.executor:
         raise InvalidJob("executor is required: e.g. 'shell' with executor_config.command")
+
+
+def _check_retries(job: Job) -> None:
+    if job.retries < 0:
+        raise InvalidJob(f"retries must be 0 or more, not {job.retries}")
+    if job.retry_on and job.retry_on not in RETRY_TARGETS:
+        raise InvalidJob(
+            f"invalid retry_on {job.retry_on!r}: use 'same' (retry on the node that failed, "
+            "the default) or 'any' (any live node the job's tags match)"
+        )
+    retry_interval(job)
 
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
