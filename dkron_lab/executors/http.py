@@ -34,6 +34,7 @@ from typing import TypeVar
 import httpx
 
 from dkron_lab.errors import ExecutionError, InvalidJob
+from dkron_lab.model.units import parse_codes
 from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, OutputTail, config_bool
 
 __all__ = ["HttpExecutor", "HttpRequest", "TlsSettings", "parse_config"]
@@ -141,17 +142,12 @@ def _parse_timeout(text: str) -> float | None:
 
 
 def _parse_codes(text: str) -> frozenset[int]:
-    codes = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if not item.isdigit() or not 100 <= int(item) <= 599:
-            raise InvalidJob(
-                f'http executor: "expectCode" {text!r} must list status codes, e.g. "200,206"'
-            )
-        codes.add(int(item))
-    return frozenset(codes)
+    try:
+        return parse_codes(text, low=100, high=599)
+    except ValueError:
+        raise InvalidJob(
+            f'http executor: "expectCode" {text!r} must list status codes, e.g. "200,206"'
+        ) from None
 
 
 def _parse_pattern(text: str) -> re.Pattern[str] | None:

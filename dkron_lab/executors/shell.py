@@ -12,11 +12,12 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
                over it, the whole process group is killed.
 ``su``         ``user`` or ``user:group`` to run as (the node must run as root).
 ``payload``    base64 data written to the command's standard input.
+``success_codes``  exit statuses that count as success, e.g. ``"0,3"`` (default ``"0"``).
 
 The command always runs in a process group of its own, so a kill reaches its children too.
 Standard output and error are merged; every chunk goes to ``emit`` and the last
-``output_limit`` bytes are kept. Success means exit status 0. ``ENV_JOB_NAME`` (as Dkron),
-``DKRON_JOB_NAME`` and ``DKRON_EXECUTION_ID`` are always set.
+``output_limit`` bytes are kept. Success means exit status 0, or one of ``success_codes``.
+``ENV_JOB_NAME`` (as Dkron), ``DKRON_JOB_NAME`` and ``DKRON_EXECUTION_ID`` are always set.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 import psutil
 
 from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
-from dkron_lab.model.units import parse_duration, parse_size
+from dkron_lab.model.units import parse_codes, parse_duration, parse_size
 from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, OutputTail, config_bool
 
 __all__ = ["ShellCommand", "ShellExecutor", "parse_config"]
@@ -63,6 +64,7 @@ class ShellCommand:
     user: str | None = None
     group: str | None = None
     stdin: bytes | None = None
+    success_codes: frozenset[int] = frozenset({0})
 
 
 def parse_config(config: Mapping[str, str]) -> ShellCommand:
@@ -85,7 +87,18 @@ def parse_config(config: Mapping[str, str]) -> ShellCommand:
         user=user,
         group=group,
         stdin=_parse_payload(config.get("payload", "")),
+        success_codes=_parse_success_codes(config.get("success_codes", "")),
     )
+
+
+def _parse_success_codes(text: str) -> frozenset[int]:
+    try:
+        return parse_codes(text, low=0, high=255) or frozenset({0})
+    except ValueError:
+        raise InvalidJob(
+            f'shell executor: "success_codes" {text!r} must list exit statuses from 0 to 255, '
+            'e.g. "0,3"'
+        ) from None
 
 
 @lru_cache(maxsize=4096)  # shlex is slow, and every save of a job validates its command
@@ -203,7 +216,7 @@ class ShellExecutor:
                 tail.total,
                 request.output_limit,
             )
-        return _result(child.popen.returncode, kill_reason, tail.getvalue())
+        return _result(child.popen.returncode, kill_reason, tail.getvalue(), spec.success_codes)
 
     async def _supervise(self, child: _Child, spec: ShellCommand) -> str:
         """Wait for the command to end; return why it was killed, or ``""``."""
@@ -460,10 +473,12 @@ def _kill_tree(popen: subprocess.Popen[bytes]) -> None:
             child.kill()
 
 
-def _result(returncode: int | None, kill_reason: str, output: bytes) -> ExecutorResult:
+def _result(
+    returncode: int | None, kill_reason: str, output: bytes, success_codes: frozenset[int]
+) -> ExecutorResult:
     if kill_reason:
         return ExecutorResult(success=False, output=output, error=kill_reason)
-    if returncode == 0:
+    if returncode in success_codes:
         return ExecutorResult(success=True, output=output)
     return ExecutorResult(success=False, output=output, error=_exit_text(returncode))
 

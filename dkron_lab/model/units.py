@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from dkron_lab.errors import InvalidSchedule, ValidationError
 
-__all__ = ["format_duration", "parse_duration", "parse_size"]
+__all__ = ["format_duration", "parse_codes", "parse_duration", "parse_size"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
@@ -73,3 +73,17 @@ def parse_size(text: str) -> int:
     unit = (match.group(2) or "").upper().replace("I", "")
     factor = _SIZE_FACTOR[unit[:1] if unit[:1] in "KMGT" else ""]
     return int(float(match.group(1)) * factor)
+
+
+def parse_codes(text: str, *, low: int, high: int) -> frozenset[int]:
+    """A comma list of whole numbers from ``low`` to ``high`` (``"0,3"``, ``"200, 206"``);
+    empty means none. Raises ``ValueError`` naming the first item that is not one."""
+    codes = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not low <= int(item) <= high:
+            raise ValueError(item)
+        codes.add(int(item))
+    return frozenset(codes)

@@ -99,6 +99,19 @@ async def test_non_zero_exit_fails_and_keeps_output() -> None:
     assert result.error == "exit status 3"
 
 
+async def test_success_codes_decide_which_exit_statuses_succeed() -> None:
+    three = {"command": "exit 3", "shell": "true", "success_codes": "0, 3"}
+    assert (await run(three))[0].success
+    zero = await run({**three, "command": "exit 0", "success_codes": "3"})
+    assert not zero[0].success and zero[0].error == "exit status 0"
+
+
+@pytest.mark.parametrize("codes", ["abc", "0,256", "-1", "1.5"])
+def test_bad_success_codes_are_refused_at_save_time(codes: str) -> None:
+    with pytest.raises(InvalidJob, match='"success_codes"'):
+        parse_config({"command": "true", "success_codes": codes})
+
+
 async def test_exec_without_shell_splits_quotes_and_has_no_shell_features() -> None:
     result, _ = await run({"command": "printf '%s|' \"a b\" 'c d' $HOME"})
     assert result.output == b"a b|c d|$HOME|"
