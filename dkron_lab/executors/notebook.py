@@ -1,0 +1,654 @@
+"""The ``notebook`` executor: runs a Jupyter notebook top to bottom with a kernel, papermill-style.
+
+Keys of ``executor_config`` (all strings; see docs/executors.md):
+
+``path``         the ``.ipynb`` to run, an absolute path on the target node (required).
+``kernel``       kernel name; default the notebook's ``metadata.kernelspec.name``, else ``python3``.
+``parameters``   a JSON object. Its entries become ``name = <Python literal>`` lines of a new cell
+                 tagged ``injected-parameters``, placed right after the cell tagged
+                 ``parameters`` (at the top when there is none).
+``timeout``      Go duration: limit on the whole run, kernel start included; also on each cell.
+``output_path``  where the executed notebook is saved: a template with ``{job}``,
+                 ``{execution_id}``, ``{date}``, ``{time}`` (UTC) and ``{notebook}``; relative to
+                 the notebook's folder. Default: ``DEFAULT_OUTPUT_PATH``, a folder
+                 ``dkron-lab-notebooks/`` beside the notebook.
+``cwd``          the kernel's working directory; default the notebook's folder.
+
+**Why a child process.** The node does not run nbclient itself: it starts
+``python -m dkron_lab.executors.notebook`` (the *runner*), supervised by the shell executor, and
+the runner starts the kernel. In the node's process nbclient would replace the node's SIGINT and
+SIGTERM handlers and register an ``atexit`` hook for every run, and a notebook's outputs (plots,
+tables) would be held in the node's memory. In a child, a wedged runner or kernel costs only a
+kill: the runner enforces ``timeout`` itself (and still saves the partial notebook and stops the
+kernel); if it has not ended ``stop_grace`` seconds later, the shell executor kills it and every
+process under it, the kernel included. Cancelling the execution (node shutdown) kills the same
+tree. The price is one Python start-up per run, small beside a kernel's.
+
+The runner's standard output is the execution's output: one line per finished cell
+(``cell 3/7 ok (0.2s)``), where the executed notebook went, then the failing cell's error and
+traceback (ANSI colours stripped) or, on success, the text output of the last code cell that has
+any. The parent hands it its plan in a JSON file, which the runner overwrites with its verdict, so
+the reason for a failure does not have to be parsed back out of the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import keyword
+import math
+import os
+import re
+import shlex
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from dkron_lab.clock import Clock, SystemClock
+from dkron_lab.errors import InvalidJob, ValidationError
+from dkron_lab.executors.shell import ShellExecutor
+from dkron_lab.model.units import parse_duration
+from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbformat import NotebookNode
+
+__all__ = [
+    "DEFAULT_OUTPUT_PATH",
+    "OUTPUT_PLACEHOLDERS",
+    "NotebookConfig",
+    "NotebookExecutor",
+    "inject_parameters",
+    "parse_config",
+    "render_output_path",
+    "render_parameters",
+]
+
+DEFAULT_OUTPUT_PATH = "dkron-lab-notebooks/{job}/{date}T{time}-{execution_id}.ipynb"
+OUTPUT_PLACEHOLDERS = ("job", "execution_id", "date", "time", "notebook")
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+
+_KEYS = ("path", "kernel", "parameters", "timeout", "output_path", "cwd")
+_MODULE = "dkron_lab.executors.notebook"
+# The same rule as jupyter_client's kernelspec names.
+_KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_KERNEL_LOG_TAIL = 4000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotebookConfig:
+    """A notebook job's ``executor_config``, checked and converted."""
+
+    path: Path
+    kernel: str | None
+    parameters: Mapping[str, Any]
+    timeout: float | None
+    timeout_text: str
+    output_path: str
+    cwd: str | None
+
+
+def parse_config(config: Mapping[str, str]) -> NotebookConfig:
+    """Check and convert ``config``; ``InvalidJob`` says which key is wrong and how to fix it."""
+    unknown = sorted(set(config) - set(_KEYS))
+    if unknown:
+        raise InvalidJob(
+            f"notebook executor: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"the keys are: {', '.join(_KEYS)}"
+        )
+    timeout_text = config.get("timeout", "").strip()
+    return NotebookConfig(
+        path=_parse_path(config.get("path", "")),
+        kernel=_parse_kernel(config.get("kernel", "").strip()),
+        parameters=_parse_parameters(config.get("parameters", "")),
+        timeout=_parse_timeout(timeout_text),
+        timeout_text=timeout_text,
+        output_path=_parse_template(config.get("output_path", "").strip() or DEFAULT_OUTPUT_PATH),
+        cwd=_parse_cwd(config.get("cwd", "").strip()),
+    )
+
+
+def _parse_path(text: str) -> Path:
+    text = text.strip()
+    if not text:
+        raise InvalidJob(
+            'notebook executor: "path" is required, e.g. {"path": "/srv/notebooks/report.ipynb"}'
+        )
+    if "\x00" in text:
+        raise InvalidJob('notebook executor: "path" contains a NUL byte')
+    path = Path(text)
+    if not path.is_absolute():
+        raise InvalidJob(
+            f'notebook executor: "path" must be absolute, not {text!r}: a relative path would '
+            "depend on the directory the target node was started in"
+        )
+    if path.suffix != ".ipynb":
+        raise InvalidJob(f'notebook executor: "path" must name an .ipynb file, not {text!r}')
+    return path
+
+
+def _parse_kernel(text: str) -> str | None:
+    if text and not _KERNEL_NAME.match(text):
+        raise InvalidJob(
+            f'notebook executor: "kernel" {text!r} is not a kernel name: use letters, digits, '
+            "'.', '_' and '-' (`jupyter kernelspec list` shows the installed ones)"
+        )
+    return text or None
+
+
+def _parse_parameters(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidJob(
+            f'notebook executor: "parameters" is not valid JSON ({exc}); write a JSON object '
+            'as a string, e.g. "{\\"region\\": \\"eu\\", \\"days\\": 7}"'
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidJob(
+            'notebook executor: "parameters" must be a JSON object of name: value, '
+            f"not {type(value).__name__}"
+        )
+    bad = [name for name in value if not name.isidentifier() or keyword.iskeyword(name)]
+    if bad:
+        raise InvalidJob(
+            f'notebook executor: "parameters" names {", ".join(map(repr, bad))} are not '
+            "Python variable names"
+        )
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} has no Python literal; send it as a string")
+
+
+def _parse_timeout(text: str) -> float | None:
+    if not text:
+        return None
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValidationError as exc:
+        raise InvalidJob(f'notebook executor: "timeout": {exc}') from None
+    if seconds <= 0:
+        raise InvalidJob(
+            f'notebook executor: "timeout" must be positive, not {text!r}; leave it out for none'
+        )
+    return seconds
+
+
+def _parse_template(template: str) -> str:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InvalidJob(
+            f'notebook executor: "output_path" {template!r}: {exc}; write {{{{ and }}}} '
+            "for literal braces"
+        ) from None
+    known = ", ".join(f"{{{name}}}" for name in OUTPUT_PLACEHOLDERS)
+    for _, field, _, _ in parsed:
+        if field is not None and field not in OUTPUT_PLACEHOLDERS:
+            raise InvalidJob(
+                f'notebook executor: "output_path" has an unknown placeholder {{{field}}}; '
+                f"the placeholders are {known}"
+            )
+    if any(spec or conversion for _, _, spec, conversion in parsed):
+        raise InvalidJob(
+            f'notebook executor: "output_path" placeholders take no format spec; use {known}'
+        )
+    if "\x00" in template:
+        raise InvalidJob('notebook executor: "output_path" contains a NUL byte')
+    return template
+
+
+def _parse_cwd(text: str) -> str | None:
+    if "\x00" in text:
+        raise InvalidJob('notebook executor: "cwd" contains a NUL byte')
+    return text or None
+
+
+def render_parameters(parameters: Mapping[str, Any]) -> str:
+    """The source of the injected cell: one ``name = <literal>`` line per parameter.
+
+    Values are JSON-decoded, so ``repr`` always gives a Python literal (str, int, float, bool,
+    None, list, dict) that evaluates back to the value: nothing in a value can become code.
+    """
+    lines = ["# Parameters", *(f"{name} = {value!r}" for name, value in parameters.items())]
+    return "\n".join(lines) + "\n"
+
+
+def inject_parameters(nb: NotebookNode, parameters: Mapping[str, Any]) -> int:
+    """Insert the parameters cell into ``nb`` and return its index.
+
+    As papermill: earlier injected cells are removed, and the new one goes right after the
+    first cell tagged ``parameters`` (whose values it overrides), or first when none is tagged.
+    """
+    import nbformat
+
+    nb.cells = [cell for cell in nb.cells if INJECTED_TAG not in _tags(cell)]
+    tagged = [i for i, cell in enumerate(nb.cells) if PARAMETERS_TAG in _tags(cell)]
+    position = tagged[0] + 1 if tagged else 0
+    cell = nbformat.v4.new_code_cell(  # type: ignore[no-untyped-call]
+        render_parameters(parameters), metadata={"tags": [INJECTED_TAG]}
+    )
+    nb.cells.insert(position, cell)
+    return position
+
+
+def _tags(cell: Mapping[str, Any]) -> list[str]:
+    tags: list[str] = cell.get("metadata", {}).get("tags", [])
+    return tags
+
+
+def render_output_path(
+    template: str, *, notebook: Path, job: str, execution_id: str, now: datetime
+) -> Path:
+    """Where the executed notebook goes: ``template`` filled in (each value made safe for a
+    file name), taken relative to the notebook's folder unless it is absolute."""
+    values = {
+        "job": _safe(job),
+        "execution_id": _safe(execution_id),
+        "date": now.strftime("%Y-%m-%d"),
+        "time": now.strftime("%H%M%S"),
+        "notebook": _safe(notebook.stem),
+    }
+    return notebook.parent / template.format_map(values)
+
+
+def _safe(value: str) -> str:
+    return _UNSAFE.sub("_", value).lstrip(".") or "_"
+
+
+class NotebookExecutor:
+    """Runs the notebook at ``path`` with a kernel, in a runner process of its own.
+
+    ``clock`` gives the ``{date}`` and ``{time}`` of ``output_path``. ``stop_grace`` is how long
+    the runner may take, past ``timeout``, to save the notebook and stop its kernel before it is
+    killed with everything under it. ``python`` runs the runner: it needs nbclient, nbformat and
+    this package.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        stop_grace: float = 15.0,
+        python: str = sys.executable,
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._stop_grace = stop_grace
+        self._python = python
+        self._shell = ShellExecutor()
+
+    def validate(self, config: Mapping[str, str]) -> None:
+        parse_config(config)
+
+    async def execute(self, request: ExecutionRequest, emit: Emit) -> ExecutorResult:
+        try:
+            config = parse_config(request.config)
+        except ValidationError as exc:
+            return ExecutorResult(success=False, output=b"", error=str(exc))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        plan = _plan(config, request, self._clock.now())
+        with _exchange_file(plan) as exchange:
+            runner = self._runner_request(request, exchange, config.timeout)
+            ran = await self._shell.execute(runner, emit)
+            report = _read_report(exchange)
+        if report is not None:
+            return ExecutorResult(
+                success=report["success"], output=ran.output, error=report["error"]
+            )
+        if config.timeout is not None and loop.time() - started >= config.timeout:
+            error = (
+                f"notebook: timed out after {config.timeout_text}, and the runner did not stop "
+                f"within {self._stop_grace:g}s more; it was killed with its kernel"
+            )
+        else:
+            error = f"notebook: the runner ended without a result ({ran.error}); see the output"
+        return ExecutorResult(success=False, output=ran.output, error=error)
+
+    def _runner_request(
+        self, request: ExecutionRequest, exchange: Path, timeout: float | None
+    ) -> ExecutionRequest:
+        config = {
+            # -P: the node's working directory must not shadow modules in the runner.
+            "command": shlex.join([self._python, "-P", "-m", _MODULE, str(exchange)]),
+            "timeout": "" if timeout is None else f"{timeout + self._stop_grace}s",
+        }
+        return ExecutionRequest(
+            job_name=request.job_name,
+            execution_id=request.execution_id,
+            config=config,
+            output_limit=request.output_limit,
+        )
+
+
+def _plan(config: NotebookConfig, request: ExecutionRequest, now: datetime) -> dict[str, Any]:
+    """What the runner is told to do, as JSON-ready data."""
+    folder = config.path.parent
+    output = render_output_path(
+        config.output_path,
+        notebook=config.path,
+        job=request.job_name,
+        execution_id=request.execution_id,
+        now=now,
+    )
+    return {
+        "path": str(config.path),
+        "kernel": config.kernel,
+        "parameters": dict(config.parameters),
+        "timeout": config.timeout,
+        "timeout_text": config.timeout_text,
+        "output": str(output),
+        "cwd": str(folder / config.cwd) if config.cwd else str(folder),
+        "job": request.job_name,
+        "execution_id": request.execution_id,
+    }
+
+
+@contextmanager
+def _exchange_file(plan: Mapping[str, Any]) -> Iterator[Path]:
+    """A file holding ``plan`` for the runner, which replaces it with its report."""
+    handle, name = tempfile.mkstemp(prefix="dkron-lab-notebook-", suffix=".json")
+    with os.fdopen(handle, "w") as file:
+        json.dump(plan, file)
+    try:
+        yield Path(name)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or not isinstance(report.get("success"), bool):
+        return None
+    return {"success": report["success"], "error": str(report.get("error", ""))}
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner: everything below runs in the child process, which alone imports nbclient.
+
+
+class _RunError(Exception):
+    """The notebook cannot be run; the message is the execution's error."""
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class _Runner:
+    """One run of one notebook: prepare, execute, save, report."""
+
+    def __init__(self, plan: Mapping[str, Any]) -> None:
+        self.plan = plan
+        self.path = Path(plan["path"])
+        self.output = Path(plan["output"])
+        self.current: int | None = None
+        self.cell_started = 0.0
+        self.numbers: dict[int, int] = {}
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            nb = _read_notebook(self.path)
+            kernel = self._prepare(nb)
+        except _RunError as exc:
+            return {"success": False, "error": str(exc)}
+        self.numbers = _code_cell_numbers(nb)
+        _say(f"running {self.path} with kernel {kernel}: {len(self.numbers)} code cells")
+        with tempfile.TemporaryFile() as kernel_log:
+            error, block = await self._execute(nb, kernel, kernel_log)
+        error = self._save(nb, kernel, error)
+        if block:
+            _say(block)
+        return {"success": not error, "error": error}
+
+    def _prepare(self, nb: NotebookNode) -> str:
+        cwd = Path(self.plan["cwd"])
+        if not cwd.is_dir():
+            raise _RunError(f"notebook: working directory {str(cwd)!r} is not a directory")
+        kernelspec = nb.metadata.get("kernelspec", {})
+        kernel = self.plan["kernel"] or kernelspec.get("name") or "python3"
+        language = _kernel_language(kernel)
+        if self.plan["parameters"]:
+            if language.lower() != "python":
+                raise _RunError(
+                    f"notebook: parameters are injected as Python, but kernel {kernel!r} runs "
+                    f'{language}; leave "parameters" out or use a Python kernel'
+                )
+            inject_parameters(nb, self.plan["parameters"])
+        return kernel
+
+    async def _execute(self, nb: NotebookNode, kernel: str, log: IO[bytes]) -> tuple[str, str]:
+        """Run every cell; return the error ("" on success) and the block that ends the output."""
+        from jupyter_client.manager import AsyncKernelManager
+        from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+        manager = AsyncKernelManager(kernel_name=kernel, connection_file=self._connection_file())
+        client = self._client(nb, manager)
+        timeout = self.plan["timeout"]
+        expired = False
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                await client.async_execute(stdout=log, stderr=log)
+        except CellExecutionError:
+            return self._cell_error(nb)
+        except Exception as exc:
+            # The total timeout cancels nbclient mid-cell, which nbclient reports as a dead
+            # kernel; the per-cell timeout raises a TimeoutError of its own.
+            expired = deadline.expired() or isinstance(exc, TimeoutError)
+            if isinstance(exc, DeadKernelError) and not expired:
+                return self._where("the kernel died"), _tail(log)
+            if not expired:
+                return f"notebook: kernel {kernel!r}: {type(exc).__name__}: {exc}", _tail(log)
+        finally:
+            await _stop_kernel(client, manager)
+        if expired:
+            return self._where(f"timed out after {self.plan['timeout_text']}"), ""
+        return "", _last_text(nb)
+
+    def _connection_file(self) -> str:
+        """In Jupyter's runtime dir, where kernel tools look (else it would go to /tmp)."""
+        from jupyter_core.paths import jupyter_runtime_dir
+        from jupyter_core.utils import ensure_dir_exists
+
+        runtime = jupyter_runtime_dir()
+        ensure_dir_exists(runtime, mode=0o700)
+        name = f"kernel-dkron-lab-{_safe(self.plan['execution_id'])}-{os.getpid()}.json"
+        return os.path.join(runtime, name)
+
+    def _client(self, nb: NotebookNode, manager: AsyncKernelManager) -> NotebookClient:
+        from nbclient import NotebookClient
+
+        timeout = self.plan["timeout"]
+        return NotebookClient(
+            nb,
+            km=manager,
+            timeout=None if timeout is None else math.ceil(timeout),
+            resources={"metadata": {"path": self.plan["cwd"]}},
+            on_cell_execute=self._on_cell_execute,
+            on_cell_executed=self._on_cell_executed,
+        )
+
+    def _on_cell_execute(self, cell: NotebookNode, cell_index: int) -> None:
+        self.current = cell_index
+        self.cell_started = time.monotonic()
+
+    def _on_cell_executed(
+        self, cell: NotebookNode, cell_index: int, execute_reply: Mapping[str, Any]
+    ) -> None:
+        status = "ok" if execute_reply["content"]["status"] == "ok" else "failed"
+        elapsed = time.monotonic() - self.cell_started
+        _say(f"{self._cell_name(cell_index)} {status} ({elapsed:.1f}s)")
+
+    def _cell_name(self, index: int) -> str:
+        return f"cell {self.numbers.get(index, '?')}/{len(self.numbers)}"
+
+    def _where(self, what: str) -> str:
+        if self.current is None:
+            return f"notebook: {what} while starting the kernel"
+        return f"notebook: {what} while running {self._cell_name(self.current)}"
+
+    def _cell_error(self, nb: NotebookNode) -> tuple[str, str]:
+        index = self.current
+        errors = [] if index is None else _error_outputs(nb.cells[index])
+        if index is None or not errors:
+            return self._where("a cell raised"), ""
+        ename, evalue = errors[-1].get("ename", "Error"), errors[-1].get("evalue", "")
+        traceback = _plain("\n".join(errors[-1].get("traceback", [])))
+        error = f"notebook: {self._cell_name(index)} raised {ename}: {evalue}"
+        return error, f"{ename}: {evalue}\n{traceback}"
+
+    def _save(self, nb: NotebookNode, kernel: str, error: str) -> str:
+        """Save the executed notebook, whatever the outcome; return the error, now or before."""
+        import nbformat
+
+        nb.metadata["dkron_lab"] = {
+            "job": self.plan["job"],
+            "execution_id": self.plan["execution_id"],
+            "input_path": str(self.path),
+            "kernel": kernel,
+            "parameters": self.plan["parameters"],
+            "success": not error,
+            "error": error,
+        }
+        partial = self.output.with_name(f".{self.output.name}.{os.getpid()}.partial")
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, partial)  # type: ignore[no-untyped-call]
+            os.replace(partial, self.output)
+        except OSError as exc:
+            with suppress(OSError):
+                partial.unlink()
+            reason = f"cannot save the executed notebook to {str(self.output)!r}: {exc.strerror}"
+            _say(reason)
+            return f"{error}; {reason}" if error else f"notebook: {reason}"
+        _say(f"executed notebook saved to {self.output}")
+        return error
+
+
+def _read_notebook(path: Path) -> NotebookNode:
+    import nbformat
+
+    try:
+        notebook: NotebookNode = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+    except FileNotFoundError:
+        raise _RunError(
+            f'notebook: no notebook at {str(path)!r} on this node; check "path"'
+        ) from None
+    except OSError as exc:
+        raise _RunError(f"notebook: cannot read {str(path)!r}: {exc.strerror}") from None
+    except Exception as exc:  # nbformat raises many kinds for a file that is not a notebook
+        raise _RunError(f"notebook: {str(path)!r} is not a valid notebook: {exc}") from None
+    return notebook
+
+
+def _kernel_language(kernel: str) -> str:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    specs = KernelSpecManager()
+    try:
+        language: str = specs.get_kernel_spec(kernel).language
+    except NoSuchKernel:
+        installed = ", ".join(sorted(specs.find_kernel_specs())) or "none"
+        raise _RunError(
+            f'notebook: no kernel {kernel!r} on this node (installed: {installed}); set "kernel"'
+        ) from None
+    return language
+
+
+def _code_cell_numbers(nb: NotebookNode) -> dict[int, int]:
+    """Cell index -> 1-based number among the cells nbclient will run."""
+    runnable = [
+        index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and cell.source.strip() and "skip-execution" not in _tags(cell)
+    ]
+    return {index: number for number, index in enumerate(runnable, start=1)}
+
+
+def _error_outputs(cell: NotebookNode) -> list[Mapping[str, Any]]:
+    return [output for output in cell.get("outputs", []) if output["output_type"] == "error"]
+
+
+def _text_of(cell: NotebookNode) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream":
+            parts.append(output["text"])
+        elif "text/plain" in output.get("data", {}):
+            parts.append(output["data"]["text/plain"] + "\n")
+    return _plain("".join(parts))
+
+
+def _last_text(nb: NotebookNode) -> str:
+    """The text output of the last code cell that has any, without its final newline."""
+    for cell in reversed(nb.cells):
+        if cell.cell_type == "code" and (text := _text_of(cell)):
+            return text.removesuffix("\n")
+    return ""
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0, os.SEEK_END)
+    log.seek(max(0, log.tell() - _KERNEL_LOG_TAIL))
+    text = log.read().decode("utf-8", errors="replace").strip()
+    return f"kernel log (last lines):\n{_plain(text)}" if text else ""
+
+
+async def _stop_kernel(client: NotebookClient, manager: AsyncKernelManager) -> None:
+    if client.kc is not None:
+        client.kc.stop_channels()
+    try:
+        if manager.has_kernel:
+            await manager.shutdown_kernel(now=True)
+    except Exception as exc:  # still ours to kill below
+        _say(f"stopping the kernel failed: {exc}")
+    _kill_descendants()
+
+
+def _kill_descendants() -> None:
+    """Kill whatever the kernel left behind, so nothing outlives the run or holds its output."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.Error):
+            child.kill()
+
+
+def _main() -> None:
+    import warnings
+
+    # The runner's output is the execution's output: library warnings would only be noise.
+    warnings.simplefilter("ignore")
+    exchange = Path(sys.argv[1])
+    plan = json.loads(exchange.read_text())
+    report = asyncio.run(_Runner(plan).run())
+    exchange.write_text(json.dumps(report))
+    sys.exit(0 if report["success"] else 1)
+
+
+if __name__ == "__main__":
+    _main()
