@@ -288,7 +288,7 @@ class _Child:
     async def abort(self, grace: float) -> None:
         """Kill the command's tree, then wait up to ``grace`` seconds for its output to close."""
         _kill_tree(self.popen)
-        if self._stdin is not None:
+        if self._stdin is not None and not self._stdin.is_closing():
             self._stdin.abort()
         await asyncio.wait({self.finished}, timeout=grace)
         if not self.finished.done():

@@ -106,6 +106,13 @@ async def test_success_codes_decide_which_exit_statuses_succeed() -> None:
     assert not zero[0].success and zero[0].error == "exit status 0"
 
 
+async def test_a_timeout_after_the_payload_was_written_kills_cleanly() -> None:
+    payload = base64.b64encode(b"hi").decode()
+    config = {"command": "cat >/dev/null; sleep 30", "shell": "true", "payload": payload}
+    result, _ = await run({**config, "timeout": "1s"})
+    assert not result.success and "timeout" in result.error
+
+
 @pytest.mark.parametrize("codes", ["abc", "0,256", "-1", "1.5"])
 def test_bad_success_codes_are_refused_at_save_time(codes: str) -> None:
     with pytest.raises(InvalidJob, match='"success_codes"'):
