@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_single_node import RawHTTP, percentile, print_table
 
-from dkron_lab.testing import Cluster
+from dkron_lab.testing import Cluster, install_plugin
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOOP_MODULE = '''
@@ -66,24 +65,13 @@ class NoopExecutor:
 
 
 def install_noop_plugin(directory: Path) -> None:
-    """A module and a dist-info registering ``noop`` in ``dkron_lab.executors``; the nodes
-    find it through ``PYTHONPATH`` (inherited by ``Cluster``'s subprocesses)."""
-    (directory / "dkron_lab_bench_noop.py").write_text(NOOP_MODULE)
-    dist_info = directory / "dkron_lab_bench_noop-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: dkron-lab-bench-noop\nVersion: 1.0\n"
+    """``noop`` in ``dkron_lab.executors``, found by the nodes through ``PYTHONPATH``."""
+    install_plugin(
+        directory,
+        "dkron_lab_bench_noop",
+        NOOP_MODULE,
+        {"dkron_lab.executors": {"noop": "dkron_lab_bench_noop:NoopExecutor"}},
     )
-    (dist_info / "entry_points.txt").write_text(
-        textwrap.dedent(
-            """
-            [dkron_lab.executors]
-            noop = dkron_lab_bench_noop:NoopExecutor
-            """
-        )
-    )
-    paths = [str(directory), *filter(None, [os.environ.get("PYTHONPATH")])]
-    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 # -- 1. sequential creates -------------------------------------------------------------------------

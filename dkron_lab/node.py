@@ -185,7 +185,7 @@ class Node:
         self.liveness = Liveness()
         self.cluster_key = cluster_key(config.encrypt)
         self.peers = Peers(self.cluster_key)
-        self._accepted: dict[int, None] = {}  # groups this node started for a leader, newest last
+        self._accepted: dict[tuple[int, int], None] = {}  # (group, attempt) started, newest last
         self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
         self._ready = False
         self._beating: set[str] = set()  # servers a heartbeat is on its way to
@@ -236,8 +236,20 @@ class Node:
         self._loops.add(task)
         task.add_done_callback(self._loops.discard)
 
-    async def _wait_for_cluster(self, patience: float = 300.0) -> None:
-        """Wait until a leader is known and this node has caught up, saying why it waits."""
+    async def _wait_for_cluster(self) -> None:
+        """Wait until a leader is known and this node has caught up, saying why it waits.
+
+        With ``--retry-join`` it waits ``--retry-max`` times ``--retry-interval`` (for ever
+        when ``--retry-max`` is 0, as Dkron does); otherwise 5 minutes. The cluster links
+        themselves are retried all along.
+        """
+        config = self.config
+        if not config.retry_join:
+            patience: float | None = 300.0
+        elif config.retry_max:
+            patience = config.retry_max * config.retry_interval.total_seconds()
+        else:
+            patience = None
         waited = 0.0
         while True:
             try:
@@ -245,12 +257,13 @@ class Node:
                 return
             except ClusterError:
                 waited += 10.0
-                if waited >= patience:
+                if patience is not None and waited >= patience:
                     raise
             log.warning(
                 "no leader yet after %.0f s: waiting for a quorum of %s; a server new to a "
                 "running cluster must be added from it: dkron-lab raft add-peer --peer-addr %s",
-                waited, ", ".join(self.config.join) or "the servers", self.config.bind_addr,
+                waited, ", ".join(config.join + config.retry_join) or "the servers",
+                config.bind_addr,
             )  # fmt: skip
 
     async def stop(self, *, graceful: bool = True) -> None:
@@ -677,13 +690,12 @@ class Node:
                 f"run request from an old leader (term {payload.get('term')} < {self.raft.term})"
             )
         for run in payload["runs"]:
-            group = int(run["group"])
-            if group in self._accepted:
+            group, attempt = int(run["group"]), int(run.get("attempt", 1))
+            if (group, attempt) in self._accepted:
                 continue
-            self._accepted[group] = None
+            self._accepted[(group, attempt)] = None
             job, _ = codec.job_from_json(run["job"])
             scheduled_at = codec.parse_time(run.get("scheduled_at"), "scheduled_at")
-            attempt = int(run.get("attempt", 1))
             if scheduled_at is not None and scheduled_at > self.clock.now():
                 self._spawn(self._start_at(job, group, attempt, scheduled_at))
             else:
@@ -1041,13 +1053,32 @@ class Node:
         return found
 
     def busy(self) -> list[Execution]:
-        """Running now anywhere: here live, elsewhere as of each node's last heartbeat."""
+        """Running now anywhere: here live, elsewhere as of each node's last heartbeat; then
+        the runs queued cluster-wide under the concurrency limits, oldest first."""
         elsewhere = [
             codec.execution_from_json(e)
             for e in self.liveness.busy()
             if e.get("node_name") != self.name
         ]
-        return sorted([*self.runner.busy(), *elsewhere], key=lambda e: e.started_at)
+        running = sorted([*self.runner.busy(), *elsewhere], key=lambda e: e.started_at)
+        return running + self._queued_cluster_wide()
+
+    def _queued_cluster_wide(self) -> list[Execution]:
+        with self.state.lock:
+            groups = [(gid, dict(self.state.groups[gid])) for gid in self.state.queue]
+        return [
+            Execution(
+                id=f"queued-{gid}-{target}",
+                job_name=group["job"],
+                node_name=target,
+                group=gid,
+                started_at=datetime.fromtimestamp(gid / 1e9, UTC),
+                scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
+                queued=True,
+            )
+            for gid, group in groups
+            for target in group["targets"]
+        ]
 
     @property
     def member_tags(self) -> dict[str, str]:
