@@ -1,5 +1,5 @@
-"""The ``dkron-lab`` command: ``agent`` runs a node; ``jobs``/``executions`` talk to one over
-its REST API; ``keygen`` and ``version`` as in Dkron.
+"""The ``dkron-lab`` command: ``agent`` runs a node; ``jobs``/``executions``/``sql`` talk to one
+over its REST API; ``keygen`` and ``version`` as in Dkron.
 
 Only parsing and printing live here: the config is built by ``dkron_lab.config``, a node by
 ``dkron_lab.node.run_agent`` (imported when ``agent`` runs, so client commands stay light),
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+import httpx
 import yaml
 from click.core import ParameterSource
 
@@ -573,6 +575,123 @@ def executions(address: str, token: str | None, job: str, limit: int, as_json: b
         for execution in found
     ]
     click.echo(_table(headers, rows))
+
+
+@cli.command("sql")
+@click.argument("query", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "source",
+    type=click.File("r"),
+    help="Read the query from a file instead; - reads stdin.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(0, 1_000_000),
+    help="Return at most this many rows. [default: the server's, 100000]",
+)
+@click.option(
+    "--timeout",
+    "query_timeout",
+    type=click.FloatRange(0, 300, min_open=True),
+    help="Stop the query after this many seconds. [default: the server's, 30]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answer.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@_client_options
+def sql(
+    address: str,
+    token: str | None,
+    query: str | None,
+    source: IO[str] | None,
+    max_rows: int | None,
+    query_timeout: float | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Run one read-only SELECT over the history (views executions, jobs, members).
+
+    \b
+    dkron-lab sql "SELECT job_name, avg(success::int) AS success_rate
+                   FROM executions GROUP BY job_name ORDER BY 2"
+
+    docs/sql.md lists every column and ten useful queries.
+    """
+    if (query is None) == (source is None):
+        raise click.UsageError('give the query as an argument or with -f FILE, e.g. "SELECT 1"')
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    body: dict[str, Any] = {"query": query if source is None else source.read()}
+    if max_rows is not None:
+        body["max_rows"] = max_rows
+    if query_timeout is not None:
+        body["timeout"] = query_timeout
+    answer = _post_sql(address, token, body, wait=(query_timeout or 30.0) + 30.0)
+    if as_json:
+        _echo_json(answer)
+    elif as_csv:
+        _echo_csv(answer)
+    else:
+        _echo_result(answer)
+    if answer.get("truncated"):
+        click.echo(
+            f"(truncated at {answer.get('row_count')} rows: aggregate in SQL, or raise --max-rows)",
+            err=True,
+        )
+
+
+def _post_sql(address: str, token: str | None, body: dict[str, Any], wait: float) -> Any:
+    """``POST /v1/sql`` asking for JSON; an error ends the command with the server's message.
+
+    Plain httpx here rather than ``Client``, which has no SQL method yet."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers |= {"Authorization": f"Bearer {token}", "X-Dkron-Token": token}
+    url = address.rstrip("/") + "/v1/sql"
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=wait)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot reach dkron-lab at {address} ({exc}): is the agent running?"
+        ) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.is_error:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        raise click.ClickException(
+            str(error or f"POST /v1/sql failed: {response.status_code} {response.text[:200]}")
+        )
+    return answer
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "NULL"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _echo_result(answer: Any) -> None:
+    headers = tuple(column["name"] for column in answer["columns"])
+    rows = [tuple(_cell(value) for value in row) for row in answer["rows"]]
+    if headers:
+        click.echo(_table(headers, rows))
+    count = answer.get("row_count", len(rows))
+    click.echo(f"({count} row{'' if count == 1 else 's'})")
+
+
+def _echo_csv(answer: Any) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow([column["name"] for column in answer["columns"]])
+    for row in answer["rows"]:
+        writer.writerow(
+            ["" if v is None else v if isinstance(v, str | int | float) else json.dumps(v)
+             for v in row]
+        )  # fmt: skip
 
 
 @cli.command()

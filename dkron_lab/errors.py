@@ -11,7 +11,10 @@ same class back from the ``type`` field of the JSON error body.
     │   ├── InvalidJob                             a job definition breaks a rule
     │   ├── InvalidSchedule                        a schedule, timezone or duration does not parse
     │   ├── PluginNotFound                         an unknown executor or processor name
-    │   └── BadRequest                             malformed JSON, wrong query parameter, ...
+    │   ├── BadRequest                             malformed JSON, wrong query parameter, ...
+    │   ├── InvalidQuery                           SQL that DuckDB cannot run (its message)
+    │   ├── QueryRefused                           SQL that is not one read-only SELECT
+    │   └── QueryTimeout                           SQL that ran past its time limit
     ├── Unauthorized                          401  missing or wrong API token
     ├── NotFoundError (LookupError)           404
     │   ├── JobNotFound
@@ -40,6 +43,7 @@ __all__ = [
     "ExecutionError",
     "ExecutionNotFound",
     "InvalidJob",
+    "InvalidQuery",
     "InvalidSchedule",
     "JobHasDependents",
     "JobNotFound",
@@ -49,6 +53,8 @@ __all__ = [
     "Paused",
     "PayloadTooLarge",
     "PluginNotFound",
+    "QueryRefused",
+    "QueryTimeout",
     "ReplicationTimeout",
     "Unauthorized",
     "Unavailable",
@@ -84,6 +90,21 @@ class PluginNotFound(ValidationError):
 
 class BadRequest(ValidationError):
     """The request itself is malformed (body, query parameters)."""
+
+
+class InvalidQuery(ValidationError):
+    """SQL sent to ``POST /v1/sql`` that DuckDB cannot run; the message is DuckDB's."""
+
+
+class QueryRefused(ValidationError):
+    """SQL that is not one read-only ``SELECT``: it would write, attach, touch files or change
+    settings. The message says what is not allowed and what to send instead."""
+
+
+class QueryTimeout(ValidationError):
+    """SQL that ran past its time limit and was interrupted: narrow it or raise ``timeout``.
+
+    A 400 like the others (not 408, which browsers and proxies retry on their own)."""
 
 
 class Unauthorized(DkronError):

@@ -13,6 +13,7 @@ at the edge, and the node only ever sees parsed values.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -31,6 +32,7 @@ import yaml
 from tornado import httputil
 
 from dkron_lab import codec
+from dkron_lab.api import sql as sql_api
 from dkron_lab.api.errors import error_body, http_error_body, status_for
 from dkron_lab.errors import (
     BadRequest,
@@ -264,6 +266,16 @@ class ApiMixin(_HandlerBase):
 
     def compute_etag(self) -> None:
         return None  # answers change with every run; Dkron sends no ETag either
+
+    def finish_as(self, body: bytes, content_type: str) -> None:
+        """Finish with a body that is not JSON. jupyter_server's ``APIHandler.finish()`` stamps
+        ``application/json`` on every answer unless told otherwise; tornado's takes no such
+        keyword."""
+        self.set_header("Content-Type", content_type)
+        if hasattr(self, "update_api_activity"):
+            self.finish(body, set_content_type=content_type)  # type: ignore[call-arg]
+        else:
+            self.finish(body)
 
     def write_json(self, value: Any, *, status: int = 200) -> None:
         self.set_status(status)
@@ -673,13 +685,32 @@ class PrometheusMetrics(ApiMixin):
                 "to serve GET /metrics"
             )
         body, content_type = metrics.render(self.request.headers.get("Accept"))
-        self.set_header("Content-Type", content_type)
-        if hasattr(self, "update_api_activity"):
-            # jupyter_server's APIHandler.finish() stamps application/json on every answer
-            # unless told otherwise; tornado's own finish() takes no such keyword.
-            self.finish(body, set_content_type=content_type)  # type: ignore[call-arg]
-        else:
-            self.finish(body)
+        self.finish_as(body, content_type)
+
+
+class Sql(ApiMixin):
+    """``POST /v1/sql``: one read-only SELECT over this server's history (docs/sql.md). The
+    query and the encoding run in a pool of their own threads, off the IOLoop."""
+
+    accepts_body = True
+
+    async def post(self) -> None:
+        request = sql_api.sql_request(self.json_body())
+        arrow = sql_api.ARROW_STREAM in self.request.headers.get("Accept", "")
+        views, _ = self.node.list_jobs(JobQuery())
+        leader = self.node.leader()
+        leader_name = leader["Name"] if leader else None
+        jobs = [sql_api.job_row(view) for view in views]
+        members = [sql_api.member_row(member, leader_name) for member in self.node.members()]
+        pretty = "pretty" in self.request.query_arguments
+        work = functools.partial(
+            sql_api.answer, self.node.history, request, jobs, members, arrow=arrow, pretty=pretty
+        )
+        result, body = await asyncio.get_running_loop().run_in_executor(sql_api.POOL, work)
+        self.set_header("X-Dkron-Truncated", "true" if result.truncated else "false")
+        self.set_header("X-Dkron-Rows", result.table.num_rows)
+        content_type = sql_api.ARROW_STREAM if arrow else "application/json; charset=UTF-8"
+        self.finish_as(bytes(body), content_type)
 
 
 RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
@@ -705,6 +736,7 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/jobs/{job}/skipped", Skipped),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),
+    ("/v1/sql", Sql),
     ("/v1/openapi.json", OpenAPI),
 )
 """Every route as an OpenAPI path template (``{name}`` = one path segment) and its resource."""

@@ -70,7 +70,8 @@ class RunOnLeader(_Internal):
 
 class AddPeer(_Internal):
     async def post(self) -> None:
-        await self.node.add_peer(str(self.signed_body()["peer"]))
+        body = self.signed_body()
+        await self.node.add_peer(str(body["peer"]), knocked=bool(body.get("knocked")))
         self.write_json({"added": True})
 
 

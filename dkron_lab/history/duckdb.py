@@ -34,10 +34,22 @@ Choices, measured with ``benchmarks/bench_history.py`` and scratch runs on DuckD
   JSON-able records in a stable key order, resumed from a cursor (the last row's key: there is no
   primary key to page by); ``import_executions`` / ``import_skipped`` queue them through the
   idempotent writes above, so a copied row the log also delivers is stored once.
+* **User SQL** (``run_sql``, behind ``POST /v1/sql``) runs in a sandbox that is set up once,
+  when the file is opened, because DuckDB's settings are global to the database instance the
+  writer shares (``reference/jupyter-spike.md`` section 4): extensions, secrets and Python
+  replacement scans are off from ``connect``; then external access (files, URLs) is turned off
+  and the configuration locked, so no ``SET`` can undo it, ours included. Each query then runs
+  on its own cursor inside ``BEGIN TRANSACTION READ ONLY`` (a statement-type check alone lets
+  ``WITH d AS (DELETE ... RETURNING *) SELECT`` and ``nextval`` write), under a timer that
+  interrupts that cursor only, and is read as Arrow up to ``max_rows + 1`` rows. The views it
+  sees (``executions`` with derived columns, ``jobs``, ``members``) are temporary objects of
+  that cursor, so nothing one query sees or makes can reach another. See ``docs/sql.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -47,14 +59,24 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
-from dkron_lab.errors import BadRequest, DkronError
+from dkron_lab.errors import (
+    BadRequest,
+    DkronError,
+    InvalidQuery,
+    QueryRefused,
+    QueryTimeout,
+    Unavailable,
+)
 from dkron_lab.model.execution import Execution
 
-__all__ = ["SORT_FIELDS", "DuckDBHistory"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["SORT_FIELDS", "DuckDBHistory", "SqlResult"]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -76,11 +98,17 @@ SORT_FIELDS: Mapping[str, str] = MappingProxyType(
 _MIGRATIONS: tuple[str, ...] = ("schema.sql", "schema_v2.sql")
 _PRUNE_EVERY = timedelta(minutes=1)
 _package_files = resources.files("dkron_lab.history")
-_CONFIG = {
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     # A scheduler never downloads extensions; the ones we use (ICU for TIMESTAMPTZ) are built in.
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
+    # The user-SQL sandbox (see the module docstring): these can only be set at connect.
+    "allow_community_extensions": False,
+    "allow_persistent_secrets": False,
+    "python_enable_replacements": False,
 }
+# Set after the migrations, in this order: once the configuration is locked, no SET works.
+_LOCK_DOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR"),
@@ -117,6 +145,17 @@ WHERE ? IS NULL OR (job_name, reason, first_at, last_at) > (?, ?, ?::TIMESTAMPTZ
 ORDER BY job_name, reason, first_at, last_at LIMIT ?
 """
 _EXECUTION_KEYS = tuple(name.strip('"') for name, _ in _COLUMNS)
+# What user SQL calls `executions`: the table plus derived columns, as a temporary view of the
+# query's own cursor (temporary objects shadow the table of the same name).
+_EXECUTIONS_VIEW = """
+CREATE TEMP VIEW executions AS
+SELECT id, job_name, node_name, "group", attempt, started_at, finished_at, scheduled_at,
+       success, output,
+       (epoch_us(finished_at) - epoch_us(started_at)) / 1e6 AS duration_s,
+       (epoch_us(started_at) - epoch_us(scheduled_at)) / 1e6 AS lateness_s
+FROM {database}.main.executions
+"""
+_SQL_BATCH_ROWS = 122_880  # one DuckDB row group per Arrow batch
 _SKIPPED_KEYS = ("job_name", "reason", "first", "last", "count", "recorded_at")
 
 
@@ -141,6 +180,20 @@ class _Skipped:
 
 
 _Write = _Append | _DeleteJob | _Skipped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlResult:
+    """What :meth:`DuckDBHistory.run_sql` found.
+
+    ``table`` (a ``pyarrow.Table``) holds the first ``max_rows`` rows; ``truncated`` says the
+    query had more. ``columns`` are the result's (name, DuckDB type) pairs, in order, e.g.
+    ``("started_at", "TIMESTAMP WITH TIME ZONE")``; the Arrow schema has the same names.
+    """
+
+    columns: tuple[tuple[str, str], ...]
+    table: pa.Table
+    truncated: bool
 
 
 class DuckDBHistory:
@@ -185,6 +238,9 @@ class DuckDBHistory:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._last_prune: datetime | None = None
+        self._database = ""  # DuckDB's name of the file, for the per-query views
+        self._queries: set[_Deadline] = set()  # user SQL running now (under _con_lock)
+        self._queries_done = threading.Condition(self._con_lock)
 
     @property
     def path(self) -> Path:
@@ -202,6 +258,9 @@ class DuckDBHistory:
             # Global, so every cursor returns UTC whatever the machine's zone is.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             _migrate(con, self._clock())
+            for statement in _LOCK_DOWN:
+                con.execute(statement)
+            (self._database,) = con.execute("SELECT current_database()").fetchall()[0]
             writer = con.cursor()
         except BaseException:
             con.close()
@@ -223,6 +282,11 @@ class DuckDBHistory:
         if thread is not None:
             thread.join()
         with self._con_lock:
+            # DuckDB refuses to close a connection while a cursor of it runs a query.
+            while self._queries:
+                for query in self._queries:
+                    query.stop()
+                self._queries_done.wait(timeout=0.1)
             if self._con is not None:
                 self._con.close()
             self._con, self._thread = None, None
@@ -421,6 +485,51 @@ class DuckDBHistory:
             rows = self.query("SELECT count(*) FROM executions WHERE job_name = ?", [job_name])
         return int(rows[0][0])
 
+    def run_sql(
+        self,
+        query: str,
+        *,
+        max_rows: int,
+        timeout: float,
+        jobs: Sequence[Mapping[str, Any]] = (),
+        members: Sequence[Mapping[str, Any]] = (),
+    ) -> SqlResult:
+        """Run one user ``SELECT``, read-only, over the views of ``docs/sql.md``. Blocking: call
+        it in a thread. Writes queued meanwhile carry on; the query sees one snapshot.
+
+        ``jobs`` and ``members`` are the rows of the ``jobs`` and ``members`` views (their keys
+        are the columns; a missing key is NULL): they live in the Raft state, not in this file,
+        so the caller passes them in. At most ``max_rows`` rows come back; the query is
+        interrupted after ``timeout`` seconds.
+
+        Raises :class:`~dkron_lab.errors.QueryRefused` (not exactly one ``SELECT``, or it would
+        write, touch files or URLs), :class:`~dkron_lab.errors.InvalidQuery` (DuckDB's
+        message), :class:`~dkron_lab.errors.QueryTimeout`, or
+        :class:`~dkron_lab.errors.Unavailable` when ``close()`` stops it.
+        """
+        if max_rows < 0 or timeout <= 0:
+            raise ValueError(f"max_rows={max_rows} must be >= 0 and timeout={timeout} > 0")
+        import pyarrow as pa  # only SQL needs it: a node that never gets a query saves ~150 ms
+
+        views = {
+            "jobs": pa.Table.from_pylist(list(jobs), schema=_jobs_schema()),
+            "members": pa.Table.from_pylist(list(members), schema=_members_schema()),
+        }
+        database = self._database
+
+        def run(cur: duckdb.DuckDBPyConnection) -> SqlResult:
+            deadline = _Deadline(cur, timeout)
+            with self._con_lock:
+                self._queries.add(deadline)
+            try:
+                return _run_sandboxed(cur, query, database, views, max_rows, deadline)
+            finally:
+                with self._con_lock:
+                    self._queries.discard(deadline)
+                    self._queries_done.notify_all()
+
+        return self._read(run)
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``sql`` on a fresh cursor and fetch every row. Internal helper for tests and
         benchmarks: it is NOT sandboxed and must never see user SQL."""
@@ -492,6 +601,213 @@ class DuckDBHistory:
             return
         if deleted:
             logger.info("history: deleted %d executions older than %s", deleted, self._retention)
+
+
+# --- user SQL --------------------------------------------------------------------------------
+
+
+class _Deadline:
+    """Interrupts the query running on ``cur`` once ``seconds`` have passed, unless the block
+    was left before, or at once on ``stop()`` (the history is closing). ``interrupt()`` stops
+    only that cursor's query, not the writer's or another query's."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self.stopped = False
+        self._cur = cur
+        self._lock = threading.Lock()
+        self._over = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:  # so the timer cannot touch the cursor once it is being closed
+            self._over = True
+        self._timer.cancel()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            if not self._over:
+                self._cur.interrupt()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._over:
+                self.fired = True
+                self._cur.interrupt()
+
+
+def _run_sandboxed(
+    cur: duckdb.DuckDBPyConnection,
+    query: str,
+    database: str,
+    views: Mapping[str, pa.Table],
+    max_rows: int,
+    deadline: _Deadline,
+) -> SqlResult:
+    import pyarrow as pa
+
+    try:
+        statement = _one_select(cur, query)
+        cur.execute(_EXECUTIONS_VIEW.format(database=_identifier(database)))
+        for name, table in views.items():
+            cur.register(name, table)  # a temporary view of this cursor only
+        with deadline:
+            # The statement-type check lets DML inside a WITH and nextval() through; a read-only
+            # transaction refuses every write to the file (temporary objects stay writable).
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return _fetch(cur, statement.query, max_rows)
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        raise _query_error(exc, deadline) from None
+
+
+def _one_select(cur: duckdb.DuckDBPyConnection, query: str) -> Any:
+    """The one statement of ``query`` if it is a SELECT, else QueryRefused saying why."""
+    statements = cur.extract_statements(query)  # a syntax error raises duckdb's ParserException
+    if not statements:
+        raise QueryRefused(
+            "the query is empty: send one SELECT, e.g. SELECT count(*) FROM executions"
+        )
+    if len(statements) > 1:
+        raise QueryRefused(
+            f"the query holds {len(statements)} statements: send exactly one SELECT "
+            "(no ';' between statements)"
+        )
+    kind = statements[0].type
+    if kind == duckdb.StatementType.MULTI:
+        raise QueryRefused(
+            "the query expands into several statements (a PIVOT without an IN list does): list "
+            "the values, e.g. PIVOT executions ON success IN (true, false) USING count(*)"
+        )
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryRefused(
+            f"{kind.name} statements are not allowed: SQL here only reads (no INSERT, UPDATE, "
+            "DELETE, CREATE, ATTACH, COPY, EXPORT, SET, PRAGMA, INSTALL or LOAD); send one "
+            "SELECT over the views executions, jobs and members"
+        )
+    return statements[0]
+
+
+def _fetch(cur: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> SqlResult:
+    """Stream the result as Arrow and stop after ``max_rows + 1`` rows: the extra row says
+    whether it was truncated, and DuckDB computes no more of it than that."""
+    import pyarrow as pa
+
+    relation = cur.sql(query)
+    columns = tuple(zip(relation.columns, map(str, relation.types), strict=True))
+    reader = relation.to_arrow_reader(min(max_rows + 1, _SQL_BATCH_ROWS))
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    try:
+        while rows <= max_rows:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            batches.append(batch)
+            rows += batch.num_rows
+    finally:
+        reader.close()  # an open reader blocks its connection
+    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, max_rows)
+    return SqlResult(columns=columns, table=table, truncated=rows > max_rows)
+
+
+def _query_error(exc: BaseException, deadline: _Deadline) -> DkronError:
+    """The API error for what DuckDB (or Arrow) raised while running user SQL."""
+    message = str(exc)
+    if deadline.stopped:
+        return Unavailable(
+            "the query was stopped because this server is shutting down: send it again to "
+            "another server, or to this one once it is back"
+        )
+    if deadline.fired or isinstance(exc, duckdb.InterruptException):
+        return QueryTimeout(
+            f"the query ran for more than {deadline.seconds:g} s and was stopped: narrow it (a "
+            'WHERE on started_at or finished_at skips old data cheaply) or send a larger "timeout"'
+        )
+    if isinstance(exc, duckdb.PermissionException):
+        return QueryRefused(
+            f"{message}. SQL here cannot read or write files or URLs: query the views "
+            "executions, jobs and members"
+        )
+    if "read-only mode" in message:
+        return QueryRefused(
+            f"the query would write ({message}): SQL here only reads, so no INSERT, UPDATE or "
+            "DELETE (not even inside WITH) and no nextval(); send a SELECT that only reads"
+        )
+    if isinstance(exc, duckdb.InternalException | duckdb.FatalException):
+        raise exc  # our fault, not the query's: a 500 with the details in the log
+    return InvalidQuery(message)
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.cache
+def _jobs_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    text, instant, mapping = (
+        pa.string(),
+        pa.timestamp("us", tz="UTC"),
+        pa.map_(pa.string(), pa.string()),
+    )
+    return pa.schema(
+        [
+            ("name", text),
+            ("displayname", text),
+            ("schedule", text),
+            ("timezone", text),
+            ("executor", text),
+            ("executor_config", mapping),
+            ("disabled", pa.bool_()),
+            ("concurrency", text),
+            ("retries", pa.int32()),
+            ("parent_job", text),
+            ("dependent_jobs", pa.list_(text)),
+            ("owner", text),
+            ("owner_email", text),
+            ("tags", mapping),
+            ("metadata", mapping),
+            ("catchup", text),
+            ("starts_at", instant),
+            ("expires_at", instant),
+            ("status", text),
+            ("success_count", pa.int64()),
+            ("error_count", pa.int64()),
+            ("last_success", instant),
+            ("last_error", instant),
+            ("next", instant),
+        ]
+    )
+
+
+@functools.cache
+def _members_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("name", pa.string()),
+            ("addr", pa.string()),
+            ("port", pa.int32()),
+            ("status", pa.string()),
+            ("server", pa.bool_()),
+            ("leader", pa.bool_()),
+            ("tags", pa.map_(pa.string(), pa.string())),
+        ]
+    )
 
 
 # --- the functional core -------------------------------------------------------------------
@@ -692,6 +1008,7 @@ def _list_query(
     """SQL and parameters for one page of ``list_executions``; raises BadRequest."""
     column, direction = _order_by(sort, order)
     _check_page(start, end, output_size_limit)
+    params: list[Any]
     if output_size_limit is None:
         output, params = "output, false", []
     else:
