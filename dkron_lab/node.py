@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import signal
 import sys
@@ -170,7 +171,9 @@ class Node:
             config.data_dir / "history.duckdb", retention=config.history_retention
         )
         settings = replace(_raft_settings(config), **(raft_tuning or {}))
-        self.raft = RaftNode(settings, self.state, on_leadership=self._on_leadership)
+        self.raft = RaftNode(
+            settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
+        )
         self.runner = Runner(
             node_name=self.name,
             registry=self.registry,
@@ -203,6 +206,8 @@ class Node:
         self._copy_again = False
         self._dispatched: dict[tuple[int, str], float] = {}  # (group, target) -> sent at
         self._retrying: set[tuple[int, str, int]] = set()  # (group, node, attempt) due
+        self._admitted: dict[str, float] = {}  # server -> when its automatic join was tried
+        self._removed: dict[str, float] = {}  # server -> when it was removed here
         self.notifier = Notifier.from_config(config)
         self.metrics = Metrics.from_config(config, self._gauges)
         self.started_at = datetime.now(UTC)
@@ -1253,18 +1258,45 @@ class Node:
             names = {n["raft"]: n["name"] for n in self.state.nodes.values() if n.get("raft")}
         return [{"name": names.get(p["address"], ""), **p} for p in self.raft.peers()]
 
-    async def add_peer(self, address: str) -> None:
+    async def add_peer(self, address: str, *, knocked: bool = False) -> None:
         """Make the server whose cluster address is ``address`` a voter (start it first, with
-        the current servers in its --join). Sent to the leader wherever it is received."""
-        await self._on_leader("add", address)
+        the current servers in its --join). Sent to the leader wherever it is received.
+        ``knocked``: the server asked by itself (automatic join), which the leader refuses for
+        a server it removed in the last minute."""
+        await self._on_leader("add", address, knocked=knocked)
 
-    async def _on_leader(self, change: str, address: str) -> None:
+    async def _on_leader(self, change: str, address: str, *, knocked: bool = False) -> None:
         leader = self.leader()
         if self.is_leader or leader is None:
+            if change == "remove":
+                self._removed[address] = time.monotonic()
+            elif knocked and time.monotonic() - self._removed.get(address, -math.inf) < 60:
+                raise ConflictError(f"{address} was removed less than a minute ago: stop it")
             await (self.raft.add_peer if change == "add" else self.raft.remove_peer)(address)
             return
         http = self._http_of(leader["Name"])
-        await self.peers.post(http, f"/internal/v1/raft/{change}", {"peer": address})
+        body = {"peer": address, "knocked": knocked}
+        await self.peers.post(http, f"/internal/v1/raft/{change}", body)
+
+    def _on_knock(self, address: str) -> None:
+        self._call_soon(self._admit, address)
+
+    def _admit(self, address: str) -> None:
+        """A server started with ``--join`` knocked at this server's raft port: have the
+        leader make it a voter, as Dkron's leader adds the servers that join (at most one try
+        per 10 s per address; the leader refuses one it removed in the last minute)."""
+        now = time.monotonic()
+        if not self._ready or now - self._admitted.get(address, -math.inf) < 10:
+            return
+        self._admitted[address] = now
+        self._spawn(self._add_knocking(address))
+
+    async def _add_knocking(self, address: str) -> None:
+        try:
+            await self.add_peer(address, knocked=True)
+            log.info("server %s joined: it is now a voter", address)
+        except DkronError as exc:
+            log.info("server %s asked to join and was not added: %s", address, exc)
 
     async def remove_peer(self, peer: str) -> None:
         """Take the voter ``peer`` (a node name or a host:port) out of the Raft group.

@@ -450,6 +450,14 @@ class Cluster:
         if wait:
             self.wait_ready()
 
+    def add_server(self, name: str, *, wait: bool = True) -> None:
+        """Start one more server, its ``--join`` naming every server (itself included, as the
+        others were started), with ``--bootstrap-expect`` of the grown cluster."""
+        self._add(name, server=True, tags={}, encrypt=self.encrypt)
+        self._spawn(self.nodes[name], awaited=wait)
+        if wait:
+            self.wait_ready()
+
     def start(self, name: str, *, http_port: int | None = None, wait: bool = True) -> None:
         """Start ``name`` again on its data dir and ports (or on a new ``http_port``);
         ``wait`` as in ``add_agent``."""
@@ -963,6 +971,11 @@ class NamespacedCluster(Cluster):
         finally:
             for node in self.nodes.values():
                 if isinstance(node, NamespacedNode) and node.plumbed:
+                    # Deleting a veth end deletes both, even if the namespace outlives its
+                    # processes for a while (the kernel frees it when its last socket is gone).
+                    for kind in ("c", "t"):
+                        with contextlib.suppress(RuntimeError):
+                            _ip("link", "del", f"{self._tag}{kind}{node.host}")
                     with contextlib.suppress(RuntimeError):
                         _ip("netns", "del", node.netns)
                     node.plumbed = False

@@ -58,7 +58,9 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj import syncobj as _pysyncobj
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.journal import Journal
+from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.transport import TCPTransport
 
 from dkron_lab.errors import (
     ClusterError,
@@ -166,12 +168,17 @@ class RaftNode:
         machine: StateMachine,
         *,
         on_leadership: Callable[[bool, int], None] | None = None,
+        on_knock: Callable[[str], None] | None = None,
     ) -> None:
         """``on_leadership(is_leader, term)`` runs on the raft thread whenever this node's
-        belief of being leader or its term changes; it must return quickly."""
+        belief of being leader or its term changes; ``on_knock(address)`` when a server that is
+        not a voter (holding the cluster key, if there is one) connects to this node (pysyncobj
+        connects to the peers whose address sorts after its own, so not always the leader).
+        Both must return quickly."""
         self._settings = settings
         self._machine = machine
         self._on_leadership = on_leadership
+        self._on_knock = on_knock
         self._core: _Core | None = None
         self._journal: RaftJournal | None = None
         self._thread: threading.Thread | None = None
@@ -191,6 +198,10 @@ class RaftNode:
         self._calls: deque[_Call] = deque()  # work for the raft thread (membership, transfer)
         self._membership_lock = asyncio.Lock()  # pysyncobj allows one change in flight
         self._hold_until = 0.0  # submits wait in the inbox until then (leadership transfer)
+
+    def _knocked(self, address: str) -> None:
+        if self._on_knock is not None:
+            self._on_knock(address)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -212,6 +223,7 @@ class RaftNode:
         try:
             conf = _sync_obj_conf(settings, journal, self._write_snapshot, self._read_snapshot)
             core = _Core(settings, conf, journal, self._apply_payload)
+            core._dk_knocked = self._knocked
         except SyncObjException as exc:
             journal.close()
             raise ClusterError(f"cannot bind the raft port {settings.listen_address}") from exc
@@ -764,6 +776,41 @@ class RaftNode:
 
 # -- pysyncobj subclass with the spike's validated overrides ------------------------------------
 
+KNOCK_AFTER = 4.0  # seconds; a cluster being bootstrapped elects its leader well before
+
+
+class _Transport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's transport, with the knock of a server that wants to join.
+
+    pysyncobj connects a pair of voters from the side whose address sorts higher. A server
+    new to a running cluster is known to none of its members, so nobody connects to it; once
+    it has waited ``KNOCK_AFTER`` with an empty log and no leader, it connects to every
+    partner itself. A member receiving a connection that names a voter address it does not
+    know (an agent names itself ``readonly``), past the key check if there is a cluster key,
+    tells its core, then drops it as pysyncobj always did. The leader then adds it.
+    """
+
+    def _shouldConnect(self, node: Any) -> bool:
+        if TCPTransport._shouldConnect(self, node):
+            return True
+        return (
+            isinstance(node, TCPNode)
+            and node not in self._preventConnectNodes
+            and self._syncObj._dk_knocking()
+        )
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        keyed = not self._syncObj.encryptor or conn.sendRandKey
+        if (
+            keyed
+            and isinstance(message, str)
+            and message != "readonly"
+            and message not in self._nodeAddrToNode
+        ):
+            self._syncObj._dk_knocked(message)
+        super()._onIncomingMessageReceived(conn, message)
+
+
 
 class _Core(SyncObj):  # type: ignore[misc]
     """SyncObj with B1 and B5 fixed, JSON commands, and an fsync point before every ack.
@@ -784,8 +831,23 @@ class _Core(SyncObj):  # type: ignore[misc]
         self._dk_raft_thread: int | None = None  # set by the raft thread when it starts
         self._dk_after_apply: Callable[[], None] = lambda: None
         self._dk_sending: set[Any] = set()  # snapshot files open for followers
-        super().__init__(settings.self_address, list(settings.partners), conf)
+        self._dk_knocked: Callable[[str], None] = lambda address: None
+        self._dk_leaderless_since: float | None = None
+        super().__init__(
+            settings.self_address, list(settings.partners), conf, transportClass=_Transport
+        )
         self._close_finished_transmissions()
+
+    def _dk_knocking(self) -> bool:
+        """A server with an empty log that has found no leader for ``KNOCK_AFTER``: it is
+        probably new to a running cluster, so it knocks (see ``_Transport``)."""
+        if self._getLeader() is not None or self.raftCommitIndex > 1:
+            self._dk_leaderless_since = None
+            return False
+        now = time.monotonic()
+        if self._dk_leaderless_since is None:
+            self._dk_leaderless_since = now
+        return now - self._dk_leaderless_since > KNOCK_AFTER
 
     def _close_finished_transmissions(self) -> None:
         """Close the snapshot file of a transmission as pysyncobj finishes or cancels it."""

@@ -349,7 +349,8 @@ def test_env_and_config_file_reach_the_running_agent(
 ) -> None:
     (tmp_path / "dkron.yml").write_text(
         "server: true\nbootstrap-expect: 1\nnode-name: file-name\nregion: file-region\n"
-        f"data-dir: {tmp_path / 'data'}\ntags:\n  team: from-file\nmail-host: smtp.example.com\n"
+        f"data-dir: {tmp_path / 'data'}\ntags:\n  team: from-file\n"
+        "cronitor-endpoint: https://cronitor.example.com\n"
     )
     env = clean_env(
         DKRON_NODE_NAME="env-name",
@@ -372,7 +373,7 @@ def test_env_and_config_file_reach_the_running_agent(
         "file-region",
         "flag-dc",
     )
-    assert "accepted but not yet supported (ignored): mail-host" in agent.log
+    assert "accepted but not yet supported (ignored): cronitor-endpoint" in agent.log
 
     denied = dkron_lab("jobs", "list", "--address", agent.url)
     assert denied.returncode == 1 and "missing or wrong API token" in denied.stderr

@@ -435,7 +435,7 @@ def test_a_stale_name_rejoining_on_a_new_address_gets_the_runs(cluster: Cluster)
         views = [cluster.members(server)["a1"] for server in cluster.servers]
         return all((m["Port"], m["statusText"]) == (new, "alive") for m in views)
 
-    wait_for(moved, 2, f"every server shows a1 alive on port {new}, not {old}")
+    wait_for(moved, 15, f"every server shows a1 alive on port {new}, not {old}")
     create(
         cluster,
         leader,

@@ -1,0 +1,39 @@
+"""A server started with ``--join`` naming a running cluster's servers becomes a voter by
+itself, as Dkron's servers do when they join; one just removed is not taken back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dkron_lab.testing import Cluster, wait_for
+
+pytestmark = pytest.mark.slow
+
+KEY = "bWFkZS11cC10ZXN0LWtleQ=="  # 16 bytes
+
+
+def voters(cluster: Cluster, server: str) -> set[str]:
+    return {peer["name"] for peer in cluster.get(server, "/v1/raft/peers") or []}
+
+
+def test_a_new_server_joins_by_itself_and_a_removed_one_stays_out(tmp_path: Path) -> None:
+    with Cluster(tmp_path, servers=2, encrypt=KEY) as cluster:
+        job = {"name": "before", "schedule": "@manually", "executor": "shell",
+               "executor_config": {"command": "true"}}  # fmt: skip
+        cluster.http.post(f"{cluster.url('s1')}/v1/jobs", json=job).raise_for_status()
+        cluster.add_server("s3")
+        leader = cluster.leader()
+        wait_for(lambda: voters(cluster, leader) == {"s1", "s2", "s3"}, 30.0, "s3 a voter")
+        assert wait_for(lambda: cluster.get("s3", "/v1/jobs/before"), 15.0, "s3 has the job")
+
+        removed = cluster.http.delete(f"{cluster.url('s1')}/v1/raft/peers/s3")
+        assert removed.status_code == 200, removed.text
+        # (s3 runs on with its own view of the cluster, so ask s1 and s2 only.)
+        wait_for(lambda: voters(cluster, "s1") == voters(cluster, "s2") == {"s1", "s2"}, 30.0, "out")
+        # s3 still runs and keeps knocking: it is not taken back while it was just removed.
+        time.sleep(3)  # a few of its knocks (it retries every ~0.5 s)
+        assert voters(cluster, "s1") == voters(cluster, "s2") == {"s1", "s2"}
+        cluster.kill("s3")
