@@ -266,7 +266,8 @@ class Node:
                     raise
             log.warning(
                 "no leader yet after %.0f s: waiting for a quorum of %s; a server new to a "
-                "running cluster must be added from it: dkron-lab raft add-peer --peer-addr %s",
+                "running cluster asks to be added (its --join must name every server, with the "
+                "cluster's key), or add it by hand: dkron-lab raft add-peer --peer-addr %s",
                 waited, ", ".join(config.join + config.retry_join) or "the servers",
                 config.bind_addr,
             )  # fmt: skip
