@@ -1200,23 +1200,24 @@ class Node:
             raise NotFoundError(
                 f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
             )
-        claim = {"job": name, "scheduled_at": None, "group": self._new_group(), "targets": targets}
+        group = self._new_group()
+        claim = {"job": name, "scheduled_at": None, "group": group, "targets": targets}
         finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting[claim["group"]] = finished
+        self._waiting[group] = finished
         (won,), queued = await self._claim([claim])
         if not won:
-            self._waiting.pop(claim["group"], None)
+            self._waiting.pop(group, None)
             raise ConflictError(
                 f"job {name!r} is already running and its concurrency is 'forbid': "
                 "wait for the run to finish, or set concurrency to 'allow'"
             )
         if not queued:
-            self._start_runs([_Run(job, claim["group"], targets)])
+            self._start_runs([_Run(job, group, targets)])
         if wait:
             await finished
             await asyncio.to_thread(self.history.flush)
         else:
-            self._waiting.pop(claim["group"], None)
+            self._waiting.pop(group, None)
         return (
             self.get_job(name)
             if name in self.state.jobs

@@ -258,7 +258,7 @@ class JobState:
     def busy_slots(self) -> tuple[int, dict[str, int]]:
         """Runs started and not finished (a pending retry holds its slot): overall and per
         concurrency group."""
-        overall, by_group = 0, {}
+        overall, by_group = 0, dict[str, int]()
         for group in self.groups.values():
             if group.get("queued"):
                 continue
@@ -454,7 +454,7 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
         state.last_fired[job.name] = scheduled
         state._emit(FireClaimed(job.name, scheduled))
     group = int(fire["group"])
-    record = {
+    record: dict[str, Any] = {
         "job": job.name,
         "targets": list(fire["targets"]),
         "results": {},
@@ -472,7 +472,7 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
 def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
     """Take the dependent run owed to ``job`` for the parent group; a disabled child, or a
     ``forbid`` child still running, gives it up and the skip is recorded."""
-    entry = {"child": job.name, "parent_group": int(fire["parent_group"])}
+    entry: dict[str, Any] = {"child": job.name, "parent_group": int(fire["parent_group"])}
     if entry not in state.owed:
         return False
     state.owed.remove(entry)
@@ -482,9 +482,7 @@ def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
     elif job.concurrency == "forbid" and state.running.get(job.name):
         reason = "running"
     if reason:
-        at = fire.get("at") or codec.format_time(
-            datetime.fromtimestamp(entry["parent_group"] / 1e9, UTC)
-        )
+        at = fire.get("at") or codec.format_time(_instant(int(fire["parent_group"])))
         span = {"reason": reason, "first": at, "last": at, "count": 1}
         state._emit(FiresSkipped(job.name, (span,)))
         return False
@@ -649,7 +647,8 @@ def _skip(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     name = cmd["job"]
     state.job(name)
     spans = tuple(cmd["spans"])
-    last = max((codec.parse_time(span["last"], "last") for span in spans), default=None)
+    instants = (codec.parse_time(span["last"], "last") for span in spans)
+    last = max((when for when in instants if when is not None), default=None)
     if last is not None and (name not in state.last_fired or state.last_fired[name] < last):
         state.last_fired[name] = last
     state._emit(FiresSkipped(name, spans))
