@@ -59,8 +59,8 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj import syncobj as _pysyncobj
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.journal import Journal
-from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from dkron_lab.errors import (
@@ -784,22 +784,59 @@ EARLY_ELECTION = (0.05, 0.55)  # seconds after the leader's connection closed
 class _Transport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's transport, with the knock of a server that wants to join.
 
-    pysyncobj connects a pair of voters from the side whose address sorts higher. A server
-    new to a running cluster is known to none of its members, so nobody connects to it; once
-    it has waited ``KNOCK_AFTER`` with an empty log and no leader, it connects to every
-    partner itself. A member receiving a connection that names a voter address it does not
-    know (an agent names itself ``readonly``), past the key check if there is a cluster key,
-    tells its core, then drops it as pysyncobj always did. The leader then adds it.
+    pysyncobj connects a pair of voters from the side whose address sorts higher, and a member
+    drops a connection that names a voter it does not know. So a server new to a running
+    cluster may never be connected to at all. Once it has waited ``KNOCK_AFTER`` with an empty
+    log and no leader, it knocks every second: a short connection to each partner it does not
+    connect to itself, naming its own address (past the key exchange when there is a cluster
+    key), which the partner then drops as usual. A member receiving a connection that names an
+    unknown voter address (an agent names itself ``readonly``) tells its core; the leader then
+    adds the knocking server.
     """
 
-    def _shouldConnect(self, node: Any) -> bool:
-        if TCPTransport._shouldConnect(self, node):
-            return True
-        return (
-            isinstance(node, TCPNode)
-            and node not in self._preventConnectNodes
-            and self._syncObj._dk_knocking()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dk_knocks: set[TcpConnection] = set()
+        self._dk_last_knock = 0.0
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = time.monotonic()
+        if now - self._dk_last_knock < 1.0 or not self._syncObj._dk_knocking():
+            return
+        self._dk_last_knock = now
+        for node in self._nodes:
+            if node not in self._connections and len(self._dk_knocks) < 16:
+                self._knock(node)
+
+    def _knock(self, node: Any) -> None:
+        conf = self._syncObj.conf
+        conn = TcpConnection(
+            poller=self._syncObj._poller,
+            timeout=conf.connectionTimeout,
+            sendBufferSize=conf.sendBufferSize,
+            recvBufferSize=conf.recvBufferSize,
         )
+        conn.encryptor = self._syncObj.encryptor
+        address = self._selfNode.address
+
+        def connected() -> None:
+            if conn.encryptor:
+                conn.recvRandKey = os.urandom(32)
+                conn.send(conn.recvRandKey)
+            else:
+                conn.send(address)
+
+        def received(message: Any) -> None:
+            if conn.encryptor and not conn.sendRandKey:
+                conn.sendRandKey = message
+                conn.send(address)
+
+        conn.setOnConnectedCallback(connected)
+        conn.setOnMessageReceivedCallback(received)
+        conn.setOnDisconnectedCallback(lambda: self._dk_knocks.discard(conn))
+        self._dk_knocks.add(conn)
+        conn.connect(node.ip, node.port)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
         keyed = not self._syncObj.encryptor or conn.sendRandKey
@@ -811,7 +848,6 @@ class _Transport(TCPTransport):  # type: ignore[misc]
         ):
             self._syncObj._dk_knocked(message)
         super()._onIncomingMessageReceived(conn, message)
-
 
 
 class _Core(SyncObj):  # type: ignore[misc]
