@@ -38,6 +38,7 @@ from dkron_lab.errors import (
     Paused,
     error_class,
 )
+from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo
 from dkron_lab.metrics import Gauges, Metrics
@@ -202,8 +203,13 @@ class Node:
         self._outboxes: dict[str, Batcher[dict[str, Any], None]] = {}  # runs for other nodes
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._last_group = 0
-        self._copying: asyncio.Task[None] | None = None  # the history copy, while it runs
-        self._copy_again = False
+        self.history_copy = HistoryCopy(
+            self.history,
+            self.peers,
+            finished=self._finished_count,
+            sources=self._history_sources,
+            tasks=self._loops,
+        )
         self._dispatched: dict[tuple[int, str], float] = {}  # (group, target) -> sent at
         self._retrying: set[tuple[int, str, int]] = set()  # (group, node, attempt) due
         self._admitted: dict[str, float] = {}  # server -> when its automatic join was tried
@@ -226,7 +232,7 @@ class Node:
         await self._wait_for_cluster()
         self._reindex(resume=True)
         await self._register()
-        self._copy_history_soon()  # a late joiner or a wiped disk: in the background
+        self.history_copy.soon()  # a late joiner or a wiped disk: in the background
         await self._fail_orphans()
         self._spawn(self._heartbeat_loop())
         self._spawn(self._lease_loop())
@@ -318,7 +324,7 @@ class Node:
         elif isinstance(event, StateRestored):
             self._reindex()
             # The executions of the log entries the snapshot replaced never reached our history.
-            self._call_soon(self._copy_history_soon)
+            self._call_soon(self.history_copy.soon)
 
     def _record_skipped(self, event: FiresSkipped) -> None:
         if self.raft.is_leader:
@@ -787,53 +793,9 @@ class Node:
 
     # -- history copy --------------------------------------------------------------------------
 
-    def _copy_history_soon(self) -> None:
-        """Copy the history this node lacks from another server, in the background (on the
-        loop). A request while a copy runs makes that copy check again when it ends."""
-        if self._copying is not None and not self._copying.done():
-            self._copy_again = True
-            return
-        self._copying = asyncio.ensure_future(self._copy_history())
-        self._loops.add(self._copying)
-        self._copying.add_done_callback(self._loops.discard)
-
-    async def _copy_history(self) -> None:
-        """Pull pages until exhausted; retry with backoff (another server each time) while
-        the peers cannot be reached. Appends are idempotent, so a row that the log also
-        delivers, or a page pulled twice, is stored once."""
-        attempt = 0
-        while True:
-            self._copy_again = False
-            if await self._lacks_history():
-                try:
-                    await self._copy_from(attempt)
-                except DkronError as exc:
-                    attempt += 1
-                    delay = min(0.5 * 2**attempt, 30.0)
-                    log.warning("history copy failed (%s); retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-            if not self._copy_again:
-                return
-
-    async def _lacks_history(self) -> bool:
-        """Fewer executions stored here than the replicated counters say have finished."""
+    def _finished_count(self) -> int:
         with self.state.lock:
-            finished = sum(s.success_count + s.error_count for s in self.state.stats.values())
-        if finished == 0:
-            return False
-        await asyncio.to_thread(self.history.flush)
-        return await asyncio.to_thread(self.history.count) < finished
-
-    async def _copy_from(self, attempt: int) -> None:
-        sources = self._history_sources()
-        if not sources:
-            log.info("history: no other server to copy the missing executions from")
-            return
-        source = sources[attempt % len(sources)]
-        for table in ("executions", "skipped"):
-            copied = await self._copy_table(source, table)
-            log.info("copied %d %s from %s", copied, _COPIED[table], source.name)
+            return sum(s.success_count + s.error_count for s in self.state.stats.values())
 
     def _history_sources(self) -> list[NodeInfo]:
         """The other servers, the leader first (it has applied the most)."""
@@ -843,23 +805,6 @@ class Node:
         servers = [n for n in nodes if n.role == "server" and n.name != self.name and not n.left]
         first = leader["Name"] if leader else ""
         return sorted(servers, key=lambda n: (n.name != first, n.name))
-
-    async def _copy_table(self, source: NodeInfo, table: str) -> int:
-        save = (
-            self.history.import_executions if table == "executions" else self.history.import_skipped
-        )
-        after, copied = None, 0
-        while True:
-            payload = {"table": table, "after": after, "limit": _HISTORY_PAGE}
-            page = await self.peers.post(source.http, "/internal/v1/history", payload, timeout=30)
-            copied += save(page["rows"])
-            # Wait for the writer: a large history must not pile up in its queue.
-            await asyncio.to_thread(self.history.flush)
-            after = page["next"]
-            if after is None:
-                return copied
-            if copied % (20 * _HISTORY_PAGE) == 0:
-                log.info("copying history from %s: %d %s so far", source.name, copied, table)
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -1337,8 +1282,6 @@ class Node:
 
 
 _STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
-_HISTORY_PAGE = 500  # rows per page of a history copy; outputs make rows up to a few KB
-_COPIED = {"executions": "executions", "skipped": "skipped-fire spans"}
 
 
 def _span_record(span: Any) -> dict[str, Any]:
