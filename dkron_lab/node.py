@@ -564,6 +564,8 @@ class Node:
         )
 
     async def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.abandon()
         task, self._scheduler_task, self._scheduler = self._scheduler_task, None, None
         if task is not None:
             task.cancel()
@@ -883,20 +885,21 @@ class Node:
         live = {gid for gid, _ in groups}
         for key in [key for key in self._dispatched if key[0] not in live]:
             del self._dispatched[key]
+        here = {execution.group for execution in self.runner.busy()}
         for gid, group in groups:
             if group.get("queued"):
                 continue
             for target in group["targets"]:
                 if target in group["results"] or target in group.get("retry", {}):
                     continue
-                if target == self.name:
-                    continue
                 sent = self._dispatched.get((gid, target), gid / 1e9)
                 if now - sent < HEARTBEAT_TTL:
                     continue
-                if not self.liveness.is_alive(target):
+                running = here if target == self.name else self.liveness.running_groups(target)
+                if target != self.name and not self.liveness.is_alive(target):
                     why = "stopped answering heartbeats"
-                elif gid not in self.liveness.running_groups(target) and now - sent > 30:
+                elif gid not in running and now - sent > 30:
+                    # e.g. claimed by a leader that lost its leadership before the answer came
                     why = "never started this execution (lost dispatch)"
                 else:
                     continue

@@ -119,6 +119,15 @@ class ScheduleIndex:
                 self._drop_stale()
         return due
 
+    def restore(self, fires: list[Fire]) -> None:
+        """Put back fires popped by ``pop_due`` whose claim never finished (the scheduler was
+        cancelled meanwhile): a later leader claims them, or loses to a claim that did commit."""
+        with self._lock:
+            for fire in fires:
+                if self._next.get(fire.job) == fire.scheduled_at:
+                    heapq.heappush(self._heap, (fire.scheduled_at, next(self._seq), fire.job))
+        self.changed()
+
     def advance(self, fires: list[Fire]) -> None:
         """Move each fired job on to its following instant (unless it was saved meanwhile)."""
         with self._lock:
@@ -161,14 +170,18 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
-        """Fire until cancelled (when this node stops being leader)."""
-        try:
-            while True:
-                await self._sleep_until_due()
-                await self.tick(self._clock.now())
-        finally:
-            for task in self._pending:
-                task.cancel()
+        """Fire until cancelled (when this node stops being leader).
+
+        Starts already claimed keep waiting for their instant after that: a committed claim
+        is this node's to run whoever leads now (nobody else can claim it). ``abandon()``
+        drops them when the node itself stops."""
+        while True:
+            await self._sleep_until_due()
+            await self.tick(self._clock.now())
+
+    def abandon(self) -> None:
+        for task in self._pending:
+            task.cancel()
 
     async def _sleep_until_due(self) -> None:
         self._wake.clear()
@@ -194,6 +207,9 @@ class Scheduler:
             return
         try:
             won = await self._claim(due)
+        except asyncio.CancelledError:
+            self._index.restore(due)
+            raise
         except DkronError as exc:
             # Unknown outcome: never start what might not be ours (skip rather than double).
             log.warning("could not claim %d fire(s): %s", len(due), exc)

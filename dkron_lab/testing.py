@@ -964,6 +964,10 @@ class NamespacedCluster(Cluster):
             _ip("link", "set", "dev", self.node(name).link, "up")
         self._isolated.clear()
 
+    def __enter__(self) -> NamespacedCluster:
+        super().__enter__()
+        return self
+
     def close(self) -> None:
         """Kill every node, then delete the namespaces and bridges. Idempotent."""
         try:

@@ -167,3 +167,55 @@ async def test_a_lone_job_keeps_firing():
     assert [f.scheduled_at - T0 for f in started] == [timedelta(seconds=s) for s in range(1, 6)]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def _lead(index: ScheduleIndex, clock: FakeClock, claim, started: list) -> tuple:
+    scheduler = Scheduler(index, clock, claim=claim, start=started.extend)
+    index.changed = scheduler.poke  # as the node does: the index pokes the current scheduler
+    return scheduler, asyncio.ensure_future(scheduler.run())
+
+
+async def test_a_leader_deposed_between_claim_and_instant_still_starts_it_and_the_next_fires():
+    """Leadership lost and regained within one second (a partition healing) once left the job
+    with no heap entry: the new scheduler never fired it again. A claimed start belongs to
+    this node whoever leads, so it runs; the following instants are fired by the new one."""
+    clock = FakeClock(T0)
+    index = ScheduleIndex()
+    index.update("a", Job(name="a", schedule="@every 1s", executor="shell"), T0)
+    started: list[Fire] = []
+
+    async def claim(fires):
+        return fires
+
+    first, task = await _lead(index, clock, claim, started)
+    await _settle()
+    clock.advance(timedelta(seconds=1) - CLAIM_AHEAD)  # T0+1s claimed, its start waits
+    await _settle()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    second, task = await _lead(index, clock, claim, started)
+    for _ in range(4):
+        clock.advance(timedelta(seconds=1))
+        await _settle()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [f.scheduled_at - T0 for f in started] == [timedelta(seconds=s) for s in range(1, 5)]
+
+
+async def test_a_claim_cut_short_puts_its_fires_back():
+    clock = FakeClock(T0)
+    index = ScheduleIndex()
+    index.update("a", every_minute("a"), T0)
+    claiming = asyncio.Event()
+
+    async def claim(fires):
+        claiming.set()
+        await asyncio.sleep(3600)  # the answer never comes: leadership is lost meanwhile
+
+    scheduler = Scheduler(index, clock, claim=claim, start=lambda f: None)
+    tick = asyncio.ensure_future(scheduler.tick(T0 + timedelta(minutes=1)))
+    await claiming.wait()
+    assert index.earliest() is None
+    tick.cancel()
+    await asyncio.gather(tick, return_exceptions=True)
+    assert index.earliest() == T0 + timedelta(minutes=1)
