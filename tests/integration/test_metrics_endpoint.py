@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dkron_lab._version import __version__
 from dkron_lab.api.app import HeadlessHandler
-from dkron_lab.api.handlers import NotFound, mount, route_pattern
-from dkron_lab.api.handlers import PrometheusMetrics
+from dkron_lab.api.handlers import NotFound, PrometheusMetrics, mount, route_pattern
 from dkron_lab.config import Config
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.node import Node

@@ -1,0 +1,411 @@
+"""The Jupyter server extension: a dkron-lab node inside the Jupyter server's process and loop.
+
+``DkronLab`` (an ``ExtensionApp``, config section ``c.DkronLab``) builds one ``Config`` from its
+traits, checked by the same ``resolve_config`` as the CLI's flags, and one ``Node`` from it. By
+default the node is a one-node server whose data lives in ``<jupyter data dir>/dkron-lab``; with
+``join`` (and ``server=False`` for an agent) it is a member of an existing cluster.
+
+What it serves:
+
+* every route of ``dkron_lab.api.handlers.RESOURCES`` under ``{base_url}dkron/``, on a
+  jupyter_server ``APIHandler``: Jupyter authenticates each request (token, cookie + XSRF,
+  JupyterHub), and ``@authorized`` asks the server's ``Authorizer`` with one resource per route
+  group (``RESOURCE_JOBS``, ``RESOURCE_EXECUTIONS``, ``RESOURCE_CLUSTER``, ``RESOURCE_SQL``);
+* the same routes accept the secret this extension gives its kernels (``X-Dkron-Lab-Token``):
+  a request with it is a kernel of this server, running as the server's user, so it is trusted
+  as the server's owner (no XSRF: a header is not sent by browsers on their own);
+* the cluster's internal API (``/internal/v1/...``) on the node's own ``http_addr`` (default
+  ``127.0.0.1:<free port>``), where other nodes reach it; calls there are signed with the cluster
+  key, and a standalone node gets a random key so no local process can call it.
+
+Lifecycle (jupyter_server >= 2.15): ``initialize_settings`` builds the node (before the port is
+bound); ``_start_jupyter_server_extension`` exports ``DKRON_LAB_URL``/``DKRON_LAB_TOKEN`` for the
+kernels started afterwards and starts the node in a task, so Jupyter does not wait for Raft (the
+API answers 503 until the node is ready); ``stop_extension`` stops it, idempotently. SIGTERM
+stops Jupyter through ``stop_extension``; a SIGINT without a terminal does not
+(docs/jupyter.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hmac
+import inspect
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.identity import User
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
+from traitlets import Bool, Dict, Integer, List, Unicode, default
+
+from dkron_lab.api import handlers
+from dkron_lab.api.app import HeadlessHandler
+from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_pattern
+from dkron_lab.api.internal import INTERNAL_RESOURCES
+from dkron_lab.client import KERNEL_TOKEN_HEADER
+from dkron_lab.config import Config, resolve_config
+from dkron_lab.errors import DkronError, Unavailable
+from dkron_lab.node import Node
+
+__all__ = [
+    "RESOURCE_CLUSTER",
+    "RESOURCE_EXECUTIONS",
+    "RESOURCE_JOBS",
+    "RESOURCE_SQL",
+    "DkronHandler",
+    "DkronLab",
+    "auth_resource",
+    "routes",
+]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "dkron"
+"""The REST API is served under ``{base_url}dkron/``."""
+
+RESOURCE_JOBS = "dkron_lab:jobs"
+RESOURCE_EXECUTIONS = "dkron_lab:executions"
+RESOURCE_CLUSTER = "dkron_lab:cluster"
+RESOURCE_SQL = "dkron_lab:sql"
+
+_EXECUTION_ROUTES = ("/v1/jobs/{job}/executions", "/v1/jobs/{job}/skipped", "/v1/executions")
+_CLUSTER_ROUTES = (  # and "/v1" itself, the node's status
+    "/health", "/v1/members", "/v1/leader", "/v1/isleader", "/v1/leave", "/v1/raft",
+    "/v1/busy", "/v1/pause", "/v1/unpause", "/metrics",
+)  # fmt: skip
+
+
+def auth_resource(template: str) -> str:
+    """The ``Authorizer`` resource of a route template: SQL, executions (history), cluster
+    (members, leader, Raft, pause, leave, health, metrics), or jobs (everything else)."""
+    if template == "/v1/sql" or template.startswith("/v1/sql/"):
+        return RESOURCE_SQL
+    if template.startswith(_EXECUTION_ROUTES):
+        return RESOURCE_EXECUTIONS
+    if template == "/v1" or any(
+        template == route or template.startswith(route + "/") for route in _CLUSTER_ROUTES
+    ):
+        return RESOURCE_CLUSTER
+    return RESOURCE_JOBS
+
+
+class DkronHandler(APIHandler):
+    """The Jupyter base of every route: Jupyter's auth, or the kernels' secret header."""
+
+    auth_resource = RESOURCE_JOBS
+    kernel_request = False
+    """True when the request carried this server's kernel secret."""
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        app: DkronLab = self.settings[DkronLab.name]
+        given = self.request.headers.get(KERNEL_TOKEN_HEADER, "")
+        if given and hmac.compare_digest(given.encode(), app.kernel_secret.encode()):
+            self.kernel_request = True
+            self.current_user = self._jupyter_current_user = User(username="dkron-lab-kernel")
+        else:
+            await super().prepare()
+        app.check_ready()
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        # APIHandler.finish would label every body JSON: keep what the resource set (Arrow).
+        kwargs.setdefault("set_content_type", self._headers.get("Content-Type", "application/json"))
+        return super().finish(*args, **kwargs)
+
+
+def _protect(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``@web.authenticated`` + ``@authorized``, except for this server's kernels."""
+    checked = authorized(method)
+
+    @functools.wraps(method)
+    async def guarded(self: DkronHandler, *args: Any, **kwargs: Any) -> Any:
+        result = (method if self.kernel_request else checked)(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return tornado.web.authenticated(guarded)
+
+
+def _guarded(resource: type[ApiMixin], auth: str) -> type[tornado.web.RequestHandler]:
+    handler = mount(resource, DkronHandler)
+    verbs: dict[str, Any] = {"auth_resource": auth}
+    for verb in (m.lower() for m in handler.SUPPORTED_METHODS if m != "OPTIONS"):
+        method = getattr(handler, verb)
+        if method is not tornado.web.RequestHandler._unimplemented_method:
+            verbs[verb] = _protect(method)
+    return type(handler.__name__, (handler,), verbs)
+
+
+def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
+    """Every route of ``RESOURCES`` (read now, so routes added later are served too) under
+    ``dkron/``, and a JSON 404 for any other path there; patterns are relative to base_url."""
+    found = [
+        (PREFIX + route_pattern(template), _guarded(resource, auth_resource(template)))
+        for template, resource in handlers.RESOURCES
+    ]
+    return [*found, (PREFIX + r"(?:/.*)?", _guarded(NotFound, RESOURCE_JOBS))]
+
+
+def _internal_app(node: Node) -> tornado.web.Application:
+    rules = [
+        (route_pattern(template), mount(resource, HeadlessHandler))
+        for template, resource in (("/health", Health), *INTERNAL_RESOURCES)
+    ]
+    return tornado.web.Application(
+        rules, default_handler_class=mount(NotFound, HeadlessHandler), dkron_node=node
+    )
+
+
+def _listen(node: Node) -> tornado.httpserver.HTTPServer:
+    """Serve the internal API on the node's ``http_addr`` (a socket that fails to bind is
+    closed, unlike ``HTTPServer.listen``'s)."""
+    host, port = node.config.http_host_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise Unavailable(
+            f"cannot listen on {node.config.http_addr} for the cluster's internal API: "
+            f"{exc.strerror or exc}; set c.DkronLab.http_addr to a free host:port"
+        ) from None
+    sock.setblocking(False)
+    server = tornado.httpserver.HTTPServer(
+        _internal_app(node), max_body_size=node.config.max_body_size
+    )
+    server.add_sockets([sock])
+    return server
+
+
+class DkronLab(ExtensionApp):
+    """A dkron-lab node in the Jupyter server (``c.DkronLab.*``)."""
+
+    name = "dkron_lab"
+    description = "dkron-lab: a distributed cron in the Jupyter server"
+
+    server = Bool(
+        True,
+        config=True,
+        help="A server (Raft voter, runs the scheduler when leader) rather than an agent.",
+    )
+    bootstrap_expect = Integer(
+        None,
+        allow_none=True,
+        config=True,
+        help="Servers to wait for before bootstrapping. Default: 1 for a server with no "
+        "join/retry_join (a one-node cluster), else 0.",
+    )
+    join = List(Unicode(), config=True, help="Cluster (Raft) addresses of servers to join.")
+    retry_join = List(Unicode(), config=True, help="Like join, retried until it succeeds.")
+    bind_addr = Unicode(
+        "",
+        config=True,
+        help="host:port of this node's cluster (Raft) listener. Default: 127.0.0.1 and a "
+        "free port (set it for a server that other nodes join).",
+    )
+    advertise_addr = Unicode("", config=True, help="Cluster address other nodes use, behind NAT.")
+    http_addr = Unicode(
+        "",
+        config=True,
+        help="host:port where other nodes call this node's internal API. Default: 127.0.0.1 "
+        "and a free port. The public API is served by Jupyter under {base_url}dkron/.",
+    )
+    node_name = Unicode("", config=True, help="Unique node name. Default: the host name.")
+    tags = Dict(value_trait=Unicode(), config=True, help="Node tags, e.g. {'role': 'notebook'}.")
+    encrypt = Unicode(
+        "",
+        config=True,
+        help="Cluster key (base64, `dkron-lab keygen`); the same on every node. A standalone "
+        "node without one gets a random key per start.",
+    )
+    data_dir = Unicode(
+        config=True,
+        help="Raft log, snapshots and DuckDB history. Default: <jupyter data>/dkron-lab.",
+    )
+    options = Dict(
+        config=True,
+        help="Any other dkron-lab config key (dkron.yml names), e.g. {'history-retention': "
+        "'720h', 'catchup': 'skip'}.",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "dkron-lab")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_secret = secrets.token_urlsafe(32)
+        self.node: Node | None = None
+        self.ready = False
+        self.failure: BaseException | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._listener: tornado.httpserver.HTTPServer | None = None
+        self._node_started = False
+        self._stopped = False
+        self._exported: dict[str, str] = {}
+        self._leaving: asyncio.Future[None] | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def node_flags(self) -> dict[str, Any]:
+        """The traits as config flags (``resolve_config`` checks them like the CLI's)."""
+        standalone = not self.join and not self.retry_join
+        expect = self.bootstrap_expect
+        if expect is None:
+            expect = 1 if self.server and standalone else 0
+        flags: dict[str, Any] = {str(k).replace("_", "-"): v for k, v in self.options.items()}
+        flags |= {
+            "server": self.server,
+            "bootstrap-expect": expect,
+            "data-dir": self.data_dir,
+            "bind-addr": self.bind_addr or f"127.0.0.1:{free_port()}",
+            "http-addr": self.http_addr or f"127.0.0.1:{free_port()}",
+            "join": tuple(self.join),
+            "retry-join": tuple(self.retry_join),
+            "tags": dict(self.tags) or None,
+            "node-name": self.node_name or None,
+            "advertise-addr": self.advertise_addr or None,
+            "encrypt": self.encrypt or (_random_key() if standalone else None),
+        }
+        return flags
+
+    def node_config(self) -> Config:
+        """The node's config from the traits only: no ``DKRON_*`` variables, no dkron.yml
+        (those belong to headless agents that may run beside this server)."""
+        loaded = resolve_config(self.node_flags(), env={}, search_dirs=())
+        for warning in loaded.warnings:
+            self.log.warning("dkron-lab: %s", warning)
+        return loaded.config
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def initialize_settings(self) -> None:
+        self.node = Node(self.node_config())
+        self.node.on_leave = self._leave
+        self.settings.update(dkron_node=self.node)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(routes())
+
+    async def _start_jupyter_server_extension(self, serverapp: ServerApp) -> None:
+        """Export where kernels find the API, then start the node without waiting for it."""
+        url = kernel_url(serverapp)
+        if url is not None:
+            self._export(DKRON_LAB_URL=url, DKRON_LAB_TOKEN=self.kernel_secret)
+        if self._starting is None and not self._stopped:
+            self._starting = asyncio.ensure_future(self._start_node())
+
+    async def _start_node(self) -> None:
+        node = self.node
+        assert node is not None
+        try:
+            self._listener = _listen(node)
+            self._node_started = True
+            await node.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failure = exc
+            trace = None if isinstance(exc, DkronError) else exc  # ours say what to fix
+            self.log.error("dkron-lab: the node did not start: %s", exc, exc_info=trace)
+            await self._release(graceful=False)  # its ports and threads; the API answers 503
+            return
+        self.ready = True
+        self.log.info(
+            "dkron-lab: node %s is %s; its API is at %sdkron/",
+            node.name, "the leader" if node.is_leader else "a follower",
+            self.serverapp.base_url if self.serverapp else "/",
+        )  # fmt: skip
+
+    def check_ready(self) -> None:
+        """Raise ``Unavailable`` (503) while the node starts, or if it failed or stopped."""
+        if self.ready:
+            return
+        if self.failure is not None:
+            raise Unavailable(
+                f"the dkron-lab node did not start: {self.failure}; fix c.DkronLab.* in the "
+                "Jupyter config and restart Jupyter (the server log has the details)"
+            )
+        if self._stopped:
+            raise Unavailable("the dkron-lab node has stopped (POST /v1/leave, or Jupyter stops)")
+        raise Unavailable("the dkron-lab node is starting (joining its cluster): retry shortly")
+
+    def _leave(self) -> None:
+        """``POST /v1/leave``: stop the node (Jupyter goes on)."""
+        self._leaving = asyncio.ensure_future(self.stop_extension())
+
+    async def stop_extension(self) -> None:
+        """Stop the node: running executions finish first. Safe to call more than once."""
+        if self._stopped:
+            return
+        was_ready = self.ready
+        self._stopped, self.ready = True, False
+        self._unexport()
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        await self._release(graceful=was_ready)
+
+    async def _release(self, *, graceful: bool) -> None:
+        """Close the internal API's listener and stop the node, once."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+            await listener.close_all_connections()
+        started, self._node_started = self._node_started, False
+        if started and self.node is not None:
+            try:
+                await self.node.stop(graceful=graceful)
+            except Exception as exc:  # Jupyter must still stop; say why the node did not
+                self.log.error("dkron-lab: stopping node %s failed: %s", self.node.name, exc)
+            else:
+                self.log.info("dkron-lab: node %s stopped", self.node.name)
+
+    def _export(self, **values: str) -> None:
+        os.environ.update(values)
+        self._exported.update(values)
+
+    def _unexport(self) -> None:
+        for name, value in self._exported.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+        self._exported.clear()
+
+
+def kernel_url(serverapp: ServerApp) -> str | None:
+    """The loopback URL of the REST API for kernels of ``serverapp`` (``None`` for a server on
+    a unix socket: kernels then need ``%dkron connect``)."""
+    if serverapp.sock:
+        return None
+    ip = serverapp.ip
+    if ip in ("", "localhost", "0.0.0.0", "127.0.0.1"):
+        host = "127.0.0.1"
+    elif ip == "::":
+        host = "[::1]"
+    else:
+        host = f"[{ip}]" if ":" in ip else ip
+    scheme = "https" if serverapp.certfile else "http"
+    return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}{PREFIX}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _random_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()

@@ -1,0 +1,72 @@
+"""``@authorized`` on every route of the extension, with one Authorizer resource per route
+group, against a real in-process Jupyter server whose Authorizer refuses the jobs resource."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from jupyter_server.auth import Authorizer
+from tornado.httpclient import HTTPClientError, HTTPResponse
+
+from dkron_lab.client import KERNEL_TOKEN_HEADER
+from dkron_lab.jupyter.extension import (
+    RESOURCE_CLUSTER,
+    RESOURCE_EXECUTIONS,
+    RESOURCE_JOBS,
+    DkronLab,
+)
+
+JOB = {
+    "name": "hello",
+    "schedule": "@every 1h",
+    "executor": "shell",
+    "executor_config": {"command": "echo hello"},
+}
+
+
+async def fetch(jp_fetch: Any, *parts: str, **kwargs: Any) -> HTTPResponse:
+    try:
+        response: HTTPResponse = await jp_fetch("dkron", *parts, **kwargs)
+    except HTTPClientError as error:
+        assert error.response is not None
+        return error.response
+    return response
+
+
+class DenyJobs(Authorizer):
+    """Allows everything but the jobs resource; records what it was asked."""
+
+    asked: list[tuple[str, str, str]] = []
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        DenyJobs.asked.append((handler.request.path, action, resource))
+        return resource != RESOURCE_JOBS
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    return {"ServerApp": {"jpserver_extensions": {"dkron_lab": True}, "authorizer_class": DenyJobs}}
+
+
+async def test_the_authorizer_decides_per_resource(
+    dkron_app: DkronLab, jp_fetch: Any, jp_base_url: str
+) -> None:
+    DenyJobs.asked.clear()
+    denied = await fetch(jp_fetch, "v1", "jobs")
+    assert denied.code == 403 and RESOURCE_JOBS in json.loads(denied.body)["error"]
+    assert (await fetch(jp_fetch, "v1", "jobs", method="POST", body=json.dumps(JOB))).code == 403
+    assert (await fetch(jp_fetch, "v1", "members")).code == 200
+    history = await fetch(jp_fetch, "v1", "jobs", "hello", "executions")
+    assert history.code == 404  # authorized (executions), then: no such job
+    base = jp_base_url + "dkron"
+    assert DenyJobs.asked == [
+        (base + "/v1/jobs", "read", RESOURCE_JOBS),
+        (base + "/v1/jobs", "write", RESOURCE_JOBS),
+        (base + "/v1/members", "read", RESOURCE_CLUSTER),
+        (base + "/v1/jobs/hello/executions", "read", RESOURCE_EXECUTIONS),
+    ]
+    # This server's kernels are its owner: the secret is not asked about.
+    secret = {KERNEL_TOKEN_HEADER: dkron_app.kernel_secret}
+    assert (await fetch(jp_fetch, "v1", "jobs", headers=secret)).code == 200
