@@ -270,13 +270,19 @@ class Node:
                 waited += 10.0
                 if patience is not None and waited >= patience:
                     raise
-            log.warning(
-                "no leader yet after %.0f s: waiting for a quorum of %s; a server new to a "
-                "running cluster asks to be added (its --join must name every server, with the "
-                "cluster's key), or add it by hand: dkron-lab raft add-peer --peer-addr %s",
-                waited, ", ".join(config.join + config.retry_join) or "the servers",
-                config.bind_addr,
-            )  # fmt: skip
+            servers = ", ".join(config.join + config.retry_join) or "the servers"
+            if config.server:
+                log.warning(
+                    "no leader yet after %.0f s: waiting for a quorum of %s; a server new to "
+                    "a running cluster asks to be added (its --join must name every server, "
+                    "with the cluster's key), or add it by hand: dkron-lab raft add-peer "
+                    "--peer-addr %s", waited, servers, config.bind_addr,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "no leader yet after %.0f s: waiting to reach a server at %s (with the "
+                    "cluster's key, if it has one)", waited, servers,
+                )  # fmt: skip
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Stop scheduling, let running executions finish (``graceful``) and close everything."""
