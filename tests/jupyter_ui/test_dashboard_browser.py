@@ -1,0 +1,223 @@
+"""The dashboard rendered for real: JupyterLab in a subprocess, Debian's Chromium driven by
+Playwright, a notebook that shows ``Dashboard(Client(url=...))`` against a headless dkron-lab
+server with three real jobs. Saves docs/img/dashboard.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+import psutil
+import pytest
+
+from dkron_lab.client import Client
+from dkron_lab.testing import Processes, free_port, wait_for
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "img" / "dashboard.png"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]  # fmt: skip
+WAIT_MS = 90_000
+# The notebook's kernel as Lab sees it (found among the main area's widgets, not by focus).
+KERNEL_STATE = """(() => {
+    const main = window.jupyterapp ? Array.from(window.jupyterapp.shell.widgets("main")) : [];
+    const panel = main.find((w) => w.title.label === "dashboard.ipynb");
+    const kernel = panel?.sessionContext?.session?.kernel;
+    return {status: kernel?.status, connection: kernel?.connectionStatus,
+            widgets: main.map((w) => w.title.label)};
+})()"""
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin"),
+]
+
+
+def three_jobs(hold: Path) -> list[dict[str, Any]]:
+    """backup-db runs on while the file ``hold`` exists (so that its live output can be seen);
+    report succeeds; cleanup-tmp fails."""
+    backup = f"echo dumping table 1 of 3; while [ -e {hold} ]; do sleep 0.1; done; echo backup done"
+    return [
+        {
+            "name": "backup-db",
+            "schedule": "0 0 2 * * *",
+            "timezone": "Europe/Paris",
+            "executor": "shell",
+            "executor_config": {"command": backup, "shell": "true"},
+            "tags": {"dc": "dc1"},
+            "retries": 2,
+        },
+        {
+            "name": "report",
+            "schedule": "0 30 6 * * MON-FRI",
+            "timezone": "America/New_York",
+            "executor": "shell",
+            "executor_config": {"command": "echo weekly report: 42 rows", "shell": "true"},
+        },
+        {
+            "name": "cleanup-tmp",
+            "schedule": "@every 6h",
+            "executor": "shell",
+            "executor_config": {"command": "echo no space left >&2; exit 1", "shell": "true"},
+            "concurrency": "forbid",
+        },
+    ]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab on a loopback port with its config, data and runtime dirs under tmp_path and
+    without the dkron_lab server extension (the test runs its own headless server); yields the
+    base URL. Stopped by pid, with the kernels it started."""
+    token = secrets.token_hex(16)
+    port = free_port()
+    home = tmp_path / "lab"
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DKRON_", "JUPYTER"))} | {
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
+    args = [
+        str(Path(sys.executable).with_name("jupyter")), "lab", "--allow-root", "--no-browser",
+        f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.jpserver_extensions={'dkron_lab': False}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with Processes() as procs:
+        child = procs.start(args, env=env, cwd=tmp_path, stderr=tmp_path / "lab.log")
+        wait_for(lambda: _answers(f"{url}/api/status?token={token}") or not child.alive, 90, "Lab")
+        assert child.alive, (tmp_path / "lab.log").read_text()
+        yield f"{url}/lab/tree/dashboard.ipynb?token={token}"
+        kernels = psutil.Process(child.pid).children(recursive=True)
+        child.terminate(timeout=30)
+        for kernel in kernels:  # normally stopped by Lab already
+            if kernel.is_running():
+                kernel.kill()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def write_notebook(folder: Path, server_url: str) -> None:
+    cell = (
+        "from dkron_lab.client import Client\n"
+        "from dkron_lab.jupyter.widget import Dashboard\n\n"
+        f"dashboard = Dashboard(Client(url={server_url!r}), refresh=1)\n"
+        "dashboard"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(notebook, folder / "dashboard.ipynb")
+
+
+def test_dashboard_in_jupyterlab(client: Client, lab: str, tmp_path: Path) -> None:
+    hold = tmp_path / "HOLD"
+    jobs = three_jobs(hold)
+    for job in jobs:
+        client.put_job(job)
+    client.run_job("backup-db", wait=True)
+    client.run_job("cleanup-tmp", wait=True)
+    write_notebook(tmp_path, client.url)
+
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.set_default_timeout(WAIT_MS)
+            try:
+                drive(page, lab, jobs, hold)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                print("kernel at failure:", page.evaluate(KERNEL_STATE), "see", tmp_path)
+                raise
+        finally:
+            browser.close()
+
+
+def drive(page: playwright.Page, url: str, jobs: list[dict[str, Any]], hold: Path) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+    page.wait_for_function(f"({KERNEL_STATE}).status === 'idle'")
+    page.evaluate("window.jupyterapp.shell.collapseLeft()")  # room for the widget
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    dashboard = page.locator(".dk-dashboard")
+    for job in jobs:
+        dashboard.locator(f"tr.dk-job[data-job='{job['name']}']").wait_for()
+    assert dashboard.locator("tr.dk-job").count() == 3
+    page.locator("tr.dk-job[data-job='cleanup-tmp'] .dk-badge.dk-failed").wait_for()
+
+    text = dashboard.inner_text()
+    assert "null" not in text and "undefined" not in text and "[object" not in text
+
+    cleanup = dashboard.locator("tr.dk-job[data-job='cleanup-tmp']")
+    cleanup.locator(".dk-delete").click()  # asks first, in the row
+    cleanup.locator(".dk-confirm", has_text="Delete cleanup-tmp?").wait_for()
+    cleanup.locator(".dk-delete-no").click()
+    cleanup.locator(".dk-run").wait_for()
+
+    report = dashboard.locator("tr.dk-job[data-job='report']")
+    report.locator(".dk-name").click()  # select: its executions show below
+    page.locator("h3", has_text="Executions of report").wait_for()
+    assert dashboard.locator(".dk-execution").count() == 0
+    report.locator(".dk-run").click()
+    execution = dashboard.locator(".dk-execution").first
+    execution.wait_for()
+    page.locator(".dk-execution pre", has_text="weekly report: 42 rows").wait_for()
+
+    form = dashboard.locator(".dk-form")
+    assert (
+        form.locator(".dk-in-command").is_visible() and not form.locator(".dk-in-url").is_visible()
+    )
+    form.locator(".dk-in-schedule").fill("0 0 9 * * MON")
+    form.locator(".dk-in-timezone").fill("Asia/Tokyo")
+    page.locator(".dk-fires li", has_text="+09:00").first.wait_for()
+    assert form.locator(".dk-fires li").count() == 5
+    assert page.locator(".dk-leader").inner_text() == "t"
+
+    hold.touch()  # backup-db now runs until the file is removed: its live output shows
+    dashboard.locator("tr.dk-job[data-job='backup-db'] .dk-run").click()
+    running = dashboard.locator(".dk-running[data-job='backup-db'] pre")
+    running.filter(has_text="dumping table 1 of 3").wait_for()
+    assert "backup done" not in running.inner_text()
+    page.locator("tr.dk-job[data-job='backup-db'] .dk-badge.dk-running").wait_for()
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    dashboard.screenshot(path=str(SCREENSHOT))
+    hold.unlink()
+    dashboard.locator(".dk-busy", has_text="Nothing is running.").wait_for()
+
+    report.locator(".dk-edit").click()  # the form takes the job; a bad schedule is refused
+    assert form.locator(".dk-in-name").input_value() == "report"
+    assert form.locator(".dk-in-timezone").input_value() == "America/New_York"
+    form.locator(".dk-in-schedule").fill("every day at nine")
+    form.locator(".dk-save").click()
+    error = form.locator(".dk-form-error")
+    error.filter(has_text="InvalidSchedule").wait_for()
+    assert "every day at nine" in error.inner_text()
+    form.locator(".dk-preview .dk-preview-error", has_text="every day at nine").wait_for()
