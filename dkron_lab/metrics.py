@@ -19,6 +19,7 @@ and the node's name is not repeated on every series but given once by ``dkron_no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -200,10 +201,12 @@ class Metrics:
             ("job_name", "result"),
             registry=self.registry,
         )
+        # By result, not by job: a histogram per job is ~17 series each, 170,000 for 10,000
+        # jobs (a 15 MB scrape that took seconds); per job, SQL over the history answers.
         self._duration = Histogram(
             "dkron_execution_duration_seconds",
             "How long the executions this node finished ran (finished_at - started_at).",
-            ("job_name",),
+            ("result",),
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
@@ -258,7 +261,7 @@ class Metrics:
         result = _RESULTS[0] if execution.success else _RESULTS[1]
         seconds = max((execution.finished_at - execution.started_at).total_seconds(), 0.0)
         self._executions.labels(job, result).inc()
-        self._duration.labels(job).observe(seconds)
+        self._duration.labels(result).observe(seconds)
         if self._statsd is not None:
             self._statsd.incr(f"executions.{result}.{statsd_name(job)}")
             self._statsd.timing(f"execution_duration.{statsd_name(job)}", seconds * 1000)
@@ -290,8 +293,8 @@ class Metrics:
     def forget_job(self, job_name: str) -> None:
         """Drop a deleted job's series, so ephemeral and deleted jobs do not pile up."""
         for result in _RESULTS:
-            self._executions.remove(job_name, result)
-        self._duration.remove(job_name)
+            with contextlib.suppress(KeyError):
+                self._executions.remove(job_name, result)
 
     def _add(self, counter: Counter, stat: str, count: int) -> None:
         if count < 0:

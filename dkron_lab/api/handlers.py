@@ -676,7 +676,7 @@ def openapi_document() -> dict[str, Any]:
 class PrometheusMetrics(ApiMixin):
     """The exposition of this node's registry; the API token applies, as to every endpoint."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         metrics = self.node.metrics
         if not metrics.prometheus_enabled:
             raise NotFoundError(
@@ -684,7 +684,8 @@ class PrometheusMetrics(ApiMixin):
                 "(enable-prometheus: true in dkron.yml, or DKRON_ENABLE_PROMETHEUS=true) "
                 "to serve GET /metrics"
             )
-        body, content_type = metrics.render(self.request.headers.get("Accept"))
+        accept = self.request.headers.get("Accept")
+        body, content_type = await asyncio.to_thread(metrics.render, accept)  # off the IOLoop
         self.finish_as(body, content_type)
 
 

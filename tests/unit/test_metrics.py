@@ -133,11 +133,14 @@ def test_execution_duration_is_observed_from_started_and_finished(metrics: Metri
     metrics.execution_finished(execution("nightly", seconds=2.5))
     metrics.execution_finished(execution("nightly", seconds=40))
 
-    assert value(metrics, "dkron_execution_duration_seconds_count", job_name="nightly") == 2
-    assert value(metrics, "dkron_execution_duration_seconds_sum", job_name="nightly") == 42.5
+    metrics.execution_finished(execution("hourly", seconds=1, success=False))
+
+    assert value(metrics, "dkron_execution_duration_seconds_count", result="success") == 2
+    assert value(metrics, "dkron_execution_duration_seconds_sum", result="success") == 42.5
     bucket = "dkron_execution_duration_seconds_bucket"
-    assert value(metrics, bucket, job_name="nightly", le="5.0") == 1
-    assert value(metrics, bucket, job_name="nightly", le="60.0") == 2
+    assert value(metrics, bucket, result="success", le="5.0") == 1
+    assert value(metrics, bucket, result="success", le="60.0") == 2
+    assert value(metrics, "dkron_execution_duration_seconds_count", result="failed") == 1
 
 
 def test_a_running_execution_is_not_counted(metrics: Metrics) -> None:
@@ -146,7 +149,7 @@ def test_a_running_execution_is_not_counted(metrics: Metrics) -> None:
     metrics.execution_finished(running)
 
     assert value(metrics, "dkron_executions_total", job_name="nightly", result="success") is None
-    assert value(metrics, "dkron_execution_duration_seconds_count", job_name="nightly") is None
+    assert value(metrics, "dkron_execution_duration_seconds_count", result="success") is None
 
 
 def test_lateness_lands_in_millisecond_to_second_buckets(metrics: Metrics) -> None:
