@@ -602,8 +602,13 @@ class Node:
 
     @property
     def limits(self) -> Limits:
-        """The cluster-wide concurrency limits this leader applies (from its config)."""
-        return Limits(self.config.concurrency_limit, dict(self.config.concurrency_groups))
+        """The cluster-wide concurrency limits: this node's config, overridden by the ones set
+        through the API (replicated)."""
+        with self.state.lock:
+            settings = dict(self.state.limit_settings)
+        overall = settings.get("overall", self.config.concurrency_limit)
+        groups = {**self.config.concurrency_groups, **settings.get("groups", {})}
+        return Limits(overall, {name: n for name, n in groups.items() if n})
 
     async def _claim(self, fires: list[dict[str, Any]]) -> tuple[list[bool], set[int]]:
         """Claim ``fires`` through Raft: which were won, and which of those wait in the queue
@@ -1283,6 +1288,40 @@ class Node:
     async def delete_executions(self, name: str) -> JobView:
         await self._submit(command("delete_executions", name=name))
         return self.get_job(name)
+
+    def concurrency(self) -> dict[str, Any]:
+        """The cluster-wide limits in force, the runs holding a slot and the runs queued."""
+        limits = self.limits
+        with self.state.lock:
+            busy, by_group = self.state.busy_slots()
+            queued: dict[str, int] = {}
+            for gid in self.state.queue:
+                name = self.state.groups[gid].get("limit_group", "")
+                queued[name] = queued.get(name, 0) + 1
+        names = sorted({*limits.groups, *by_group, *queued} - {""})
+        return {
+            "limit": limits.overall,
+            "running": busy,
+            "queued": sum(queued.values()),
+            "groups": {
+                name: {
+                    "limit": limits.groups.get(name, 0),
+                    "running": by_group.get(name, 0),
+                    "queued": queued.get(name, 0),
+                }
+                for name in names
+            },
+        }
+
+    async def set_limits(
+        self, *, overall: int | None = None, groups: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Set cluster-wide limits for every server (0: no limit); see ``concurrency()``."""
+        await self._submit(command("set_limits", overall=overall, groups=dict(groups or {})))
+        if self.is_leader:
+            # Queued runs are let through under the new limits now, not at the next claim.
+            await self._submit(command("fire", fires=[], limits=self.limits.to_json()), fenced=True)
+        return self.concurrency()
 
     async def set_paused(self, paused: bool) -> bool:
         result = await self._submit(command("pause", paused=paused))

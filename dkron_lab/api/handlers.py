@@ -45,6 +45,7 @@ from dkron_lab.errors import (
 )
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import GROUP_NAME
 from dkron_lab.node import JobQuery, JobView, Node
 
 __all__ = [
@@ -440,6 +441,38 @@ class Pause(ApiMixin):
         self.write_json({"paused": await self.node.set_paused(True)})
 
 
+class Concurrency(ApiMixin):
+    """``GET``/``PUT /v1/concurrency``: the cluster-wide limits, with what runs and waits."""
+
+    accepts_body = True
+
+    def get(self) -> None:
+        self.write_json(self.node.concurrency())
+
+    async def put(self) -> None:
+        body = self.json_body()
+        if not isinstance(body, dict) or not set(body) <= {"limit", "groups"} or not body:
+            raise BadRequest(
+                'send {"limit": N} and/or {"groups": {"etl": N}}: N a whole number, 0 = no limit'
+            )
+        overall = body.get("limit")
+        groups = body.get("groups", {})
+        if overall is not None and not _count(overall):
+            raise BadRequest(f"limit must be a whole number >= 0 (0: no limit), not {overall!r}")
+        if not isinstance(groups, dict) or not all(
+            isinstance(k, str) and GROUP_NAME.match(k) and _count(v) for k, v in groups.items()
+        ):
+            raise BadRequest(
+                'groups must map group names (letters, digits, "_", "-", ".") to whole numbers '
+                '>= 0, e.g. {"etl": 2}'
+            )
+        self.write_json(await self.node.set_limits(overall=overall, groups=groups))
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class Unpause(ApiMixin):
     async def post(self) -> None:
         self.write_json({"paused": await self.node.set_paused(False)})
@@ -727,6 +760,7 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/busy", Busy),
     ("/v1/pause", Pause),
     ("/v1/unpause", Unpause),
+    ("/v1/concurrency", Concurrency),
     ("/v1/restore", Restore),
     ("/v1/jobs", Jobs),
     ("/v1/jobs/{job}", JobResource),

@@ -15,6 +15,7 @@ __all__ = [
     "CATCHUP_POLICIES",
     "CONCURRENCY_POLICIES",
     "JOB_STATUSES",
+    "GROUP_NAME",
     "MAX_NAME_LENGTH",
     "RETRY_TARGETS",
     "Job",
@@ -121,7 +122,7 @@ def validate_job(job: Job) -> None:
             "for the server's default (--catchup)"
         )
     _check_retries(job)
-    if job.concurrency_group and not _GROUP_NAME.match(job.concurrency_group):
+    if job.concurrency_group and not GROUP_NAME.match(job.concurrency_group):
         raise InvalidJob(
             f"invalid concurrency_group {job.concurrency_group!r}: use letters, digits, "
             "'_', '-' or '.', e.g. 'etl'"
@@ -154,7 +155,8 @@ def _check_retries(job: Job) -> None:
     retry_interval(job)
 
 
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+"""What a ``concurrency_group`` name may be."""
 
 
 def retry_interval(job: Job) -> timedelta | None:

@@ -170,7 +170,8 @@ class JobState:
         self.paused = False
         self.owed: list[dict[str, Any]] = []  # {"child", "parent_group"}: dependent runs due
         self.queue: list[int] = []  # groups waiting for room under the limits, oldest first
-        self.limits = Limits()
+        self.limits = Limits()  # as the last fire command carried them
+        self.limit_settings: dict[str, Any] = {}  # set through the API: {"overall", "groups"}
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -216,6 +217,7 @@ class JobState:
                 "owed": [dict(entry) for entry in self.owed],
                 "queue": list(self.queue),
                 "limits": self.limits.to_json(),
+                "limit_settings": dict(self.limit_settings),
             }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -235,6 +237,7 @@ class JobState:
             self.owed = [dict(entry) for entry in data.get("owed", [])]
             self.queue = [int(group) for group in data.get("queue", [])]
             self.limits = Limits.from_json(data.get("limits"))
+            self.limit_settings = dict(data.get("limit_settings", {}))
             self._emit(StateRestored())
 
     # -- reads (callers hold ``lock``) ---------------------------------------------------------
@@ -672,6 +675,18 @@ def _deregister(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _set_limits(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Concurrency limits set through the API: ``overall`` replaces, ``groups`` are merged
+    (a limit of 0 removes a group's limit); they win over every server's config."""
+    settings = state.limit_settings
+    if cmd.get("overall") is not None:
+        settings["overall"] = int(cmd["overall"])
+    groups = {**settings.get("groups", {}), **{k: int(v) for k, v in cmd.get("groups", {}).items()}}
+    if groups:
+        settings["groups"] = groups
+    return {"limit_settings": dict(settings)}
+
+
 def _pause(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     state.paused = bool(cmd["paused"])
     return {"paused": state.paused}
@@ -686,6 +701,7 @@ _HANDLERS: dict[str, Handler] = {
     "done": _done,
     "delete_executions": _delete_executions,
     "pause": _pause,
+    "set_limits": _set_limits,
     "batch": _batch,
     "skip": _skip,
     "register": _register,

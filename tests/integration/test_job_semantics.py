@@ -367,3 +367,61 @@ def test_webhook_and_mail_settings_are_checked_at_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "Nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_limits_set_through_the_api_hold_for_the_whole_cluster(cluster: Cluster) -> None:
+    follower = cluster.followers()[0]
+    response = cluster.http.put(
+        f"{cluster.url(follower)}/v1/concurrency", json={"groups": {"api-set": 1}}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["groups"]["api-set"]["limit"] == 1
+    try:
+        for name in ("api-one", "api-two"):
+            put(cluster, name, "sleep 1", concurrency_group="api-set", tags={"role": "worker:1"})
+        run(cluster, "api-one")
+        run(cluster, "api-two")
+        shown = wait_for(
+            lambda: (
+                (c := cluster.get("s3", "/v1/concurrency"))["groups"]["api-set"]["queued"] and c
+            ),
+            10.0,
+            "a run queued in GET /v1/concurrency",
+        )
+        assert shown["groups"]["api-set"] == {"limit": 1, "running": 1, "queued": 1}
+        first = finished(cluster, "api-one", 1)[0]
+        second = finished(cluster, "api-two", 1)[0]
+        assert _time(second["started_at"]) >= _time(first["finished_at"])
+    finally:
+        cluster.http.put(f"{cluster.url('s1')}/v1/concurrency", json={"groups": {"api-set": 0}})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"limit": -1}, {"limit": "2"}, {"groups": {"bad name!": 1}}, {"groups": []}, {"x": 1}],
+)
+def test_bad_limits_are_refused_and_change_nothing(cluster: Cluster, body: Any) -> None:
+    before = cluster.get("s1", "/v1/concurrency")
+    response = cluster.http.put(f"{cluster.url('s1')}/v1/concurrency", json=body)
+    assert response.status_code == 400 and response.json()["type"] == "BadRequest"
+    assert cluster.get("s1", "/v1/concurrency") == before
+
+
+def test_a_node_runs_at_most_executor_concurrency_runs_and_shows_the_rest_queued(
+    tmp_path: Path,
+) -> None:
+    with Cluster(tmp_path, servers=1, extra_args=["--executor-concurrency", "1"]) as single:
+        for name in ("one-at-a-time", "waits-its-turn"):
+            put(single, name, "sleep 1")
+        run(single, "one-at-a-time")
+        run(single, "waits-its-turn")
+
+        def queued() -> list[dict] | None:
+            busy = single.get("s1", "/v1/busy") or []
+            return busy if {e.get("status") for e in busy} == {"running", "queued"} else None
+
+        busy = wait_for(queued, 10.0, "one running and one queued run in /v1/busy")
+        assert [e["status"] for e in busy] == ["running", "queued"]
+        first = finished(single, "one-at-a-time", 1)[0]
+        second = finished(single, "waits-its-turn", 1)[0]
+        assert _time(second["started_at"]) >= _time(first["finished_at"])
