@@ -38,6 +38,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from dkron_lab.errors import InvalidJob, PluginNotFound, ValidationError
 from dkron_lab.model.execution import Execution
+from dkron_lab.model.units import parse_duration
 
 __all__ = [
     "EXECUTOR_ENTRY_POINTS",
@@ -51,6 +52,7 @@ __all__ = [
     "Processor",
     "apply_forward",
     "config_bool",
+    "config_duration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,23 @@ def config_bool(config: Mapping[str, str], key: str, *, default: bool = False) -
     if text in _FALSE:
         return False
     raise InvalidJob(f'{key!r} must be "true" or "false", not {text!r}')
+
+
+def config_duration(config: Mapping[str, str], key: str, *, executor: str) -> float | None:
+    """A Go duration config value in seconds (``"30s"``, ``"1h30m"``); missing or empty:
+    ``None``. Anything else, or a duration that is not positive, raises ``InvalidJob``."""
+    text = config.get(key, "").strip()
+    if not text:
+        return None
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValidationError as exc:
+        raise InvalidJob(f'{executor} executor: "{key}": {exc}') from None
+    if seconds <= 0:
+        raise InvalidJob(
+            f'{executor} executor: "{key}" must be positive, not {text!r}; leave it out for none'
+        )
+    return seconds
 
 
 def apply_forward(execution: Execution, config: Mapping[str, str], placeholder: str) -> Execution:

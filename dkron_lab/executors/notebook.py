@@ -54,8 +54,7 @@ from typing import IO, TYPE_CHECKING, Any
 from dkron_lab.clock import Clock, SystemClock
 from dkron_lab.errors import InvalidJob, ValidationError
 from dkron_lab.executors.shell import ShellExecutor
-from dkron_lab.model.units import parse_duration
-from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult
+from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, config_duration
 
 if TYPE_CHECKING:
     from jupyter_client.manager import AsyncKernelManager
@@ -113,7 +112,7 @@ def parse_config(config: Mapping[str, str]) -> NotebookConfig:
         path=_parse_path(config.get("path", "")),
         kernel=_parse_kernel(config.get("kernel", "").strip()),
         parameters=_parse_parameters(config.get("parameters", "")),
-        timeout=_parse_timeout(timeout_text),
+        timeout=config_duration(config, "timeout", executor="notebook"),
         timeout_text=timeout_text,
         output_path=_parse_template(config.get("output_path", "").strip() or DEFAULT_OUTPUT_PATH),
         cwd=_parse_cwd(config.get("cwd", "").strip()),
@@ -174,20 +173,6 @@ def _parse_parameters(text: str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} has no Python literal; send it as a string")
-
-
-def _parse_timeout(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValidationError as exc:
-        raise InvalidJob(f'notebook executor: "timeout": {exc}') from None
-    if seconds <= 0:
-        raise InvalidJob(
-            f'notebook executor: "timeout" must be positive, not {text!r}; leave it out for none'
-        )
-    return seconds
 
 
 def _parse_template(template: str) -> str:

@@ -41,8 +41,15 @@ from typing import Any
 import psutil
 
 from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
-from dkron_lab.model.units import parse_codes, parse_duration, parse_size
-from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, OutputTail, config_bool
+from dkron_lab.model.units import parse_codes, parse_size
+from dkron_lab.plugins import (
+    Emit,
+    ExecutionRequest,
+    ExecutorResult,
+    OutputTail,
+    config_bool,
+    config_duration,
+)
 
 __all__ = ["ShellCommand", "ShellExecutor", "parse_config"]
 
@@ -80,7 +87,7 @@ def parse_config(config: Mapping[str, str]) -> ShellCommand:
         argv=_argv(command, config_bool(config, "shell")),
         env=_parse_env(config.get("env", "")),
         cwd=config.get("cwd") or None,
-        timeout=_parse_timeout(timeout_text),
+        timeout=config_duration(config, "timeout", executor="shell"),
         timeout_text=timeout_text,
         mem_limit=_parse_mem_limit(mem_text),
         mem_limit_text=mem_text,
@@ -130,20 +137,6 @@ def _parse_env(text: str) -> tuple[tuple[str, str], ...]:
             )
         pairs.append((name.strip(), value))
     return tuple(pairs)
-
-
-def _parse_timeout(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValidationError as exc:
-        raise InvalidJob(f'shell executor: "timeout": {exc}') from None
-    if seconds <= 0:
-        raise InvalidJob(
-            f'shell executor: "timeout" must be positive, not {text!r}; leave it out for none'
-        )
-    return seconds
 
 
 def _parse_mem_limit(text: str) -> int | None:

@@ -86,6 +86,7 @@ def test_public_surface() -> None:
         "Processor",
         "apply_forward",
         "config_bool",
+        "config_duration",
     ]
     for name in dkron_lab.plugins.__all__:
         assert hasattr(dkron_lab.plugins, name)
