@@ -18,7 +18,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -279,7 +279,7 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command()
 @_agent_options
 @click.pass_context
-def agent(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
+def agent(ctx: click.Context, /, config_file: Path | None, **flags: Any) -> None:
     """Run a node (server or agent) until SIGTERM or SIGINT.
 
     Each flag may also come from the environment (DKRON_NODE_NAME, DKRON_BOOTSTRAP_EXPECT,
@@ -768,7 +768,7 @@ def _last_line(text: str, width: int = 40) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> str:
     columns = zip(headers, *rows, strict=False)
     widths = [max(len(str(cell)) for cell in column) for column in columns]
     lines = [

@@ -168,13 +168,13 @@ def job_from_json(data: Any) -> tuple[Job, JobStats]:
     name = data.get("name")
     if not isinstance(name, str):
         raise InvalidJob("name is required and must be a string")
-    strings = {field: _string(data, field) for field in _STRING_FIELDS}
-    strings["concurrency"] = strings["concurrency"] or "allow"
+    fields: dict[str, Any] = {field: _string(data, field) for field in _STRING_FIELDS}
+    fields["concurrency"] = fields["concurrency"] or "allow"
+    fields |= {field: _boolean(data, field) for field in _BOOL_FIELDS}
+    fields |= {field: _string_map(data.get(field), field) for field in _STRING_MAP_FIELDS}
     job = Job(
         name=name,
-        **strings,
-        **{field: _boolean(data, field) for field in _BOOL_FIELDS},
-        **{field: _string_map(data.get(field), field) for field in _STRING_MAP_FIELDS},
+        **fields,
         retries=_count(data, "retries"),
         processors=_processors(data.get("processors")),
         starts_at=parse_time(data.get("starts_at"), "starts_at"),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-import statsd  # type: ignore[import-untyped]  # ships no type hints
+import statsd  # ships no type hints (see [tool.mypy] in pyproject.toml)
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder

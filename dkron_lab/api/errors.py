@@ -26,7 +26,7 @@ _TYPE_BY_STATUS: Final[Mapping[int, str]] = MappingProxyType(
 def status_for(error: BaseException) -> int:
     """The HTTP status for ``error``: the nearest ancestor in the table, else 500."""
     for cls in type(error).__mro__:
-        status = STATUS_BY_ERROR.get(cls)  # type: ignore[call-overload]
+        status = STATUS_BY_ERROR.get(cls)
         if status is not None:
             return status
     return 500

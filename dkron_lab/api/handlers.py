@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import cache
+from http import HTTPStatus
 from importlib import resources
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -293,7 +294,7 @@ class ApiMixin(_HandlerBase):
             status_code = status_for(error)
             body = error_body(error)
         else:
-            body = http_error_body(status_code, httputil.responses.get(status_code, "error"))
+            body = http_error_body(status_code, _reason(status_code))
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="dkron-lab"')
         self.write_json(body, status=status_code)
@@ -306,7 +307,7 @@ class ApiMixin(_HandlerBase):
             )
         if error.log_message:
             return error.log_message % error.args if error.args else error.log_message
-        return error.reason or httputil.responses.get(error.status_code, "error")
+        return error.reason or _reason(error.status_code)
 
     def log_exception(
         self,
@@ -720,6 +721,14 @@ class PrometheusMetrics(ApiMixin):
         accept = self.request.headers.get("Accept")
         body, content_type = await asyncio.to_thread(metrics.render, accept)  # off the IOLoop
         self.finish_as(body, content_type)
+
+
+def _reason(status: int) -> str:
+    """The standard phrase of an HTTP status (``Not Found``), else ``error``."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
 
 class Sql(ApiMixin):

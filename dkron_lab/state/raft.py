@@ -886,7 +886,8 @@ class _Core(SyncObj):  # type: ignore[misc]
         if self._isLeader() or node != self._getLeader():
             return
         soon = time.monotonic() + random.uniform(*EARLY_ELECTION)
-        if soon < self._SyncObj__raftElectionDeadline:
+        deadline = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009 (mangled)
+        if soon < deadline:
             self._SyncObj__raftElectionDeadline = soon
 
     def _dk_knocking(self) -> bool:
