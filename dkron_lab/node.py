@@ -476,10 +476,22 @@ class Node:
             self._start_runs([_Run(job, gid, [to], scheduled_at, attempt)])
         except DkronError as exc:
             log.warning(
-                "retry %d of job %r on %s failed to start: %s", attempt, job_name, node, exc
-            )
+                "retry %d of job %r on %s failed to start (trying again): %s",
+                attempt, job_name, node, exc,
+            )  # fmt: skip
+            self._again_soon(self._retry_soon, job_name, gid, node, attempt, at)
         finally:
             self._retrying.discard((gid, node, attempt))
+
+    def _again_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Try a follow-up again in a second, while this node leads (a claim that failed stays
+        owed in the state; a new leader would take it over anyway)."""
+
+        def again() -> None:
+            if self.is_leader:
+                callback(*args)
+
+        asyncio.get_running_loop().call_later(1.0, again)
 
     async def _run_children(self) -> None:
         """Claim the dependent runs owed for successful parent groups, each exactly once."""
@@ -508,7 +520,8 @@ class Node:
         try:
             won, queued = await self._claim(fires)
         except DkronError as exc:
-            log.warning("could not start %d dependent run(s): %s", len(fires), exc)
+            log.warning("could not start %d dependent run(s) (trying again): %s", len(fires), exc)
+            self._again_soon(lambda: self._spawn(self._run_children()))
             return
         started = [r for r, ok in zip(runs, won, strict=True) if ok and r.group not in queued]
         for run in started:
