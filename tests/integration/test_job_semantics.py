@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dkron_lab.testing import Cluster, free_port, wait_for
+from tests.integration.test_notifications import Inbox, smtp_server
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,15 @@ def hooks() -> Iterator[Hooks]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, hooks: Hooks) -> Iterator[Cluster]:
+def inbox() -> Iterator[Inbox]:
+    with smtp_server() as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, hooks: Hooks, inbox: Inbox
+) -> Iterator[Cluster]:
     payload = '{"job": "{{.JobName}}", "success": "{{.Success}}", "node": "{{.NodeName}}"}'
     args = [
         "--enable-prometheus",
@@ -76,6 +85,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, hooks: Hooks) -> Iterator[
         "--webhook-headers", "Content-Type: application/json",
         "--pre-webhook-endpoint", f"{hooks.url}/before",
         "--pre-webhook-payload", '{"job": "{{.JobName}}", "node": "{{.NodeName}}"}',
+        "--mail-host", inbox.host, "--mail-port", str(inbox.port),
+        "--mail-from", "dkron@example.com",
     ]  # fmt: skip
     with Cluster(
         tmp_path_factory.mktemp("semantics"),
@@ -425,3 +436,19 @@ def test_a_node_runs_at_most_executor_concurrency_runs_and_shows_the_rest_queued
         first = finished(single, "one-at-a-time", 1)[0]
         second = finished(single, "waits-its-turn", 1)[0]
         assert _time(second["started_at"]) >= _time(first["finished_at"])
+
+
+def test_a_failed_run_is_mailed_to_its_owner_once(cluster: Cluster, inbox: Inbox) -> None:
+    put(cluster, "mailed-bad", "exit 3", tags={"role": "worker:1"}, owner_email="ops@example.com")
+    put(cluster, "mailed-ok", "true", tags={"role": "worker:1"}, owner_email="ops@example.com")
+    run(cluster, "mailed-ok")
+    run(cluster, "mailed-bad")
+    finished(cluster, "mailed-ok", 1)
+    finished(cluster, "mailed-bad", 1)
+
+    def mailed() -> list:
+        return [m for m in inbox.messages() if "mailed-" in str(m["Subject"])]
+
+    (message,) = wait_for(mailed, 15.0, "the failure report by mail")
+    assert message["To"] == "ops@example.com" and message["From"] == "dkron@example.com"
+    assert "Failed" in message["Subject"] and "mailed-bad" in message["Subject"]

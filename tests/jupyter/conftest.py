@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from jupyter_server.serverapp import ServerApp
 
+# pytest-jupyter's fixtures and hooks for this folder only: as ``pytest_plugins`` they would
+# have to be declared at the root, and its autouse fixtures (an event loop and a ServerApp
+# cleanup around every test) would then wrap the whole suite.
+from pytest_jupyter.jupyter_server import *  # noqa: F403
+
 from dkron_lab.jupyter.extension import DkronLab
 from dkron_lab.testing import Cluster
-
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 READY_TIMEOUT = 60.0
 
