@@ -1106,7 +1106,9 @@ class Node:
             "DelegateMin": 2,
             "DelegateMax": 5,
             "DelegateCur": 4,
-            "id": str(uuid.uuid4()),
+            # Dkron makes a new uuid per answer (react-admin needs an id); one per name is as
+            # good for it and lets clients (the dashboard) tell members apart across refreshes.
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"dkron-lab:member:{node.name}")),
             "statusText": _STATUS_TEXT[status],
         }
 

@@ -170,6 +170,8 @@ async def test_health_status_members_leader(http: httpx.AsyncClient) -> None:
     assert members.status_code == 200
     assert [m["Name"] for m in members.json()] == ["t1"]
     assert members.headers["X-Total-Count"] == "1"
+    again = await http.get("/v1/members")
+    assert again.json()[0]["id"] == members.json()[0]["id"]  # one id per member, kept
     leader = await http.get("/v1/leader")
     assert (leader.status_code, leader.json()["Name"]) == (200, "t1")
     is_leader = await http.get("/v1/isleader")
