@@ -171,3 +171,13 @@ def test_a_queued_forbid_run_blocks_the_next_and_queues_survive_a_snapshot():
     copy = JobState()
     copy.restore(state.snapshot())
     assert copy.queue == [2] and copy.limits == state.limits
+
+
+def test_limits_set_through_the_api_merge_and_survive_a_snapshot():
+    state = JobState()
+    state.apply(command("set_limits", overall=5, groups={"etl": 2}))
+    result = state.apply(command("set_limits", overall=None, groups={"reports": 1, "etl": 0}))
+    assert result == {"limit_settings": {"overall": 5, "groups": {"etl": 0, "reports": 1}}}
+    copy = JobState()
+    copy.restore(state.snapshot())
+    assert copy.limit_settings == state.limit_settings
