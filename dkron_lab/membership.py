@@ -9,14 +9,23 @@ heartbeat, a new leader knows at once who is alive.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HEARTBEAT_INTERVAL", "HEARTBEAT_TTL", "Liveness", "NodeInfo"]
+__all__ = [
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_TTL",
+    "LOST_DISPATCH",
+    "Liveness",
+    "LostRun",
+    "NodeInfo",
+    "lost_runs",
+]
 
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TTL = 4.0
+LOST_DISPATCH = 30.0  # seconds after dispatch that a live node must show a run as started
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,3 +94,46 @@ class Liveness:
     def running_groups(self, name: str) -> set[int]:
         beat = self._beats.get(name)
         return {int(e["group"]) for e in beat.busy} if beat else set()
+
+
+@dataclass(frozen=True, slots=True)
+class LostRun:
+    """The run of ``group`` on ``node`` will never report: record it failed, saying ``why``."""
+
+    group: int
+    node: str
+    why: str
+
+
+def lost_runs(
+    groups: Mapping[int, Mapping[str, Any]],
+    now: float,
+    *,
+    sent: Callable[[int, str], float],
+    alive: Callable[[str], bool],
+    running: Callable[[str], Collection[int]],
+) -> list[LostRun]:
+    """Which runs in flight are lost: "running" is a lease, kept only by heartbeats.
+
+    ``groups`` are the replicated groups in flight (``targets``, ``results``, ``retry``,
+    ``queued``), ``sent(group, node)`` when the run was dispatched (Unix seconds), ``alive``
+    and ``running`` what the heartbeats say. A run is lost when its node stopped answering
+    heartbeats (after ``HEARTBEAT_TTL``), or when its node lives but has not shown it running
+    ``LOST_DISPATCH`` seconds after dispatch (the call was lost, or the leader that claimed it
+    died before sending it). Queued runs and runs waiting for a retry hold no lease.
+    """
+    lost = []
+    for gid, group in groups.items():
+        if group.get("queued"):
+            continue
+        for node in group["targets"]:
+            if node in group["results"] or node in group.get("retry", {}):
+                continue
+            since = now - sent(gid, node)
+            if since < HEARTBEAT_TTL:
+                continue
+            if not alive(node):
+                lost.append(LostRun(gid, node, "stopped answering heartbeats"))
+            elif gid not in running(node) and since > LOST_DISPATCH:
+                lost.append(LostRun(gid, node, "never started this execution (lost dispatch)"))
+    return lost

@@ -41,7 +41,13 @@ from dkron_lab.errors import (
 )
 from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory
-from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo
+from dkron_lab.membership import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
+    Liveness,
+    NodeInfo,
+    lost_runs,
+)
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
@@ -67,6 +73,7 @@ from dkron_lab.state.machine import (
     RetryDue,
     StateRestored,
     command,
+    copy_group,
 )
 from dkron_lab.state.raft import RaftNode, RaftSettings
 
@@ -916,30 +923,21 @@ class Node:
 
     def _expire_leases(self, now: float) -> None:
         with self.state.lock:
-            groups = [(gid, dict(group)) for gid, group in self.state.groups.items()]
-        live = {gid for gid, _ in groups}
-        for key in [key for key in self._dispatched if key[0] not in live]:
+            groups = {gid: copy_group(group) for gid, group in self.state.groups.items()}
+        for key in [key for key in self._dispatched if key[0] not in groups]:
             del self._dispatched[key]
         here = {execution.group for execution in self.runner.busy()}
-        for gid, group in groups:
-            if group.get("queued"):
-                continue
-            for target in group["targets"]:
-                if target in group["results"] or target in group.get("retry", {}):
-                    continue
-                sent = self._dispatched.get((gid, target), gid / 1e9)
-                if now - sent < HEARTBEAT_TTL:
-                    continue
-                running = here if target == self.name else self.liveness.running_groups(target)
-                if target != self.name and not self.liveness.is_alive(target):
-                    why = "stopped answering heartbeats"
-                elif gid not in running and now - sent > 30:
-                    # e.g. claimed by a leader that lost its leadership before the answer came
-                    why = "never started this execution (lost dispatch)"
-                else:
-                    continue
-                scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
-                self._report_lost(group["job"], gid, target, scheduled_at, why)
+        lost = lost_runs(
+            groups,
+            now,
+            sent=lambda gid, node: self._dispatched.get((gid, node), gid / 1e9),
+            alive=lambda node: node == self.name or self.liveness.is_alive(node),
+            running=lambda node: here if node == self.name else self.liveness.running_groups(node),
+        )
+        for run in lost:
+            group = groups[run.group]
+            scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+            self._report_lost(group["job"], run.group, run.node, scheduled_at, run.why)
 
     def _gauges(self) -> Gauges:
         with self.state.lock:

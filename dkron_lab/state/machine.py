@@ -41,6 +41,7 @@ __all__ = [
     "RetryDue",
     "StateRestored",
     "command",
+    "copy_group",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class JobState:
                 "jobs": [codec.job_to_record(job) for job in self.jobs.values()],
                 "stats": {name: codec.stats_to_json(s) for name, s in self.stats.items()},
                 "last_fired": {n: codec.format_time(t) for n, t in self.last_fired.items()},
-                "groups": {str(g): _copy_group(group) for g, group in self.groups.items()},
+                "groups": {str(g): copy_group(group) for g, group in self.groups.items()},
                 "paused": self.paused,
                 "nodes": {name: dict(node) for name, node in self.nodes.items()},
                 "owed": [dict(entry) for entry in self.owed],
@@ -349,8 +350,13 @@ def _error(exc: DkronError) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": exc.message}}
 
 
-def _copy_group(group: dict[str, Any]) -> dict[str, Any]:
-    return {**group, "targets": list(group["targets"]), "results": dict(group["results"])}
+def copy_group(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's record that stays as it is when the state changes (read outside the lock)."""
+    copy = {**group, "targets": list(group["targets"]), "results": dict(group["results"])}
+    for key in ("attempts", "retry"):
+        if key in group:
+            copy[key] = {name: value for name, value in group[key].items()}
+    return copy
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
