@@ -355,7 +355,7 @@ def copy_group(group: dict[str, Any]) -> dict[str, Any]:
     copy = {**group, "targets": list(group["targets"]), "results": dict(group["results"])}
     for key in ("attempts", "retry"):
         if key in group:
-            copy[key] = {name: value for name, value in group[key].items()}
+            copy[key] = dict(group[key])
     return copy
 
 
