@@ -224,6 +224,7 @@ class Node:
         self._removed: dict[str, float] = {}  # server -> when it was removed here
         self.notifier = Notifier.from_config(config)
         self.metrics = Metrics.from_config(config, self._gauges)
+        self.notifier.on_result = self.metrics.notification
         self.started_at = datetime.now(UTC)
 
     # -- lifecycle ---------------------------------------------------------------------------

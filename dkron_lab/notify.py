@@ -20,7 +20,7 @@ import re
 import smtplib
 import ssl
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -392,6 +392,8 @@ class Notifier:
         self.timeout = timeout
         self.sent = 0
         self.failures = 0
+        # Told of each delivery's outcome: (kind, ok), kind "pre_webhook", "webhook" or "mail".
+        self.on_result: Callable[[str, bool], None] = lambda kind, ok: None
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(_MAX_PARALLEL)
@@ -427,7 +429,7 @@ class Notifier:
             return
         if effective_policy(job.metadata, self.default_policy) == "never":
             return
-        self._spawn(self._post(self.pre_webhook, execution, ()), f"pre-webhook {job.name}")
+        self._spawn(self._post(self.pre_webhook, execution, ()), "pre_webhook", job.name)
 
     async def finished(
         self,
@@ -448,9 +450,9 @@ class Notifier:
         if not should_notify(policy, success=execution.success, previous_success=previous_success):
             return
         if self.webhook is not None:
-            self._spawn(self._post(self.webhook, execution, group), f"webhook {job.name}")
+            self._spawn(self._post(self.webhook, execution, group), "webhook", job.name)
         if self.mail is not None and job.owner_email.strip():
-            self._spawn(self._send_mail(self.mail, job, execution, group), f"mail {job.name}")
+            self._spawn(self._send_mail(self.mail, job, execution, group), "mail", job.name)
 
     async def flush(self) -> None:
         """Wait until every delivery begun so far has been sent or has failed."""
@@ -467,28 +469,36 @@ class Notifier:
             await self._client.aclose()
             self._client = None
 
-    def _spawn(self, delivery: Coroutine[Any, Any, str], what: str) -> None:
+    def _spawn(self, delivery: Coroutine[Any, Any, str], kind: str, job: str) -> None:
+        what = f"{kind.replace('_', '-')} {job}"
         if len(self._tasks) >= MAX_PENDING:
             delivery.close()
-            self.failures += 1
+            self._count(kind, ok=False)
             log.warning(
                 "notification dropped: %s: %d deliveries already pending", what, MAX_PENDING
             )
             return
-        task = asyncio.create_task(self._deliver(delivery, what))
+        task = asyncio.create_task(self._deliver(delivery, kind, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, delivery: Coroutine[Any, Any, str], what: str) -> None:
+    async def _deliver(self, delivery: Coroutine[Any, Any, str], kind: str, what: str) -> None:
         async with self._slots:
             try:
                 target = await delivery
             except Exception as exc:  # a notification must never fail a run or the scheduler
-                self.failures += 1
+                self._count(kind, ok=False)
                 log.warning("notification not sent: %s: %s", what, _reason(exc))
             else:
-                self.sent += 1
+                self._count(kind, ok=True)
                 log.debug("notification sent: %s to %s", what, target)
+
+    def _count(self, kind: str, *, ok: bool) -> None:
+        if ok:
+            self.sent += 1
+        else:
+            self.failures += 1
+        self.on_result(kind, ok)
 
     def _fields(self, execution: Execution, group: Sequence[Execution]) -> dict[str, str]:
         return template_fields(execution, reporting_node=self.node_name, group=group)

@@ -133,6 +133,18 @@ def job(cluster: Cluster, name: str) -> dict[str, Any]:
     return dict(cluster.get(cluster.servers[0], f"/v1/jobs/{name}"))
 
 
+def summed(cluster: Cluster, metric: str, **labels: str) -> float:
+    """``metric``'s samples with ``labels``, added up over every node's ``/metrics``."""
+    total = 0.0
+    for node in cluster.nodes:
+        text = cluster.http.get(f"{cluster.url(node)}/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == metric and labels.items() <= sample.labels.items():
+                    total += sample.value
+    return total
+
+
 def _running(execution: dict[str, Any]) -> bool:
     return execution["finished_at"].startswith("0001-")
 
@@ -337,6 +349,12 @@ def test_webhooks_fire_once_per_run_and_after_runs_only_on_failure(
     assert hooks.of("/after", "hooked-ok") == []  # --notify-on failure
     assert len(hooks.of("/before", "hooked-ok")) == 1  # once per run, not per output chunk
 
+    def sent(kind: str) -> float:
+        return summed(cluster, "dkron_notifications_total", kind=kind, result="success")
+
+    # The metric moves too (once the sender has read the answers).
+    wait_for(lambda: sent("webhook") >= 1 and sent("pre_webhook") >= 2, 10.0, "the counts")
+
 
 def test_metrics_count_executions_by_job_and_result(cluster: Cluster) -> None:
     put(cluster, "counted", "true", tags={"role": "worker:1"})
@@ -345,19 +363,7 @@ def test_metrics_count_executions_by_job_and_result(cluster: Cluster) -> None:
         finished(cluster, "counted", _ + 1)
 
     def total() -> float:
-        count = 0.0
-        for node in cluster.nodes:
-            text = cluster.http.get(f"{cluster.url(node)}/metrics").text
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    labels = sample.labels
-                    if (
-                        sample.name == "dkron_executions_total"
-                        and labels.get("job_name") == "counted"
-                        and labels.get("result") == "success"
-                    ):
-                        count += sample.value
-        return count
+        return summed(cluster, "dkron_executions_total", job_name="counted", result="success")
 
     assert wait_for(lambda: total() == 3, 10.0, "3 successes of 'counted' in /metrics")
     leader = cluster.leader()
