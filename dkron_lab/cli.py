@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
-import httpx
 import yaml
 from click.core import ParameterSource
 
@@ -622,12 +621,9 @@ def sql(
         raise click.UsageError('give the query as an argument or with -f FILE, e.g. "SELECT 1"')
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    body: dict[str, Any] = {"query": query if source is None else source.read()}
-    if max_rows is not None:
-        body["max_rows"] = max_rows
-    if query_timeout is not None:
-        body["timeout"] = query_timeout
-    answer = _post_sql(address, token, body, wait=(query_timeout or 30.0) + 30.0)
+    text = source.read() if source is not None else query or ""
+    with _client(address, token, timeout=(query_timeout or 30.0) + 30.0) as client:
+        answer = client.sql(text, max_rows=max_rows, timeout=query_timeout, format="json")
     if as_json:
         _echo_json(answer)
     elif as_csv:
@@ -639,32 +635,6 @@ def sql(
             f"(truncated at {answer.get('row_count')} rows: aggregate in SQL, or raise --max-rows)",
             err=True,
         )
-
-
-def _post_sql(address: str, token: str | None, body: dict[str, Any], wait: float) -> Any:
-    """``POST /v1/sql`` asking for JSON; an error ends the command with the server's message.
-
-    Plain httpx here rather than ``Client``, which has no SQL method yet."""
-    headers = {"Accept": "application/json"}
-    if token:
-        headers |= {"Authorization": f"Bearer {token}", "X-Dkron-Token": token}
-    url = address.rstrip("/") + "/v1/sql"
-    try:
-        response = httpx.post(url, json=body, headers=headers, timeout=wait)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"cannot reach dkron-lab at {address} ({exc}): is the agent running?"
-        ) from None
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if response.is_error:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        raise click.ClickException(
-            str(error or f"POST /v1/sql failed: {response.status_code} {response.text[:200]}")
-        )
-    return answer
 
 
 def _cell(value: Any, width: int = 60) -> str:
