@@ -561,12 +561,6 @@ class _Base(_Operations):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    def _call(
-        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
-    ) -> Any:
-        """The former private helper, kept for its callers; ``request`` is the public way."""
-        return self.request(method, path, params=params, json=json)
-
     def _options(self, request: Request) -> dict[str, Any]:
         options: dict[str, Any] = {"params": request.params, "headers": dict(request.headers)}
         if request.json is not None:

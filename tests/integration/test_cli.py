@@ -429,7 +429,7 @@ def test_client_maps_dkron_plain_errors_by_status(dkron_like: str) -> None:
             client.leader()
         assert type(caught.value) is DkronError
         with pytest.raises(NotFoundError, match="^I am a follower$"):
-            client._call("GET", "/v1/isleader")
+            client.request("GET", "/v1/isleader")
 
 
 def test_client_reports_an_unreachable_server() -> None:
