@@ -635,8 +635,9 @@ class Node:
         """Claim ``fires`` through Raft: which were won, and which of those wait in the queue
         of the concurrency limits (their runs start when a ``GroupStarted`` says so)."""
         cmd = command("fire", fires=fires)
-        if self.limits.active or self.state.limits.active:
-            cmd["limits"] = self.limits.to_json()
+        limits = self.limits
+        if limits.active or self.state.limits.active:
+            cmd["limits"] = limits.to_json()
         result = await self._submit(cmd, fenced=True)
         self.metrics.fired(sum(result["won"]))
         return list(result["won"]), set(result.get("queued", ()))
