@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from jupyter_server.auth import Authorizer
-from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from dkron_lab.client import KERNEL_TOKEN_HEADER
 from dkron_lab.jupyter.extension import (
@@ -17,22 +16,7 @@ from dkron_lab.jupyter.extension import (
     RESOURCE_JOBS,
     DkronLab,
 )
-
-JOB = {
-    "name": "hello",
-    "schedule": "@every 1h",
-    "executor": "shell",
-    "executor_config": {"command": "echo hello"},
-}
-
-
-async def fetch(jp_fetch: Any, *parts: str, **kwargs: Any) -> HTTPResponse:
-    try:
-        response: HTTPResponse = await jp_fetch("dkron", *parts, **kwargs)
-    except HTTPClientError as error:
-        assert error.response is not None
-        return error.response
-    return response
+from tests.jupyter.test_extension import JOB, fetch
 
 
 class DenyJobs(Authorizer):
