@@ -94,7 +94,8 @@ _AGENT_OPTIONS: list[_Decorator] = [
     click.option(
         "--http-addr",
         metavar="HOST:PORT",
-        help="Address of the REST API and UI (servers). [default: :8080, every interface]",
+        help="Address of the REST API and UI (servers); ':8080' listens on every interface. "
+        "[default: 127.0.0.1:8080]",
     ),
     click.option(
         "--bind-addr",
@@ -162,8 +163,75 @@ _AGENT_OPTIONS: list[_Decorator] = [
     click.option(
         "--api-token",
         metavar="TOKEN",
-        help="Require this bearer token on the REST "
-        "API (env DKRON_API_TOKEN). [default: none, open]",
+        help="The admin bearer token of the REST API (env DKRON_API_TOKEN). [default: "
+        "generated on first start into <data-dir>/api-token]",
+    ),
+    click.option(
+        "--no-auth",
+        is_flag=True,
+        default=None,
+        help="Serve the REST API without any token, as Dkron OSS does: anyone who can reach "
+        "the port can run commands as this user. Off loopback it also needs "
+        "--allow-insecure-remote or TLS.",
+    ),
+    click.option(
+        "--api-tokens-file",
+        metavar="PATH",
+        help="YAML file of named tokens with roles admin, operator or viewer (docs/security.md).",
+    ),
+    click.option(
+        "--allow-insecure-remote",
+        is_flag=True,
+        default=None,
+        help="Allow --no-auth on an address beyond loopback without TLS.",
+    ),
+    click.option(
+        "--cors-origin",
+        metavar="ORIGIN",
+        multiple=True,
+        help="Answer CORS for this origin, e.g. https://dash.example.com; repeat for several. "
+        "[default: none, no cross-origin access]",
+    ),
+    click.option(
+        "--allowed-host",
+        metavar="HOST",
+        multiple=True,
+        help="Also accept requests whose Host header names HOST (DNS rebinding guard); "
+        "repeat for several. [default: loopback names, this host's names, IP addresses]",
+    ),
+    click.option("--tls-cert", metavar="PATH", help="PEM certificate: serve the API over HTTPS."),
+    click.option("--tls-key", metavar="PATH", help="PEM private key of --tls-cert."),
+    click.option(
+        "--tls-ca",
+        metavar="PATH",
+        help="PEM CA bundle that other nodes' certificates are checked against.",
+    ),
+    click.option(
+        "--fsync",
+        metavar="MODE",
+        help="When writes reach the disk before they are acknowledged: always (each write), "
+        "batch (one fsync per group of writes) or never (a power cut may lose "
+        "acknowledged writes). [default: batch]",
+    ),
+    click.option(
+        "--sql-memory-limit",
+        metavar="SIZE",
+        help="Memory one /v1/sql query may use, e.g. 1GB. [default: 1GB]",
+    ),
+    click.option(
+        "--sql-temp-limit",
+        metavar="SIZE",
+        help="Disk a /v1/sql query may spill to. [default: 1GB]",
+    ),
+    click.option(
+        "--sql-max-bytes",
+        metavar="SIZE",
+        help="Largest /v1/sql response body. [default: 64MB]",
+    ),
+    click.option(
+        "--sql-max-queries",
+        metavar="N",
+        help="/v1/sql queries run at once; more wait their turn. [default: 2]",
     ),
     click.option(
         "--max-body-size",

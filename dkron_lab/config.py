@@ -34,6 +34,7 @@ from dkron_lab.model.units import parse_duration, parse_size
 
 __all__ = [
     "CONFIG_FILE_NAMES",
+    "FSYNC_MODES",
     "LOG_LEVELS",
     "NOTIFY_ON",
     "NOT_YET_SUPPORTED",
@@ -59,7 +60,7 @@ class Config:
     bootstrap_expect: int = 0
     node_name: str = field(default_factory=socket.gethostname)
     data_dir: Path = Path("dkron.data")
-    http_addr: str = ":8080"
+    http_addr: str = "127.0.0.1:8080"
     bind_addr: str = "127.0.0.1:8946"
     advertise_addr: str = ""
     join: tuple[str, ...] = ()
@@ -72,6 +73,21 @@ class Config:
     encrypt: str = ""
     log_level: str = "info"
     api_token: str = ""
+    # security (docs/security.md)
+    no_auth: bool = False
+    api_tokens_file: Path | None = None
+    allow_insecure_remote: bool = False
+    cors_origin: tuple[str, ...] = ()
+    allowed_host: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    # durability and resource limits
+    fsync: str = "batch"
+    sql_memory_limit: int = 1024**3
+    sql_temp_limit: int = 1024**3
+    sql_max_bytes: int = 64 * 1024**2
+    sql_max_queries: int = 2
     max_body_size: int = 8 * 1024 * 1024
     output_limit: int = 256_000
     history_retention: timedelta | None = None
@@ -291,6 +307,22 @@ def _limits(value: Any) -> dict[str, int]:
     return {key: counts(limit) for key, limit in _tags(value).items()}
 
 
+FSYNC_MODES = ("always", "batch", "never")
+
+
+def _fsync(value: Any) -> str:
+    mode = _text(value).lower()
+    if mode not in FSYNC_MODES:
+        raise ValueError(value)
+    return mode
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _path(value)
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).lower()
     if level not in LOG_LEVELS:
@@ -337,6 +369,19 @@ _OPTIONS: dict[str, _Option] = {
     "encrypt": _Option(_gossip_key, "base64 of 16, 24 or 32 bytes, as `dkron-lab keygen` prints"),
     "log-level": _Option(_log_level, "one of " + ", ".join(LOG_LEVELS)),
     "api-token": _Option(_text, "a string"),
+    "no-auth": _Option(_boolean, "true or false"),
+    "api-tokens-file": _Option(_optional_path, "a path to a YAML tokens file (docs/security.md)"),
+    "allow-insecure-remote": _Option(_boolean, "true or false"),
+    "cors-origin": _Option(_strings, "a list of origins, e.g. https://dash.example.com"),
+    "allowed-host": _Option(_strings, "a list of host names, e.g. dkron.example.com"),
+    "tls-cert": _Option(_optional_path, "a path to a PEM certificate (chain)"),
+    "tls-key": _Option(_optional_path, "a path to the certificate's PEM private key"),
+    "tls-ca": _Option(_optional_path, "a path to the PEM CA bundle that signed the nodes' certs"),
+    "fsync": _Option(_fsync, "one of " + ", ".join(FSYNC_MODES)),
+    "sql-memory-limit": _Option(_size, _SIZE),
+    "sql-temp-limit": _Option(_size, _SIZE),
+    "sql-max-bytes": _Option(_size, _SIZE),
+    "sql-max-queries": _Option(_whole(1), "a whole number >= 1"),
     "max-body-size": _Option(_size, _SIZE),
     "output-limit": _Option(_size, _SIZE),
     "history-retention": _Option(_retention, _DURATION + "; 0 or empty keeps every execution"),

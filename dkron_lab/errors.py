@@ -14,15 +14,19 @@ same class back from the ``type`` field of the JSON error body.
     │   ├── BadRequest                             malformed JSON, wrong query parameter, ...
     │   ├── InvalidQuery                           SQL that DuckDB cannot run (its message)
     │   ├── QueryRefused                           SQL that is not one read-only SELECT
-    │   └── QueryTimeout                           SQL that ran past its time limit
+    │   ├── QueryTimeout                           SQL that ran past its time limit
+    │   └── QueryTooLarge                          SQL over a memory, disk or response limit
     ├── Unauthorized                          401  missing or wrong API token
+    ├── Forbidden                             403  the token's role, the Origin or the Host
     ├── NotFoundError (LookupError)           404
     │   ├── JobNotFound
     │   └── ExecutionNotFound
     ├── ConflictError                         409  the request clashes with current state
     │   └── JobHasDependents
     ├── PayloadTooLarge                       413
+    ├── UnsupportedMediaType                  415  a write whose body is not JSON
     ├── Unavailable                           503  try again later
+    │   ├── InsufficientStorage               507  the data dir cannot be written (full disk)
     │   ├── Paused                                 new submissions are paused
     │   └── ClusterError                           consensus could not be reached
     │       ├── NotLeaderError                     this node cannot order the write
@@ -42,6 +46,8 @@ __all__ = [
     "DkronError",
     "ExecutionError",
     "ExecutionNotFound",
+    "Forbidden",
+    "InsufficientStorage",
     "InvalidJob",
     "InvalidQuery",
     "InvalidSchedule",
@@ -55,9 +61,11 @@ __all__ = [
     "PluginNotFound",
     "QueryRefused",
     "QueryTimeout",
+    "QueryTooLarge",
     "ReplicationTimeout",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationError",
     "HTTP_STATUS",
     "error_class",
@@ -107,8 +115,18 @@ class QueryTimeout(ValidationError):
     A 400 like the others (not 408, which browsers and proxies retry on their own)."""
 
 
+class QueryTooLarge(ValidationError):
+    """SQL that went over ``--sql-memory-limit``, ``--sql-temp-limit`` or ``--sql-max-bytes``;
+    the message names the limit and how to narrow the query."""
+
+
 class Unauthorized(DkronError):
     """The API token is missing or wrong."""
+
+
+class Forbidden(DkronError):
+    """The caller is known but may not do this: its token's role is too low, or the request
+    came from a web page of another origin, or names a Host this node does not serve."""
 
 
 class NotFoundError(DkronError, LookupError):
@@ -135,8 +153,17 @@ class PayloadTooLarge(DkronError):
     """The request body is over the configured limit."""
 
 
+class UnsupportedMediaType(DkronError):
+    """A write whose body is not ``Content-Type: application/json``."""
+
+
 class Unavailable(DkronError):
     """The node cannot serve this now; retrying later may work."""
+
+
+class InsufficientStorage(Unavailable):
+    """The data dir cannot be written (a full disk or an I/O error): nothing new is
+    acknowledged until it can; the node recovers by itself when it can write again."""
 
 
 class Paused(Unavailable):
@@ -170,10 +197,13 @@ class ExecutionError(DkronError):
 HTTP_STATUS: dict[type[DkronError], int] = {
     ValidationError: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFoundError: 404,
     ConflictError: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     Unavailable: 503,
+    InsufficientStorage: 507,
 }
 """The one table from errors to HTTP statuses (the server answers by it, clients read it back)."""
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from dkron_lab import codec
+from dkron_lab import codec, credentials
 from dkron_lab._version import __version__
 from dkron_lab.batching import Batcher
 from dkron_lab.clock import Clock, SystemClock
 from dkron_lab.config import Config, split_host_port
+from dkron_lab.credentials import secure_data_dir
 from dkron_lab.dispatch import Peers, cluster_key
 from dkron_lab.errors import (
     BadRequest,
@@ -172,6 +173,9 @@ class Node:
         (e.g. ``compaction_min_entries``, so a test can make the leader send snapshots)."""
         self.config = config
         self.name = config.node_name
+        secure_data_dir(config.data_dir)
+        self.encrypt = credentials.cluster_key(config)
+        self.api_token = credentials.api_token(config)
         self.clock = clock or SystemClock()
         self.registry = registry or PluginRegistry()
         self.state = JobState()
@@ -179,7 +183,7 @@ class Node:
         self.history = DuckDBHistory(
             config.data_dir / "history.duckdb", retention=config.history_retention
         )
-        settings = replace(_raft_settings(config), **(raft_tuning or {}))
+        settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
         self.raft = RaftNode(
             settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
         )
@@ -195,7 +199,7 @@ class Node:
         )
         self.role = "server" if config.server else "agent"
         self.liveness = Liveness()
-        self.cluster_key = cluster_key(config.encrypt)
+        self.cluster_key = cluster_key(self.encrypt)
         self.peers = Peers(self.cluster_key)
         self._accepted: dict[tuple[int, int], None] = {}  # (group, attempt) started, newest last
         self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
@@ -1129,7 +1133,7 @@ class Node:
                 "members": str(len(self.state.nodes)),
                 "failed": "0",
                 "left": "0",
-                "encrypted": str(bool(self.config.encrypt)).lower(),
+                "encrypted": "true",
             },
             "raft": {key: str(value) for key, value in status.items()},
             "tags": self.member_tags,
@@ -1390,12 +1394,12 @@ def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobS
     return ordered
 
 
-def _raft_settings(config: Config) -> RaftSettings:
+def _raft_settings(config: Config, encrypt: str) -> RaftSettings:
     return RaftSettings(
         data_dir=config.data_dir / "raft",
         self_address=config.bind_addr if config.server else None,
         partners=tuple(config.join) + tuple(config.retry_join),
-        password=config.encrypt or None,
+        password=encrypt,
     )
 
 

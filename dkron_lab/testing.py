@@ -5,6 +5,7 @@ partition a cluster running on loopback."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import heapq
@@ -40,8 +41,10 @@ __all__ = [
     "Network",
     "Processes",
     "TcpProxy",
+    "auth_headers",
     "free_port",
     "install_plugin",
+    "new_cluster_key",
     "wait_for",
 ]
 
@@ -78,6 +81,16 @@ class FakeClock:
     @property
     def sleepers(self) -> int:
         return sum(1 for _, _, f in self._sleepers if not f.done())
+
+
+def new_cluster_key() -> str:
+    """A random cluster key, as ``dkron-lab keygen`` prints one."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    """The headers that authenticate with ``token`` (none for ``""``)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -305,17 +318,24 @@ class Cluster:
         agents: int = 0,
         server_tags: Sequence[Mapping[str, str]] = (),
         agent_tags: Sequence[Mapping[str, str]] = (),
-        encrypt: str = "",
+        encrypt: str | None = None,
+        api_token: str | None = None,
         extra_args: Sequence[str] = (),
         log_level: str = "warn",
         timeout: float = 60.0,
     ) -> None:
+        """``encrypt`` and ``api_token`` default to new random ones, given to every node;
+        ``self.http`` sends the token."""
         self.base_dir = Path(base_dir)
-        self.encrypt = encrypt
+        self.encrypt = new_cluster_key() if encrypt is None else encrypt
+        self.api_token = secrets.token_urlsafe(16) if api_token is None else api_token
         self.extra_args = tuple(extra_args)
         self.log_level = log_level
         self.timeout = timeout
-        self.http = httpx.Client(timeout=10.0, trust_env=False)
+        self.http = httpx.Client(
+            timeout=10.0, trust_env=False, headers=auth_headers(self.api_token)
+        )
+        encrypt = self.encrypt
         self.nodes: dict[str, ClusterNode] = {}
         for i in range(servers):
             tags = server_tags[i] if i < len(server_tags) else {}
@@ -528,6 +548,8 @@ class Cluster:
             args += ["--tag", f"{key}={value}"]
         if node.encrypt:
             args += ["--encrypt", node.encrypt]
+        if self.api_token:
+            args += ["--api-token", self.api_token]
         return [*args, *self.extra_args]
 
     def close(self) -> None:

@@ -92,7 +92,7 @@ def make_app(node: Node) -> tornado.web.Application:
         rules,
         default_handler_class=mount(NotFound, HeadlessHandler),
         dkron_node=node,
-        dkron_api_token=node.config.api_token,
+        dkron_api_token=node.api_token,
     )
 
 

@@ -1,0 +1,109 @@
+"""The secrets a node keeps in its data dir, and the data dir's own protection.
+
+A node never starts open by accident: without ``--api-token`` the first start writes a random
+admin token to ``<data-dir>/api-token``, and without ``--encrypt`` a random cluster key to
+``<data-dir>/cluster-key``; later starts read them back. The data dir is made ``0700`` and the
+two files ``0600``, so another local user can read neither (``docs/security.md``).
+
+A node that joins an existing cluster (``--join``, ``--retry-join``, or any agent) cannot make
+up the key: it must be given the cluster's, and starting without it is a ``ConfigError`` that
+says where to find it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from dkron_lab.config import Config
+from dkron_lab.errors import ValidationError
+
+__all__ = [
+    "API_TOKEN_FILE",
+    "CLUSTER_KEY_FILE",
+    "ConfigError",
+    "api_token",
+    "cluster_key",
+    "read_secret",
+    "secure_data_dir",
+    "write_private",
+]
+
+log = logging.getLogger(__name__)
+
+API_TOKEN_FILE = "api-token"
+CLUSTER_KEY_FILE = "cluster-key"
+
+
+class ConfigError(ValidationError):
+    """The node cannot start with this configuration; the message says what to change."""
+
+
+def secure_data_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as ``0700``; tighten an existing one that is looser."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("data dir %s was mode %o: made 0700 (only this user may read it)", path, mode)
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new ``0600`` file, on disk before this returns; never overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_secret(path: Path) -> str:
+    """The secret in ``path`` (stripped), tightening its mode to ``0600`` if it is looser."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.warning("%s was readable by others: made 0600", path)
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _kept(path: Path, make: str) -> str:
+    if path.exists():
+        return read_secret(path)
+    secure_data_dir(path.parent)
+    try:
+        write_private(path, make)
+    except FileExistsError:  # another process made it first: use theirs
+        return read_secret(path)
+    return make
+
+
+def api_token(config: Config) -> str:
+    """The admin token the API requires: ``--api-token``, else the data dir's (made on first
+    start); ``""`` only with ``--no-auth``."""
+    if config.no_auth:
+        return ""
+    if config.api_token:
+        return config.api_token
+    return _kept(config.data_dir / API_TOKEN_FILE, secrets.token_urlsafe(32))
+
+
+def cluster_key(config: Config) -> str:
+    """The cluster key (base64): ``--encrypt``, else the data dir's, else a new one for a
+    server that starts a cluster of its own. Raises ``ConfigError`` for a joining node."""
+    if config.encrypt:
+        return config.encrypt
+    path = config.data_dir / CLUSTER_KEY_FILE
+    if path.exists():
+        return read_secret(path)
+    if config.join or config.retry_join or not config.server:
+        raise ConfigError(
+            "this node joins a cluster, so it needs the cluster's key: pass --encrypt KEY "
+            f"(or DKRON_ENCRYPT) with the key in {CLUSTER_KEY_FILE} of the first server's "
+            'data dir, e.g. --encrypt "$(cat dkron.data/cluster-key)"'
+        )
+    return _kept(path, base64.b64encode(secrets.token_bytes(32)).decode())
