@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import functools
 import json
 import logging
 import os
@@ -20,18 +21,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import click
 import yaml
 from click.core import ParameterSource
 
 from dkron_lab._version import __version__
-from dkron_lab.client import DEFAULT_URL, Client
+from dkron_lab.client import DEFAULT_URL, Client, local_token, token_file
 from dkron_lab.config import LOG_LEVELS, Config, resolve_config
-from dkron_lab.errors import DkronError, NotFoundError, ValidationError
+from dkron_lab.errors import DkronError, NotFoundError, Unauthorized, ValidationError
 
 __all__ = ["cli", "main"]
 
@@ -414,31 +416,94 @@ def version() -> None:
 # client commands
 
 
-def _client_options(command: _F) -> _F:
-    command = click.option(
-        "--token",
-        envvar="DKRON_API_TOKEN",
-        metavar="TOKEN",
-        help="API token sent as a bearer token. [env DKRON_API_TOKEN]",
-    )(command)
-    return click.option(
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Target:
+    """The server a client command talks to, as its options name it."""
+
+    address: str
+    token: str | None
+    data_dir: str | None
+    tls_ca: str | None
+
+
+_CLIENT_OPTIONS: list[_Decorator] = [
+    click.option(
         "--address",
         envvar="DKRON_ADDRESS",
         default=DEFAULT_URL,
         show_default=True,
         metavar="URL",
-        help="URL of a dkron-lab (or Dkron) server. [env DKRON_ADDRESS]",
-    )(command)
+        help="URL of a dkron-lab (or Dkron) server, http:// or https://. [env DKRON_ADDRESS]",
+    ),
+    click.option(
+        "--token",
+        envvar="DKRON_API_TOKEN",
+        metavar="TOKEN",
+        help="API token sent as a bearer token. [env DKRON_API_TOKEN; default: the one the "
+        "server generated into <data-dir>/api-token, for a server on this host]",
+    ),
+    click.option(
+        "--data-dir",
+        envvar="DKRON_DATA_DIR",
+        metavar="DIR",
+        help="Data dir of the server, where its generated token is read from. "
+        "[env DKRON_DATA_DIR; default: dkron.data]",
+    ),
+    click.option(
+        "--tls-ca",
+        envvar="DKRON_TLS_CA",
+        metavar="PATH",
+        help="PEM bundle of the CA that signed an https:// server's certificate. "
+        "[env DKRON_TLS_CA; default: the system's CAs]",
+    ),
+]
+
+
+def _client_options(command: _F) -> _F:
+    """The options that name the server; the command gets them as one ``target``."""
+
+    @functools.wraps(command)
+    def run(
+        *args: Any,
+        address: str,
+        token: str | None,
+        data_dir: str | None,
+        tls_ca: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        target = _Target(address=address, token=token, data_dir=data_dir, tls_ca=tls_ca)
+        return command(*args, target=target, **kwargs)
+
+    wrapped: Callable[..., Any] = run
+    for option in reversed(_CLIENT_OPTIONS):
+        wrapped = option(wrapped)
+    return cast(_F, wrapped)
 
 
 @contextmanager
-def _client(address: str, token: str | None, timeout: float | None = 10.0) -> Iterator[Client]:
-    """A client whose errors end the command with the server's message and exit status 1."""
+def _client(target: _Target, timeout: float | None = 10.0) -> Iterator[Client]:
+    """A client whose errors end the command with the server's message and exit status 1.
+
+    Without ``--token`` it sends the token a server on this host generated into its data dir.
+    """
+    token = target.token or local_token(target.address, target.data_dir)
     try:
-        with Client(address, token=token, timeout=timeout) as client:
+        with Client(target.address, token=token, timeout=timeout, tls_ca=target.tls_ca) as client:
             yield client
+    except Unauthorized as exc:
+        raise click.ClickException(f"{exc.message}\n{_token_hint(target)}") from None
     except DkronError as exc:
         raise click.ClickException(exc.message) from None
+
+
+def _token_hint(target: _Target) -> str:
+    where = token_file(target.data_dir).absolute()
+    return (
+        f"{target.address} wants an API token. A server started without --api-token keeps the "
+        f"one it generated in <data-dir>/api-token on its host (looked for: {where}). Run this "
+        "command from the directory the server was started in, or pass the server's "
+        '--data-dir DIR, or give the token: --token "$(cat DIR/api-token)" or DKRON_API_TOKEN.'
+    )
 
 
 def _echo_json(value: Any) -> None:
@@ -453,9 +518,9 @@ def jobs() -> None:
 @jobs.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @_client_options
-def jobs_list(address: str, token: str | None, as_json: bool) -> None:
+def jobs_list(target: _Target, as_json: bool) -> None:
     """List every job: name, schedule, status, next run, last success and error."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         found = client.jobs()
     if as_json:
         _echo_json(found)
@@ -482,9 +547,9 @@ def jobs_list(address: str, token: str | None, as_json: bool) -> None:
 @jobs.command("get")
 @click.argument("name")
 @_client_options
-def jobs_get(address: str, token: str | None, name: str) -> None:
+def jobs_get(target: _Target, name: str) -> None:
     """Print one job as JSON."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         _echo_json(client.job(name))
 
 
@@ -498,10 +563,10 @@ def jobs_get(address: str, token: str | None, name: str) -> None:
     help="YAML or JSON file with one job or a list of jobs; - reads stdin.",
 )
 @_client_options
-def jobs_apply(address: str, token: str | None, source: IO[str]) -> None:
+def jobs_apply(target: _Target, source: IO[str]) -> None:
     """Create or update the jobs in a file, in order (put parents first)."""
     definitions = _read_jobs(source)
-    with _client(address, token) as client:
+    with _client(target) as client:
         for job in definitions:
             verb = "updated" if _exists(client, job["name"]) else "created"
             client.put_job(job)
@@ -553,9 +618,9 @@ def _exists(client: Client, name: str) -> bool:
     help="Wait for the run to finish, print its executions and exit 1 if it failed.",
 )
 @_client_options
-def jobs_run(address: str, token: str | None, name: str, wait: bool) -> None:
+def jobs_run(target: _Target, name: str, wait: bool) -> None:
     """Run a job now, outside its schedule."""
-    with _client(address, token, timeout=None if wait else 10.0) as client:
+    with _client(target, timeout=None if wait else 10.0) as client:
         if not wait:
             client.run_job(name)
             click.echo(f"started job {name}")
@@ -591,9 +656,9 @@ def _new_executions(
 @jobs.command("toggle")
 @click.argument("name")
 @_client_options
-def jobs_toggle(address: str, token: str | None, name: str) -> None:
+def jobs_toggle(target: _Target, name: str) -> None:
     """Disable an enabled job, or enable a disabled one."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         job = client.toggle_job(name)
     click.echo(f"job {name} {'disabled' if job.get('disabled') else 'enabled'}")
 
@@ -601,9 +666,9 @@ def jobs_toggle(address: str, token: str | None, name: str) -> None:
 @jobs.command("delete")
 @click.argument("name")
 @_client_options
-def jobs_delete(address: str, token: str | None, name: str) -> None:
+def jobs_delete(target: _Target, name: str) -> None:
     """Delete a job (its children first: a job with dependents cannot go)."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         client.delete_job(name)
     click.echo(f"deleted job {name}")
 
@@ -619,9 +684,9 @@ def jobs_delete(address: str, token: str | None, name: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the executions as JSON.")
 @_client_options
-def executions(address: str, token: str | None, job: str, limit: int, as_json: bool) -> None:
+def executions(target: _Target, job: str, limit: int, as_json: bool) -> None:
     """List a job's executions, newest first."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         found = client.executions(job, output_size_limit=None if as_json else 200)[:limit]
     if as_json:
         _echo_json(found)
@@ -668,8 +733,7 @@ def executions(address: str, token: str | None, job: str, limit: int, as_json: b
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
 @_client_options
 def sql(
-    address: str,
-    token: str | None,
+    target: _Target,
     query: str | None,
     source: IO[str] | None,
     max_rows: int | None,
@@ -690,7 +754,7 @@ def sql(
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     text = source.read() if source is not None else query or ""
-    with _client(address, token, timeout=(query_timeout or 30.0) + 30.0) as client:
+    with _client(target, timeout=(query_timeout or 30.0) + 30.0) as client:
         answer = client.sql(text, max_rows=max_rows, timeout=query_timeout, format="json")
     if as_json:
         _echo_json(answer)
@@ -734,11 +798,11 @@ def _echo_csv(answer: Any) -> None:
 
 @cli.command()
 @_client_options
-def leave(address: str, token: str | None) -> None:
+def leave(target: _Target) -> None:
     """Make the node at --address leave the cluster: it stops gracefully (running jobs finish)."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         client.leave()
-    click.echo(f"{address} is leaving")
+    click.echo(f"{target.address} is leaving")
 
 
 @cli.group()
@@ -749,9 +813,9 @@ def raft() -> None:
 @raft.command("list-peers")
 @click.option("--json", "as_json", is_flag=True, help="Print the peers as JSON.")
 @_client_options
-def raft_list_peers(address: str, token: str | None, as_json: bool) -> None:
+def raft_list_peers(target: _Target, as_json: bool) -> None:
     """List the Raft voters as the server at --address sees them."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         peers = client.raft_peers()
     if as_json:
         _echo_json(peers)
@@ -772,9 +836,9 @@ def raft_list_peers(address: str, token: str | None, as_json: bool) -> None:
 @raft.command("add-peer")
 @click.option("--peer-addr", required=True, help="The new server's --bind-addr, host:port.")
 @_client_options
-def raft_add_peer(address: str, token: str | None, peer_addr: str) -> None:
+def raft_add_peer(target: _Target, peer_addr: str) -> None:
     """Add a started server (its --join naming the current servers) to the Raft group."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         client.add_raft_peer(peer_addr)
     click.echo(f"added {peer_addr} to the Raft group")
 
@@ -782,9 +846,9 @@ def raft_add_peer(address: str, token: str | None, peer_addr: str) -> None:
 @raft.command("remove-peer")
 @click.option("--peer-id", required=True, help="The server to remove: node name or host:port.")
 @_client_options
-def raft_remove_peer(address: str, token: str | None, peer_id: str) -> None:
+def raft_remove_peer(target: _Target, peer_id: str) -> None:
     """Remove a server from the Raft group (stop that server afterwards)."""
-    with _client(address, token) as client:
+    with _client(target) as client:
         client.remove_raft_peer(peer_id)
     click.echo(f"removed {peer_id} from the Raft group; stop it now")
 

@@ -23,16 +23,22 @@ Each operation is written once, as a generator that yields the ``Request`` it ne
 
 Without ``url``, ``discover()`` finds the server: ``DKRON_LAB_URL``/``DKRON_LAB_TOKEN`` (exported
 by the Jupyter extension to its kernels), else the runtime file of the Jupyter server that
-started this kernel (``jpserver-<JPY_PARENT_PID>.json``), else ``DKRON_ADDRESS`` /
-``DKRON_API_TOKEN`` (as the CLI reads them), else ``http://127.0.0.1:8080``.
+started this kernel (``jpserver-<JPY_PARENT_PID>.json``), else ``DKRON_ADDRESS`` (as the CLI
+reads it), else ``http://127.0.0.1:8080``; for those two the token is ``DKRON_API_TOKEN``, else
+the one a server on this host generated into its data dir (``local_token``).
+
+``https://`` URLs are checked against the system's CAs, or against ``tls_ca`` (a PEM bundle;
+``DKRON_TLS_CA``) for a server whose certificate a private CA signed.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import json
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,9 +78,15 @@ __all__ = [
     "Request",
     "discover",
     "endpoint",
+    "local_token",
+    "token_file",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_DATA_DIR = "dkron.data"
+"""A headless server's data dir when it is not given: relative to where it was started."""
+TOKEN_FILE = "api-token"
+"""The file of the data dir where a server started without ``--api-token`` keeps its token."""
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 KERNEL_TOKEN_HEADER = "X-Dkron-Lab-Token"
 """The header the Jupyter extension reads the secret it gave its kernels from."""
@@ -133,6 +145,9 @@ def discover(environ: Mapping[str, str] | None = None) -> Connection:
        this kernel, its URL + ``dkron/`` and its Jupyter token;
     3. ``DKRON_ADDRESS`` / ``DKRON_API_TOKEN``, as the CLI reads them;
     4. ``http://127.0.0.1:8080``, a headless agent's default.
+
+    The token of 3 and 4 is ``local_token``'s: ``DKRON_API_TOKEN``, else (for a server on this
+    host, or with ``DKRON_DATA_DIR`` naming its data dir) the one it generated there.
     """
     env = os.environ if environ is None else environ
     if env.get("DKRON_LAB_URL"):
@@ -140,10 +155,52 @@ def discover(environ: Mapping[str, str] | None = None) -> Connection:
     found = _from_runtime_file(env)
     if found is not None:
         return found
-    token = env.get("DKRON_API_TOKEN") or None
-    if env.get("DKRON_ADDRESS"):
-        return Connection(env["DKRON_ADDRESS"], token, "DKRON_ADDRESS")
-    return Connection(DEFAULT_URL, token, "default")
+    url, source = (env["DKRON_ADDRESS"], "DKRON_ADDRESS") if env.get("DKRON_ADDRESS") else (
+        DEFAULT_URL, "default"
+    )  # fmt: skip
+    return Connection(url, local_token(url, environ=env), source)
+
+
+def token_file(
+    data_dir: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where a server keeps its generated token: ``<data_dir>/api-token``, the data dir being
+    ``data_dir``, else ``DKRON_DATA_DIR``, else ``./dkron.data`` (a server's own default)."""
+    env = os.environ if environ is None else environ
+    return Path(data_dir or env.get("DKRON_DATA_DIR") or DEFAULT_DATA_DIR) / TOKEN_FILE
+
+
+def local_token(
+    url: str,
+    data_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The token for the server at ``url`` when none is given: ``DKRON_API_TOKEN``, else the
+    ``api-token`` file of its data dir (``token_file``), else ``None``.
+
+    The file is read only when the data dir is named (``data_dir``, ``DKRON_DATA_DIR``) or the
+    server is on this host (a loopback URL): the local server's admin token is never sent to
+    another host just because a file happens to sit in the working directory.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("DKRON_API_TOKEN"):
+        return env["DKRON_API_TOKEN"]
+    if not (data_dir or env.get("DKRON_DATA_DIR") or _is_loopback(url)):
+        return None
+    try:
+        return token_file(data_dir, env).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):  # none there, or another user's server
+        return None
+
+
+def _is_loopback(url: str) -> bool:
+    host = httpx.URL(url).host if "://" in url else url.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _from_runtime_file(env: Mapping[str, str]) -> Connection | None:
@@ -536,12 +593,19 @@ class _Base(_Operations):
     """What both clients share: where they connect, headers, and reading responses."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float | None = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float | None = 10.0,
+        *,
+        tls_ca: str | Path | None = None,
     ) -> None:
         """``url`` and ``token`` for any dkron-lab or Dkron server; with no ``url`` the server
         is found by ``discover()`` (and its token with it). ``timeout`` is in seconds (``None``:
         wait for ever). The token is sent as ``Authorization: Bearer`` (headless dkron-lab and
         Jupyter), Dkron Pro's ``X-Dkron-Token`` and the Jupyter extension's kernel secret header.
+        ``tls_ca`` (default ``DKRON_TLS_CA``): a PEM bundle that an ``https://`` server's
+        certificate is checked against instead of the system's CAs.
         """
         connection = Connection(url, token) if url else discover()
         if url is None and token is not None:
@@ -549,6 +613,7 @@ class _Base(_Operations):
         self.connection = connection
         self.url = connection.url.rstrip("/")
         self.timeout = timeout
+        self._verify = _verify(tls_ca or os.environ.get("DKRON_TLS_CA") or None)
         self._headers = {"Accept": "application/json"}
         if connection.token:
             tok = connection.token
@@ -575,14 +640,33 @@ class _Base(_Operations):
         return response
 
 
+def _verify(tls_ca: str | Path | None) -> ssl.SSLContext | bool:
+    if tls_ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(tls_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValidationError(
+            f"cannot read the CA bundle {tls_ca} (--tls-ca / DKRON_TLS_CA): {exc}; "
+            "give the PEM file of the CA that signed the server's certificate"
+        ) from None
+
+
 class Client(_Base):
     """A blocking connection to one node's REST API (kernel code, CLI, widget)."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float | None = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float | None = 10.0,
+        *,
+        tls_ca: str | Path | None = None,
     ) -> None:
-        super().__init__(url, token, timeout)
-        self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
+        super().__init__(url, token, timeout, tls_ca=tls_ca)
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers, timeout=timeout, verify=self._verify
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -620,10 +704,17 @@ class AsyncClient(_Base):
     """The ``await``-able twin of ``Client``: the same methods, arguments and errors."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float | None = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float | None = 10.0,
+        *,
+        tls_ca: str | Path | None = None,
     ) -> None:
-        super().__init__(url, token, timeout)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout)
+        super().__init__(url, token, timeout, tls_ca=tls_ca)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=self._headers, timeout=timeout, verify=self._verify
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
