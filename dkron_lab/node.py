@@ -29,7 +29,7 @@ from dkron_lab.batching import Batcher
 from dkron_lab.clock import Clock, SystemClock
 from dkron_lab.config import Config, split_host_port
 from dkron_lab.credentials import secure_data_dir
-from dkron_lab.dispatch import Peers, cluster_key
+from dkron_lab.dispatch import Peers, Verifier, cluster_key
 from dkron_lab.errors import (
     BadRequest,
     ClusterError,
@@ -200,7 +200,9 @@ class Node:
         self.role = "server" if config.server else "agent"
         self.liveness = Liveness()
         self.cluster_key = cluster_key(self.encrypt)
-        self.peers = Peers(self.cluster_key)
+        tls = config.tls_cert is not None or config.tls_ca is not None
+        self.peers = Peers(self.cluster_key, tls=tls, tls_ca=config.tls_ca)
+        self.verifier = Verifier(self.cluster_key, self.name)
         self._accepted: dict[tuple[int, int], None] = {}  # (group, attempt) started, newest last
         self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
         self._ready = False
@@ -723,7 +725,7 @@ class Node:
         the second, still make one call at a time per node)."""
         payload = {"runs": runs, "term": self.raft.term}
         try:
-            await self.peers.post(self._http_of(target), "/internal/v1/run", payload)
+            await self.peers.post(self._http_of(target), "/internal/v1/run", payload, target=target)
         except DkronError as exc:
             log.warning("could not start %d run(s) on %s: %s", len(runs), target, exc)
             for run in runs:
@@ -900,21 +902,23 @@ class Node:
             self.heard_from(self.name, busy)
             with self.state.lock:
                 servers = [
-                    n["http"]
+                    (n["name"], n["http"])
                     for n in self.state.nodes.values()
                     if n["role"] == "server" and n["name"] != self.name
                 ]
             payload = {"node": self.name, "busy": busy}
-            for http in servers:
+            for name, http in servers:
                 # Each server on its own: one that hangs must not delay the beats to the others.
                 if http not in self._beating:
                     self._beating.add(http)
-                    self._spawn(self._beat(http, payload))
+                    self._spawn(self._beat(name, http, payload))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
-    async def _beat(self, http: str, payload: dict[str, Any]) -> None:
+    async def _beat(self, name: str, http: str, payload: dict[str, Any]) -> None:
         try:
-            await self.peers.post(http, "/internal/v1/heartbeat", payload, timeout=HEARTBEAT_TTL)
+            await self.peers.post(
+                http, "/internal/v1/heartbeat", payload, target=name, timeout=HEARTBEAT_TTL
+            )
         except DkronError as exc:
             log.debug("heartbeat to %s failed: %s", http, exc)
         finally:
@@ -1231,6 +1235,7 @@ class Node:
             self._http_of(leader["Name"]),
             f"/internal/v1/jobs/{name}/run",
             {"wait": wait, "node": node},
+            target=leader["Name"],
         )
         if wait:
             # The leader has applied the run's results; answer once this server has too.
@@ -1267,7 +1272,7 @@ class Node:
             return
         http = self._http_of(leader["Name"])
         body = {"peer": address, "knocked": knocked}
-        await self.peers.post(http, f"/internal/v1/raft/{change}", body)
+        await self.peers.post(http, f"/internal/v1/raft/{change}", body, target=leader["Name"])
 
     def _on_knock(self, address: str) -> None:
         self._call_soon(self._admit, address)
@@ -1297,6 +1302,13 @@ class Node:
         with self.state.lock:
             known = self.state.nodes.get(peer)
         address = str(known["raft"]) if known and known.get("raft") else peer
+        voters = [p["address"] for p in self.raft.peers()]
+        if voters == [address]:
+            raise ConflictError(
+                f"{peer} is the only voter of this cluster: removing it would leave no cluster "
+                "to remove it from. Add another server first (dkron-lab raft add-peer), or stop "
+                "this one"
+            )
         await self._on_leader("remove", address)
 
     async def skipped(self, name: str) -> list[dict[str, Any]]:

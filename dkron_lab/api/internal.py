@@ -1,19 +1,20 @@
 """The internal API nodes call on each other (``/internal/v1/...``), never clients.
 
-Each request is signed with the cluster key (``dkron_lab.dispatch``); without a key the node
-answers loopback callers only. These routes are not part of Dkron's API nor of the OpenAPI
-document of the public one; ``docs/architecture.md`` describes them.
+Each request must be signed with the cluster key for this node, fresh and never seen before
+(``dkron_lab.dispatch.Verifier``); no address is trusted, loopback included. A refusal is a
+401 and a warning in the log naming the caller's address. These routes are not part of
+Dkron's API nor of the OpenAPI document of the public one; ``docs/architecture.md`` describes
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import time
 from typing import Any
 
 from dkron_lab.api.handlers import ApiMixin
-from dkron_lab.dispatch import verify
-from dkron_lab.errors import BadRequest, Unauthorized
+from dkron_lab.errors import BadRequest
 
 __all__ = ["INTERNAL_RESOURCES"]
 
@@ -24,28 +25,18 @@ class _Internal(ApiMixin):
 
     def signed_body(self) -> dict[str, Any]:
         body = self.request_body()
-        key: bytes = self.node.cluster_key
-        if key:
-            trusted = verify(
-                key, self.request.method or "", self.request.path, self.request.headers, body
-            )
-        else:
-            trusted = _loopback(self.request.remote_ip)
-        if not trusted:
-            raise Unauthorized(
-                "internal call refused: it is not signed with this cluster's key (--encrypt)"
-            )
+        self.node.verifier.check(
+            method=self.request.method or "",
+            path=self.request.path,
+            headers=self.request.headers,
+            body=body,
+            now=time.time(),
+            remote=self.request.remote_ip or "?",
+        )
         data = self.json_body()
         if not isinstance(data, dict):
             raise BadRequest("an internal call carries a JSON object")
         return data
-
-
-def _loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class Heartbeat(_Internal):

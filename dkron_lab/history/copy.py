@@ -29,7 +29,13 @@ _TABLES = {"executions": "executions", "skipped": "skipped-fire spans"}
 
 class _Poster(Protocol):
     async def post(
-        self, address: str, path: str, payload: dict[str, Any], *, timeout: float | None = None
+        self,
+        address: str,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        target: str,
+        timeout: float | None = None,
     ) -> Any: ...
 
 
@@ -107,7 +113,9 @@ class HistoryCopy:
         after, copied = None, 0
         while True:
             payload = {"table": table, "after": after, "limit": PAGE}
-            page = await self._peers.post(source.http, "/internal/v1/history", payload, timeout=30)
+            page = await self._peers.post(
+                source.http, "/internal/v1/history", payload, target=source.name, timeout=30
+            )
             copied += save(page["rows"])
             # Wait for the writer: a large history must not pile up in its queue.
             await asyncio.to_thread(history.flush)
