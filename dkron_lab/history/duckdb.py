@@ -95,7 +95,7 @@ SORT_FIELDS: Mapping[str, str] = MappingProxyType(
 )
 
 # Migration scripts in order; applying the n-th brings a file to schema version n.
-_MIGRATIONS: tuple[str, ...] = ("schema.sql", "schema_v2.sql")
+_MIGRATIONS: tuple[str, ...] = ("schema.sql", "schema_v2.sql", "schema_v3.sql")
 _PRUNE_EVERY = timedelta(minutes=1)
 _package_files = resources.files("dkron_lab.history")
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -179,7 +179,18 @@ class _Skipped:
     recorded_at: datetime
 
 
-_Write = _Append | _DeleteJob | _Skipped
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Audit:
+    at: datetime
+    actor: str
+    role: str | None
+    remote: str
+    method: str
+    path: str
+    status: int
+
+
+_Write = _Append | _DeleteJob | _Skipped | _Audit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +341,23 @@ class DuckDBHistory:
     ) -> None:
         """Queue a span of fires not run; recording the same span twice changes nothing."""
         self._enqueue(_Skipped(job_name, reason, first, last, count, recorded_at))
+
+    def record_audit(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        role: str | None,
+        remote: str,
+        method: str,
+        path: str,
+        status: int,
+    ) -> None:
+        """Queue one row of the ``audit`` table: a change asked of the API and its answer."""
+        audit = _Audit(
+            at=at, actor=actor, role=role, remote=remote, method=method, path=path, status=status
+        )
+        self._enqueue(audit)
 
     def list_skipped(self, job_name: str) -> list[dict[str, Any]]:
         """The job's skipped spans, newest first."""
@@ -884,6 +912,12 @@ def _apply(cur: duckdb.DuckDBPyConnection, writes: list[_Write]) -> None:
             appends = []
         if isinstance(write, _Skipped):
             _insert_skipped(cur, write)
+        elif isinstance(write, _Audit):
+            cur.execute(
+                "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [write.at, _clean(write.actor), write.role, write.remote, write.method,
+                 _clean(write.path), write.status],
+            )  # fmt: skip
         else:
             cur.execute("DELETE FROM executions WHERE job_name = ?", [write.job_name])
             cur.execute("DELETE FROM skipped_fires WHERE job_name = ?", [write.job_name])
@@ -948,6 +982,8 @@ def _describe(write: _Write) -> str:
         return f"execution {write.execution.id!r} of job {write.execution.job_name!r}"
     if isinstance(write, _Skipped):
         return f"skipped fires of job {write.job_name!r} from {write.first} to {write.last}"
+    if isinstance(write, _Audit):
+        return f"audit row {write.method} {write.path} at {write.at}"
     return f"deletion of the executions of job {write.job_name!r}"
 
 
