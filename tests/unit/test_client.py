@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from dkron_lab.client import DEFAULT_URL, AsyncClient, Client, Connection, discover
+from dkron_lab.client import (
+    DEFAULT_URL,
+    AsyncClient,
+    Client,
+    Connection,
+    discover,
+    local_token,
+)
 from dkron_lab.errors import (
     InvalidSchedule,
     JobNotFound,
@@ -22,6 +29,7 @@ from dkron_lab.errors import (
 )
 from dkron_lab.testing import Cluster, free_port
 
+TOKEN = "client-test-token"
 JOB = {
     "name": "twin",
     "schedule": "@every 1h",
@@ -32,19 +40,25 @@ JOB = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with Cluster(tmp_path_factory.mktemp("client"), servers=1) as cluster:
+    with Cluster(tmp_path_factory.mktemp("client"), servers=1, api_token=TOKEN) as cluster:
         yield cluster.url("s1")
 
 
 @pytest.fixture
 def clean(server: str) -> Iterator[str]:
     yield server
-    with Client(server) as client:
+    with Client(server, TOKEN) as client:
         for job in client.jobs():
             client.delete_job(job["name"])
 
 
 # -- discovery -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty directory: no ./dkron.data of a real server is found."""
+    monkeypatch.chdir(tmp_path)
 
 
 def runtime_file(directory: Path, pid: int, **info: Any) -> Path:
@@ -90,6 +104,42 @@ def test_then_the_cli_s_variables_then_the_default(tmp_path: Path) -> None:
     assert discover({}) == Connection(DEFAULT_URL, None, "default")
 
 
+def a_server_data_dir(directory: Path, token: str) -> Path:
+    directory.mkdir(mode=0o700)
+    (directory / "api-token").write_text(token + "\n")
+    (directory / "api-token").chmod(0o600)
+    return directory
+
+
+def test_the_token_a_local_server_generated_is_found(tmp_path: Path) -> None:
+    a_server_data_dir(tmp_path / "dkron.data", "generated")
+    assert discover({}) == Connection(DEFAULT_URL, "generated", "default")
+    on_this_host = {"DKRON_ADDRESS": "http://localhost:9000"}
+    assert discover(on_this_host) == Connection(
+        "http://localhost:9000", "generated", "DKRON_ADDRESS"
+    )
+    assert discover({"DKRON_API_TOKEN": "given"}).token == "given"  # the variable wins
+
+
+def test_the_data_dir_may_be_named(tmp_path: Path) -> None:
+    data = a_server_data_dir(tmp_path / "srv", "theirs")
+    assert local_token(DEFAULT_URL, environ={"DKRON_DATA_DIR": str(data)}) == "theirs"
+    assert local_token("http://10.0.0.1:8080", data_dir=data, environ={}) == "theirs"
+    assert local_token(DEFAULT_URL, data_dir=tmp_path / "none", environ={}) is None
+
+
+def test_a_local_token_is_not_sent_to_another_host(tmp_path: Path) -> None:
+    a_server_data_dir(tmp_path / "dkron.data", "generated")
+    remote = discover({"DKRON_ADDRESS": "http://10.0.0.1:8080"})
+    assert remote == Connection("http://10.0.0.1:8080", None, "DKRON_ADDRESS")
+    assert local_token("http://[::1]:8080", environ={}) == "generated"
+
+
+def test_an_unreadable_ca_bundle_says_what_to_give(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="CA bundle"):
+        Client("https://127.0.0.1:1", tls_ca=tmp_path / "missing.pem")
+
+
 def test_a_client_without_url_discovers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DKRON_LAB_URL", "http://127.0.0.1:1/dkron/")
     monkeypatch.setenv("DKRON_LAB_TOKEN", "s")
@@ -124,7 +174,7 @@ async def test_the_twins_have_the_same_operations() -> None:
 
 
 def test_the_sync_client_against_a_server(clean: str) -> None:
-    with Client(clean) as client:
+    with Client(clean, TOKEN) as client:
         assert client.health() == {"status": "healthy"}
         assert client.put_job(JOB)["name"] == "twin"
         assert [j["name"] for j in client.jobs()] == ["twin"]
@@ -151,7 +201,7 @@ def test_the_sync_client_against_a_server(clean: str) -> None:
 
 
 async def test_the_async_client_against_a_server(clean: str) -> None:
-    async with AsyncClient(clean) as client:
+    async with AsyncClient(clean, TOKEN) as client:
         assert (await client.health()) == {"status": "healthy"}
         assert (await client.put_job(JOB))["name"] == "twin"
         assert [j["name"] for j in await client.jobs()] == ["twin"]
@@ -179,7 +229,7 @@ async def test_an_unreachable_server_is_unavailable_for_both() -> None:
 
 
 def test_sql_as_arrow_and_as_json(clean: str) -> None:
-    with Client(clean) as client:
+    with Client(clean, TOKEN) as client:
         try:
             table = client.sql("SELECT 42 AS answer, 'x' AS word")
         except JobNotFound:  # pragma: no cover - a server without the endpoint
@@ -197,6 +247,6 @@ def test_sql_as_arrow_and_as_json(clean: str) -> None:
 
 
 async def test_async_sql(clean: str) -> None:
-    async with AsyncClient(clean) as client:
+    async with AsyncClient(clean, TOKEN) as client:
         table = await client.sql("SELECT 1 AS one")
         assert table.column("one").to_pylist() == [1]
