@@ -28,6 +28,7 @@ import psutil
 
 from dkron_lab.state.raft import RaftNode, RaftSettings
 
+KEY = "bench-cluster-key"  # the raft port never runs without one (as in a real node)
 PAYLOAD = "x" * 180
 
 
@@ -107,7 +108,9 @@ async def idle_cpu(seconds: float) -> float:
 
 async def one_node(args: argparse.Namespace, *, fsync: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as data_dir:
-        settings = RaftSettings(data_dir=Path(data_dir), self_address=free_address(), fsync=fsync)
+        settings = RaftSettings(
+            password=KEY, data_dir=Path(data_dir), self_address=free_address(), fsync=fsync
+        )
         node = RaftNode(settings, Counter())
         node.start()
         try:
@@ -145,6 +148,7 @@ async def three_nodes(args: argparse.Namespace) -> list[Row]:
         ]
         # Short election timeouts here, long ones in the followers: this process wins.
         settings = RaftSettings(
+            password=KEY,
             data_dir=Path(data_dir) / "0",
             self_address=addresses[0],
             partners=tuple(addresses[1:]),
@@ -225,6 +229,7 @@ def follower(data_dir: str, address: str, partners: list[str]) -> None:
     """Run a follower until the parent closes our stdin (or kills us)."""
     logging.basicConfig(format=f"follower {address}: %(levelname)s %(message)s")
     settings = RaftSettings(
+        password=KEY,
         data_dir=Path(data_dir),
         self_address=address,
         partners=tuple(partners),

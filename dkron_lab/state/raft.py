@@ -28,11 +28,20 @@ pysyncobj 0.3.17 is patched here, not forked (docs/raft.md has the why): our jou
 ``FileJournal`` (B2, B2b, B7), snapshot-mode AppendEntries cannot commit unapplied entries (B5),
 a success reply cannot rewind ``nextIndex`` (B1), every submit has a deadline (B6), the leader
 steps down after ``leader_fallback_timeout`` (B8), the port binds only to ``self_address`` (B9)
-and without a password only loopback is allowed (B10). Commands in the log are
+and it never starts without a password (B10). Commands in the log are
 ``b"\\x00" + compact JSON`` and membership entries ``b"\\x02" + JSON``: no pickled objects in
 the log or in snapshots, and none is ever loaded from them. pysyncobj's utility commands that
 change the cluster (add, remove, transfer, set_version), sent to the raft port, are refused:
 they would bypass the API's authentication.
+
+The raft port authenticates before it unpickles. pysyncobj frames each message as a 4-byte
+length and a Fernet token (AES-CBC with an HMAC-SHA256 over the whole token, keyed from the
+password); ``TcpConnection`` checks the HMAC (``extract_timestamp``, then ``decrypt``) before
+``pickle.loads``, from the very first frame of a connection, and drops the connection on any
+failure. A frame that fails is logged here (rate-limited, naming the remote address; see
+``_Authenticating``), as is a peer that closes our connection during the key exchange (what a
+node with the wrong key sees). ``tests/security/test_cluster_trust.py`` sends pickles, framed
+and encrypted with another key or not at all, and checks that ``pickle.loads`` never runs.
 """
 
 from __future__ import annotations
@@ -40,9 +49,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -55,6 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.fernet import InvalidToken
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj import syncobj as _pysyncobj
 from pysyncobj.config import FAIL_REASON
@@ -67,13 +77,20 @@ from dkron_lab.errors import (
     ClusterError,
     ConflictError,
     DkronError,
+    InsufficientStorage,
     NoQuorumError,
     NotFoundError,
     NotLeaderError,
     ReplicationTimeout,
     ValidationError,
 )
-from dkron_lab.state.journal import RaftData, RaftJournal, read_snapshot, write_snapshot
+from dkron_lab.state.journal import (
+    RaftData,
+    RaftJournal,
+    fsync_mode,
+    read_snapshot,
+    write_snapshot,
+)
 
 __all__ = ["JOURNAL_FILE", "SNAPSHOT_FILE", "RaftNode", "RaftSettings", "StateMachine"]
 
@@ -88,6 +105,7 @@ _RETRY_PERIOD = 0.02  # between attempts of a membership change or transfer the 
 _FEED_BATCH = 1000  # commands handed to pysyncobj per tick; keeps its notify pipe from filling
 _STATES = {0: "follower", 1: "candidate", 2: "leader"}
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+STORAGE_RETRY = 1.0  # seconds between two attempts to write what a full disk refused
 
 
 class StateMachine(Protocol):
@@ -121,9 +139,8 @@ class RaftSettings:
     """How one node takes part in the Raft group. Defaults: ``reference/pysyncobj-spike.md`` §9.
 
     ``self_address=None`` makes a read-only replica: it receives the log from the leader of
-    ``partners`` but never votes or counts for a quorum. Without a ``password`` (the cluster key)
-    the raft port may only be bound to a loopback address (the port would otherwise accept
-    pickles from anyone).
+    ``partners`` but never votes or counts for a quorum. The ``password`` (the cluster key) is
+    required: without one pysyncobj would unpickle whatever any local or remote process sends.
     """
 
     data_dir: Path
@@ -131,7 +148,7 @@ class RaftSettings:
     partners: tuple[str, ...] = ()
     password: str | None = None
     bind_address: str | None = None  # default: self_address (never 0.0.0.0 by accident, B9)
-    fsync: bool = False  # True: survive power loss too, at a few ms per commit
+    fsync: str = "batch"  # "batch" | "always" | "never": docs/raft.md, "Durability"
     tick_period: float = 0.05  # longest sleep of the idle raft thread
     heartbeat_period: float = 0.1
     election_timeout_min: float = 0.4
@@ -148,6 +165,7 @@ class RaftSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "fsync", fsync_mode(self.fsync))
         others = dict.fromkeys(p for p in self.partners if p != self.self_address)
         object.__setattr__(self, "partners", tuple(others))
         _check_addresses(self)
@@ -199,6 +217,9 @@ class RaftNode:
         self._calls: deque[_Call] = deque()  # work for the raft thread (membership, transfer)
         self._membership_lock = asyncio.Lock()  # pysyncobj allows one change in flight
         self._hold_until = 0.0  # submits wait in the inbox until then (leadership transfer)
+        self._storage_fault: str | None = None  # why writes are refused (full disk, I/O error)
+        self._snapshot_fault: str | None = None  # the snapshot or compaction part of it
+        self._storage_retry_at = 0.0
 
     def _knocked(self, address: str) -> None:
         if self._on_knock is not None:
@@ -292,6 +313,8 @@ class RaftNode:
         the leader; a fenced one fails at once unless this node is leader.
         """
         self._require_running()
+        if self._storage_fault is not None:
+            raise InsufficientStorage(f"{self._storage_fault}; nothing was written")
         payload = _REGULAR + _encode_command(command)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -514,6 +537,8 @@ class RaftNode:
     def _guarded(self, step: Callable[[], None]) -> None:
         try:
             step()
+        except InsufficientStorage as exc:
+            self._storage_failed(str(exc))
         except Exception:
             logger.exception("raft tick failed; retrying")
             time.sleep(self._settings.tick_period)
@@ -530,18 +555,87 @@ class RaftNode:
 
     def _iterate(self) -> None:
         core, journal = self._require_core(), self._require_journal()
+        if journal.fault is not None and not self._retry_journal(core, journal):
+            return  # no tick while the journal holds what it could not write
+        journal.sync()  # the last tick's appends are on disk before anything counts them
         self._run_calls(core)
         self._feed(core)
-        journal.sync()  # the last tick's appends reach the kernel before anything counts them
         mark = (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
         core.doTick(0.0)
         core.close_snapshot_files()
         self._after_tick(core)
+        if self._storage_fault is not None:
+            self._storage_recovered(core, journal)
         if self._stopping or self._calls or self._feedable() or _queued(core):
             return
         moved = mark != (journal.last_index, core.raftCommitIndex, core.raftLastApplied)
         if not _can_progress_alone(core, journal, moved):
             core._poller.poll(self._settings.tick_period)  # until a message, a wake-up or a timer
+
+    # -- a full disk or an I/O error (raft thread) -----------------------------------------------
+
+    @property
+    def storage_fault(self) -> str | None:
+        """Why this node cannot write its raft data (full disk, I/O error), or None. While
+        set, ``submit`` raises ``InsufficientStorage``; it clears by itself once a retry
+        (every ``STORAGE_RETRY`` s) writes what was refused."""
+        return self._storage_fault
+
+    def _storage_failed(self, message: str) -> None:
+        """A journal, meta, snapshot or compaction write failed: refuse writes, fail the
+        waiting ones, log once. Nothing acknowledged is lost: what was refused stays pending in
+        the journal, and no tick runs (nothing is counted, applied or acknowledged) until it is
+        written."""
+        if self._storage_fault is None:
+            logger.error(
+                "%s; retrying every %g s (reads are still served)", message, STORAGE_RETRY
+            )
+        self._storage_fault = message
+        self._storage_retry_at = time.monotonic() + STORAGE_RETRY
+        if self._require_journal().fault is None:
+            self._snapshot_fault = message  # a snapshot or compaction: retried by a new one
+        self._fail_waiting(message)
+
+    def _fail_waiting(self, message: str) -> None:
+        unsent = InsufficientStorage(f"{message}; nothing was written")
+        while self._inbox:
+            pending = self._inbox.popleft()
+            self._done.append((pending.loop, pending.future, unsent))
+        maybe = InsufficientStorage(
+            f"{message}; this write was not acknowledged and may still be applied once it can "
+            "be written - re-read the state before retrying"
+        )
+        for pending in self._outstanding:
+            self._done.append((pending.loop, pending.future, maybe))
+        self._outstanding.clear()
+        self._flush_done()
+
+    def _retry_journal(self, core: _Core, journal: RaftJournal) -> bool:
+        """Once per ``STORAGE_RETRY``: write what the journal holds. True once it could."""
+        now = time.monotonic()
+        if now < self._storage_retry_at:
+            time.sleep(min(self._storage_retry_at - now, self._settings.tick_period))
+            return False
+        self._storage_retry_at = now + STORAGE_RETRY
+        journal.sync()  # raises InsufficientStorage while it still cannot
+        # The node stood still: a follower must not call an election for that time alone.
+        timeout = core._SyncObj__generateRaftTimeout()
+        core._SyncObj__raftElectionDeadline = time.monotonic() + timeout
+        return True
+
+    def _storage_recovered(self, core: _Core, journal: RaftJournal) -> None:
+        if journal.fault is not None:
+            return
+        if self._snapshot_fault is not None:
+            if time.monotonic() >= self._storage_retry_at:
+                self._storage_retry_at = time.monotonic() + STORAGE_RETRY
+                core._SyncObj__forceLogCompaction = True  # try the snapshot again
+            return
+        logger.warning(
+            "raft data in %s can be written again; writes are acknowledged again",
+            self._settings.data_dir,
+        )
+        self._storage_fault = None
 
     def _feedable(self) -> bool:
         return bool(self._inbox) and not self._holding()
@@ -675,8 +769,21 @@ class RaftNode:
                 return {"error": f"apply raised {exc!r}"}
 
     def _write_snapshot(self, file_name: str, raft: RaftData) -> None:
-        with self._machine.lock:
-            write_snapshot(file_name, self._machine.snapshot(), raft, fsync=self._settings.fsync)
+        """pysyncobj's serializer; a failure (also of the history flush that runs first, the
+        guard that the log is not compacted past executions the history lacks) leaves the
+        journal uncompacted, refuses writes and is retried once per ``STORAGE_RETRY``."""
+        if self._snapshot_fault is not None and time.monotonic() < self._storage_retry_at:
+            raise InsufficientStorage(self._snapshot_fault)  # pysyncobj retries every tick
+        fsync = self._settings.fsync != "never"
+        try:
+            with self._machine.lock:
+                write_snapshot(file_name, self._machine.snapshot(), raft, fsync=fsync)
+        except DkronError as exc:
+            Path(file_name).unlink(missing_ok=True)
+            self._snapshot_fault = f"cannot take a raft snapshot: {exc}"
+            self._storage_failed(self._snapshot_fault)
+            raise
+        self._snapshot_fault = None
 
     def _read_snapshot(self, file_name: str) -> RaftData:
         try:
@@ -781,8 +888,91 @@ KNOCK_AFTER = 4.0  # seconds; a cluster being bootstrapped elects its leader wel
 EARLY_ELECTION = (0.05, 0.55)  # seconds after the leader's connection closed
 
 
+_AUTH_WARN_PERIOD = 10.0  # seconds between two warnings about the same remote host
+_auth_warned: dict[str, float] = {}
+
+
+def _warn_unauthenticated(remote: str, message: str) -> None:
+    """Log ``message`` about ``remote`` (host:port) at most once per ``_AUTH_WARN_PERIOD`` for
+    its host: a peer with the wrong key retries every second."""
+    host = remote.rpartition(":")[0] or remote
+    now = time.monotonic()
+    if now - _auth_warned.get(host, -math.inf) < _AUTH_WARN_PERIOD:
+        return
+    if len(_auth_warned) > 1000:
+        _auth_warned.clear()
+    _auth_warned[host] = now
+    logger.warning(message, remote)
+
+
+class _Authenticating:
+    """pysyncobj's Fernet for one connection: a frame that does not authenticate is logged
+    (naming the remote address) and refused as before; pysyncobj then drops the connection
+    without having unpickled it."""
+
+    def __init__(self, fernet: Any, remote: str, *, incoming: bool) -> None:
+        self._fernet = fernet
+        self._remote = remote
+        self._incoming = incoming
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        return bytes(self._fernet.encrypt_at_time(data, current_time))
+
+    def extract_timestamp(self, token: bytes) -> int:
+        return int(self._authenticated(self._fernet.extract_timestamp, token))
+
+    def decrypt(self, token: bytes) -> bytes:
+        return bytes(self._authenticated(self._fernet.decrypt, token))
+
+    def _authenticated(self, step: Callable[[bytes], Any], token: bytes) -> Any:
+        try:
+            return step(token)
+        except InvalidToken:
+            if self._incoming:
+                message = (
+                    "raft: dropped a connection from %s: its data does not authenticate with "
+                    "this cluster's key (wrong or missing cluster key?)"
+                )
+            else:
+                message = (
+                    "raft: cannot authenticate with the peer %s: its data does not decrypt "
+                    "with this node's key (wrong or missing cluster key? --encrypt must be "
+                    "the cluster's)"
+                )
+            _warn_unauthenticated(self._remote, message)
+            raise
+
+
+def _authenticating(conn: TcpConnection, remote: str, *, incoming: bool) -> None:
+    if conn.encryptor is not None and not isinstance(conn.encryptor, _Authenticating):
+        conn.encryptor = _Authenticating(conn.encryptor, remote, incoming=incoming)
+
+
+def _remote_of(conn: TcpConnection) -> str:
+    sock = getattr(conn, "_TcpConnection__socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _handshake_closed(conn: TcpConnection, remote: str) -> None:
+    """Our connection to ``remote`` closed during the key exchange: the peer could not
+    authenticate what this node sent (what a node with the wrong key sees)."""
+    if getattr(conn, "_dk_handshaking", False):
+        conn._dk_handshaking = False
+        _warn_unauthenticated(
+            remote,
+            "raft: the peer %s closed the connection during the key exchange: it could not "
+            "authenticate this node (wrong or missing cluster key? --encrypt must be the "
+            "cluster's)",
+        )
+
+
 class _Transport(TCPTransport):  # type: ignore[misc]
-    """pysyncobj's transport, with the knock of a server that wants to join.
+    """pysyncobj's transport, with the knock of a server that wants to join, and a warning
+    for connections that fail authentication (``_Authenticating``, ``_handshake_closed``).
 
     pysyncobj connects a pair of voters from the side whose address sorts higher, and a member
     drops a connection that names a voter it does not know. So a server new to a running
@@ -818,10 +1008,12 @@ class _Transport(TCPTransport):  # type: ignore[misc]
             recvBufferSize=conf.recvBufferSize,
         )
         conn.encryptor = self._syncObj.encryptor
+        _authenticating(conn, node.address, incoming=False)
         address = self._selfNode.address
 
         def connected() -> None:
             if conn.encryptor:
+                conn._dk_handshaking = True
                 conn.recvRandKey = os.urandom(32)
                 conn.send(conn.recvRandKey)
             else:
@@ -829,14 +1021,43 @@ class _Transport(TCPTransport):  # type: ignore[misc]
 
         def received(message: Any) -> None:
             if conn.encryptor and not conn.sendRandKey:
+                conn._dk_handshaking = False
                 conn.sendRandKey = message
                 conn.send(address)
 
+        def disconnected() -> None:
+            _handshake_closed(conn, node.address)
+            self._dk_knocks.discard(conn)
+
         conn.setOnConnectedCallback(connected)
         conn.setOnMessageReceivedCallback(received)
-        conn.setOnDisconnectedCallback(lambda: self._dk_knocks.discard(conn))
+        conn.setOnDisconnectedCallback(disconnected)
         self._dk_knocks.add(conn)
         conn.connect(node.ip, node.port)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        super()._onNewIncomingConnection(conn)
+        _authenticating(conn, _remote_of(conn), incoming=True)
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None:
+            _authenticating(conn, node.address, incoming=False)
+
+    def _onOutgoingConnected(self, conn: Any) -> None:
+        conn._dk_handshaking = bool(self._syncObj.encryptor)
+        super()._onOutgoingConnected(conn)
+
+    def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:
+        conn._dk_handshaking = False
+        super()._onOutgoingMessageReceived(conn, message)
+
+    def _onDisconnected(self, conn: Any) -> None:
+        node = self._connToNode(conn)
+        if node is not None and node in self._nodes:
+            _handshake_closed(conn, node.address)
+        super()._onDisconnected(conn)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
         keyed = not self._syncObj.encryptor or conn.sendRandKey
@@ -990,7 +1211,10 @@ class _Core(SyncObj):  # type: ignore[misc]
     def _SyncObj__sendNextNodeIdx(
         self, node: Any, reset: bool = False, nextNodeIdx: int | None = None, success: bool = False
     ) -> None:
-        self._dk_journal.sync()  # a follower's entries are written before it acknowledges them
+        try:
+            self._dk_journal.sync()  # a follower's entries are written before it acknowledges
+        except InsufficientStorage:
+            return  # no acknowledgement; the raft thread sees the fault and stops ticking
         SyncObj._SyncObj__sendNextNodeIdx(
             self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success
         )
@@ -1044,6 +1268,17 @@ def _sync_obj_conf(
         bindAddress=s.listen_address,
         maxBindRetries=1,  # the port was probed; never spin on a taken port
     )
+
+
+class _QuietFailedDump(logging.Filter):
+    """pysyncobj warns "Failed to store full dump" at every failed snapshot attempt; the
+    adapter logs the reason once (``_storage_failed``) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Failed to store full dump"
+
+
+logging.getLogger(_pysyncobj.__name__).addFilter(_QuietFailedDump())
 
 
 # pysyncobj builds its journal with the module-level ``createJournal(conf.journalFile)``; passing
@@ -1290,15 +1525,6 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_addresses(settings: RaftSettings) -> None:
     for address in (settings.self_address, settings.bind_address, *settings.partners):
         if address is not None:
@@ -1326,15 +1552,11 @@ def _check_timing(s: RaftSettings) -> None:
 
 
 def _check_exposure(settings: RaftSettings) -> None:
-    """B10: without a cluster key the raft port unpickles whatever anyone sends it."""
-    if settings.password == "":
-        raise ValidationError("the raft password (cluster key) must not be empty")
-    address = settings.listen_address
-    if settings.password is not None or address is None:
-        return
-    if not _is_loopback(_split_address(address)[0]):
+    """B10: without a cluster key the raft port unpickles whatever anyone sends it, loopback
+    included (any local user): a password is required."""
+    if not settings.password:
         raise ValidationError(
-            f"refusing to open the raft port on {address} without a cluster key: anyone who can "
-            "reach it could read all state and run code in this process. Create a key with "
-            "`dkron-lab keygen` and pass it as the password, or bind to 127.0.0.1"
+            "the raft port needs the cluster key as its password: without one anyone who can "
+            "connect to it (any local user too) could read all state and run code in this "
+            "process. Create a key with `dkron-lab keygen`"
         )

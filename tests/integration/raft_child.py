@@ -32,6 +32,8 @@ from dkron_lab.state import journal as journal_module
 from dkron_lab.state.raft import RaftNode, RaftSettings, _Core, _Pending
 from dkron_lab.testing import Child, Network, Processes, free_port
 
+KEY = "raft-test-cluster-key"  # the raft port never runs without one
+
 FAST = {  # timings for loopback test clusters
     "heartbeat_period": 0.05,
     "election_timeout_min": 0.3,
@@ -383,7 +385,7 @@ def _main() -> None:
     parser.add_argument("--self", dest="self_address", required=True)
     parser.add_argument("--bind")
     parser.add_argument("--partners", nargs="*", default=[])
-    parser.add_argument("--password")
+    parser.add_argument("--password", default=KEY)
     parser.add_argument("--settings", default="{}", help="RaftSettings overrides as JSON")
     parser.add_argument("--crash-at", help="point@n: hang at the n-th crash point")
     parser.add_argument("--unpatched", choices=["b5"], action="append", default=[])

@@ -20,7 +20,7 @@ from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
 from dkron_lab.state.machine import Event, StateRestored
-from dkron_lab.testing import free_port
+from dkron_lab.testing import free_port, new_cluster_key
 
 # pysyncobj 0.3.17 never closed the snapshot file it sends; the adapter closes it now, and
 # pytest's filterwarnings=error turns a leaked file (ResourceWarning) into a failure here.
@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 
 RUNS = 6
 EXECUTIONS = "SELECT job_name, id, started_at, success FROM executions"
+
+KEY = new_cluster_key()  # every node of a cluster holds it
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -53,12 +55,14 @@ async def test_a_late_server_copies_the_history_it_never_applied(tmp_path: Path)
     first_raft, second_raft = free_port(), free_port()
     first = Node(
         Config(
+            encrypt=KEY,
             server=True, bootstrap_expect=1, node_name="s1", data_dir=tmp_path / "s1",
             http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{first_raft}",
         ),
         raft_tuning={"compaction_min_entries": 2},
     )  # fmt: skip
     second_config = Config(
+        encrypt=KEY,
         server=True, bootstrap_expect=2, node_name="s2", data_dir=tmp_path / "s2",
         http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{second_raft}",
         join=(f"127.0.0.1:{first_raft}",),

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.utility import TcpUtility
-from raft_child import FAST, Claims, RaftCluster, command_key
+from raft_child import FAST, KEY, Claims, RaftCluster, command_key
 
 from dkron_lab.errors import NoQuorumError
 from dkron_lab.state.journal import RaftJournal
@@ -290,21 +290,18 @@ def _send_frame(address: str, payload: bytes, marker: Path) -> bool:
     raise AssertionError("the node neither ran the pickle nor hung up")
 
 
-@pytest.mark.parametrize(("password", "executed"), [(None, True), ("k1", False)])
-async def test_b10_pickle_frame_is_only_loaded_without_a_key(
-    tmp_path: Path, password: str | None, executed: bool
-) -> None:
-    """Spike §5: without a password any TCP client gets a pickle loaded (remote code execution);
-    our settings allow that only on loopback. With the key, the frame fails authentication
-    before anything is unpickled."""
+async def test_b10_pickle_frame_is_never_loaded(tmp_path: Path) -> None:
+    """Spike §5: without a password any TCP client gets a pickle loaded (remote code execution,
+    loopback included); the settings refuse to run without one, and with the key the frame
+    fails authentication before anything is unpickled."""
     marker, address = tmp_path / "pwned", f"127.0.0.1:{free_port()}"
     node = RaftNode(
-        RaftSettings(data_dir=tmp_path / "n", self_address=address, password=password), Claims()
+        RaftSettings(data_dir=tmp_path / "n", self_address=address, password=KEY), Claims()
     )
     node.start()
     try:
         await node.wait_ready(5)
-        assert _send_frame(address, zlib.compress(pickle.dumps(_Touch(marker))), marker) is executed
+        assert _send_frame(address, zlib.compress(pickle.dumps(_Touch(marker))), marker) is False
         assert await node.submit({"id": 1}) == {"count": 1}  # and it keeps serving
     finally:
         node.stop()
@@ -364,7 +361,9 @@ def test_b9_pysyncobj_binds_every_interface_ours_only_self(tmp_path: Path) -> No
     finally:
         raw.destroy()
         raw._poller.poll(0)  # let it close its server socket
-    ours = RaftNode(RaftSettings(data_dir=tmp_path, self_address=f"127.0.0.1:{port}"), Claims())
+    ours = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path, self_address=f"127.0.0.1:{port}"), Claims()
+    )
     ours.start()
     try:
         assert _listening(os.getpid(), port) == ["127.0.0.1"]
@@ -383,7 +382,7 @@ def test_b9_pysyncobj_binds_every_interface_ours_only_self(tmp_path: Path) -> No
 def test_b7_journal_never_without_snapshot(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     """B7: a journal without a dump file compacts the log away and can never rebuild its state.
     Every settings value gives pysyncobj both, in the data directory."""
-    settings = RaftSettings(data_dir=tmp_path, **kwargs)
+    settings = RaftSettings(data_dir=tmp_path, password=KEY, **kwargs)
     journal = RaftJournal(tmp_path / JOURNAL_FILE)
     try:
         conf = _sync_obj_conf(settings, journal, None, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from raft_child import Claims, RaftCluster, RaftProc
+from raft_child import KEY, Claims, RaftCluster, RaftProc
 
 from dkron_lab.errors import (
     ClusterError,
@@ -144,7 +144,7 @@ def test_transfer_leadership_while_writes_stream(tmp_path: Path, procs: Processe
 
 async def test_membership_errors_on_a_single_node(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    node = RaftNode(RaftSettings(data_dir=tmp_path, self_address=address), Claims())
+    node = RaftNode(RaftSettings(password=KEY, data_dir=tmp_path, self_address=address), Claims())
     node.start()
     try:
         await node.wait_ready(5)
@@ -176,9 +176,12 @@ async def test_membership_is_json_in_the_log_and_survives_a_restart(tmp_path: Pa
     """Membership entries are ours (JSON), not pysyncobj's pickles; a restarted node rebuilds
     the member list from its journal."""
     first, second = (f"127.0.0.1:{free_port()}" for _ in range(2))
-    one = RaftNode(RaftSettings(data_dir=tmp_path / "1", self_address=first), Claims())
+    one = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path / "1", self_address=first), Claims()
+    )
     two = RaftNode(
-        RaftSettings(data_dir=tmp_path / "2", self_address=second, partners=(first,)), Claims()
+        RaftSettings(password=KEY, data_dir=tmp_path / "2", self_address=second, partners=(first,)),
+        Claims(),
     )
     one.start()
     two.start()
@@ -196,7 +199,9 @@ async def test_membership_is_json_in_the_log_and_survives_a_restart(tmp_path: Pa
     entries.close()
     assert set(kinds) <= {b"\x00", b"\x01", b"\x02"} and changes == [["add", second]]
 
-    again = RaftNode(RaftSettings(data_dir=tmp_path / "1", self_address=first), Claims())
+    again = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path / "1", self_address=first), Claims()
+    )
     again.start()
     try:
         with pytest.raises(NoQuorumError):  # alone, it now needs the second voter

@@ -29,6 +29,8 @@ from dkron_lab.state import journal as journal_module
 from dkron_lab.state.journal import RaftJournal, write_snapshot
 from dkron_lab.state.raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftSettings
 
+KEY = "raft-test-cluster-key"  # the raft port never runs without one
+
 FAST = {  # timings for loopback test clusters
     "heartbeat_period": 0.05,
     "election_timeout_min": 0.3,
@@ -134,7 +136,7 @@ def children() -> Iterator[Callable[..., Child]]:
 async def restored_ids(data_dir: Path, address: str) -> list[int]:
     """Start a node on ``data_dir`` in this process and return the state it recovered."""
     machine = Recorder()
-    node = RaftNode(RaftSettings(data_dir=data_dir, self_address=address), machine)
+    node = RaftNode(RaftSettings(password=KEY, data_dir=data_dir, self_address=address), machine)
     node.start()
     try:
         await node.wait_ready(10)
@@ -149,7 +151,9 @@ async def restored_ids(data_dir: Path, address: str) -> list[int]:
 async def test_one_node_commits_in_order_and_survives_restart(tmp_path: Path) -> None:
     address, machine, leadership = loopback(), Recorder(), []
     node = RaftNode(
-        RaftSettings(data_dir=tmp_path, self_address=address, compaction_min_entries=50),
+        RaftSettings(
+            password=KEY, data_dir=tmp_path, self_address=address, compaction_min_entries=50
+        ),
         machine,
         on_leadership=lambda leader, term: leadership.append((leader, term)),
     )
@@ -175,7 +179,9 @@ async def test_one_node_commits_in_order_and_survives_restart(tmp_path: Path) ->
 
 
 async def test_submit_rejects_what_is_not_plain_json(tmp_path: Path) -> None:
-    node = RaftNode(RaftSettings(data_dir=tmp_path, self_address=loopback()), Recorder())
+    node = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path, self_address=loopback()), Recorder()
+    )
     node.start()
     try:
         await node.wait_ready(5)
@@ -211,17 +217,23 @@ async def test_b2b_snapshot_newer_than_journal_start_keeps_later_entries(tmp_pat
 
 async def test_port_in_use_and_broken_snapshot_are_reported(tmp_path: Path) -> None:
     address = loopback()
-    first = RaftNode(RaftSettings(data_dir=tmp_path / "a", self_address=address), Recorder())
+    first = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path / "a", self_address=address), Recorder()
+    )
     first.start()
     try:
-        second = RaftNode(RaftSettings(data_dir=tmp_path / "b", self_address=address), Recorder())
+        second = RaftNode(
+            RaftSettings(password=KEY, data_dir=tmp_path / "b", self_address=address), Recorder()
+        )
         with pytest.raises(ClusterError, match=f"cannot bind the raft port {address}"):
             second.start()
     finally:
         first.stop()
 
     (tmp_path / "a" / SNAPSHOT_FILE).write_text('{"type": "something else"}')
-    broken = RaftNode(RaftSettings(data_dir=tmp_path / "a", self_address=address), Recorder())
+    broken = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path / "a", self_address=address), Recorder()
+    )
     broken.start()
     try:
         with pytest.raises(ClusterError, match="cannot load the raft snapshot"):
@@ -431,7 +443,10 @@ async def _writer(args: argparse.Namespace) -> None:
         RaftJournal.onOneSecondTimer = lambda self: None  # type: ignore[method-assign]
     _install_crash_hook(os.environ.get("DKRON_TEST_CRASH_AT"))
     settings = RaftSettings(
-        data_dir=Path(args.data_dir), self_address=args.address, compaction_min_entries=200
+        password=KEY,
+        data_dir=Path(args.data_dir),
+        self_address=args.address,
+        compaction_min_entries=200,
     )
     node = RaftNode(settings, Recorder())
     node.start()
@@ -459,6 +474,7 @@ async def _writer(args: argparse.Namespace) -> None:
 async def _serve(args: argparse.Namespace) -> None:
     machine = Recorder()
     settings = RaftSettings(
+        password=KEY,
         data_dir=Path(args.data_dir),
         self_address=args.address,
         partners=tuple(args.partners),

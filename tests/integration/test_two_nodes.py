@@ -15,9 +15,11 @@ from dkron_lab.api.app import serve
 from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.testing import free_port
+from dkron_lab.testing import free_port, new_cluster_key
 
 pytestmark = pytest.mark.slow
+
+KEY = new_cluster_key()  # every node of a cluster holds it
 
 
 async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
@@ -34,12 +36,14 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
     raft = free_port()
     server = Node(
         Config(
+            encrypt=KEY,
             server=True, bootstrap_expect=1, node_name="s1", data_dir=tmp_path / "s1",
             http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{raft}",
         )
     )  # fmt: skip
     agent = Node(
         Config(
+            encrypt=KEY,
             node_name="a1", data_dir=tmp_path / "a1", http_addr=f"127.0.0.1:{free_port()}",
             join=(f"127.0.0.1:{raft}",), tags={"role": "worker"},
         )
@@ -125,12 +129,14 @@ async def test_a_server_is_added_to_a_running_cluster(tmp_path: Path) -> None:
     first_raft, second_raft = free_port(), free_port()
     first = Node(
         Config(
+            encrypt=KEY,
             server=True, bootstrap_expect=1, node_name="s1", data_dir=tmp_path / "s1",
             http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{first_raft}",
         )
     )  # fmt: skip
     second = Node(
         Config(
+            encrypt=KEY,
             server=True, bootstrap_expect=2, node_name="s2", data_dir=tmp_path / "s2",
             http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{second_raft}",
             join=(f"127.0.0.1:{first_raft}",),

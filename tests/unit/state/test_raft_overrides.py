@@ -36,6 +36,8 @@ from dkron_lab.state.raft import (
     _sync_obj_conf,
 )
 
+KEY = "raft-test-cluster-key"  # the raft port never runs without one
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -68,7 +70,10 @@ class ManualCore:
     def __init__(self, tmp_path: Path, entries: int) -> None:
         self.partner = f"127.0.0.1:{free_port()}"
         settings = RaftSettings(
-            data_dir=tmp_path, self_address=f"127.0.0.1:{free_port()}", partners=(self.partner,)
+            password=KEY,
+            data_dir=tmp_path,
+            self_address=f"127.0.0.1:{free_port()}",
+            partners=(self.partner,),
         )
         journal = RaftJournal(tmp_path / JOURNAL_FILE)
         journal.add(b"\x01", 1, 0)  # pysyncobj's initial no-op
@@ -142,7 +147,7 @@ def test_b1_reset_reply_still_moves_next_index_back(manual: ManualCore) -> None:
 
 
 def test_b8_b9_defaults_reach_pysyncobj(tmp_path: Path) -> None:
-    settings = RaftSettings(data_dir=tmp_path, self_address="127.0.0.1:7001")
+    settings = RaftSettings(password=KEY, data_dir=tmp_path, self_address="127.0.0.1:7001")
     journal = RaftJournal(tmp_path / JOURNAL_FILE)
     conf = _sync_obj_conf(settings, journal, None, None)
     journal.close()
@@ -155,7 +160,9 @@ def test_b8_b9_defaults_reach_pysyncobj(tmp_path: Path) -> None:
 
 async def test_b9_listens_on_self_address_only(tmp_path: Path) -> None:
     port = free_port()
-    node = RaftNode(RaftSettings(data_dir=tmp_path, self_address=f"127.0.0.1:{port}"), Recorder())
+    node = RaftNode(
+        RaftSettings(password=KEY, data_dir=tmp_path, self_address=f"127.0.0.1:{port}"), Recorder()
+    )
     node.start()
     try:
         listening = [
@@ -174,34 +181,38 @@ async def test_b9_listens_on_self_address_only(tmp_path: Path) -> None:
         {"self_address": "10.1.2.3:7001"},
         {"self_address": "myhost.example:7001"},
         {"self_address": "127.0.0.1:7001", "bind_address": "0.0.0.0:7001"},
+        {"self_address": "127.0.0.1:7001"},  # loopback too: any local user could connect
+        {"self_address": "localhost:7001", "password": ""},
+        {"self_address": None, "partners": ("10.1.2.3:7001",)},
     ],
 )
-def test_b10_no_password_refuses_non_loopback(tmp_path: Path, kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="without a cluster key.*dkron-lab keygen"):
+def test_b10_no_password_is_refused_everywhere(tmp_path: Path, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="needs the cluster key.*dkron-lab keygen"):
         RaftSettings(data_dir=tmp_path, **kwargs)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"self_address": "10.1.2.3:7001", "password": "k"},
+        {"self_address": "10.1.2.3:7001"},
         {"self_address": "localhost:7001"},
         {"self_address": "[::1]:7001"},
         {"self_address": None, "partners": ("10.1.2.3:7001",)},  # binds nothing
     ],
 )
 def test_b10_allowed_exposures(tmp_path: Path, kwargs: dict[str, Any]) -> None:
-    RaftSettings(data_dir=tmp_path, **kwargs)
+    RaftSettings(data_dir=tmp_path, password=KEY, **kwargs)
 
 
 def test_settings_reject_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not host:port"):
-        RaftSettings(data_dir=tmp_path, self_address="127.0.0.1")
+        RaftSettings(password=KEY, data_dir=tmp_path, self_address="127.0.0.1")
     with pytest.raises(ValidationError, match="partners"):
-        RaftSettings(data_dir=tmp_path, self_address=None)
+        RaftSettings(password=KEY, data_dir=tmp_path, self_address=None)
     with pytest.raises(ValidationError, match="election_timeout_min > 3 heartbeats"):
-        RaftSettings(data_dir=tmp_path, heartbeat_period=0.2)
+        RaftSettings(password=KEY, data_dir=tmp_path, heartbeat_period=0.2)
     settings = RaftSettings(
+        password=KEY,
         data_dir=str(tmp_path),  # type: ignore[arg-type]
         self_address="127.0.0.1:1",
         partners=["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2"],  # type: ignore[arg-type]
@@ -219,6 +230,7 @@ async def minority(tmp_path: Path) -> Any:
             data_dir=tmp_path / str(len(nodes)),
             self_address=f"127.0.0.1:{free_port()}",
             partners=(f"127.0.0.1:{free_port()}",),
+            password=KEY,
             **kwargs,
         )
         nodes.append(RaftNode(settings, Recorder()))
