@@ -9,14 +9,19 @@ What it serves:
 
 * every route of ``dkron_lab.api.handlers.RESOURCES`` under ``{base_url}dkron/``, on a
   jupyter_server ``APIHandler``: Jupyter authenticates each request (token, cookie + XSRF,
-  JupyterHub), and ``@authorized`` asks the server's ``Authorizer`` with one resource per route
-  group (``RESOURCE_JOBS``, ``RESOURCE_EXECUTIONS``, ``RESOURCE_CLUSTER``, ``RESOURCE_SQL``);
+  JupyterHub), and the server's ``Authorizer`` is asked with one resource per route group
+  (``RESOURCE_JOBS``, ``RESOURCE_EXECUTIONS``, ``RESOURCE_CLUSTER``, ``RESOURCE_SQL``) and the
+  action of the role the headless server would require (``auth_action``): ``read`` for what a
+  viewer may do, ``execute`` for an operator's run, toggle and pause, ``write`` for the rest;
 * the same routes accept the secret this extension gives its kernels (``X-Dkron-Lab-Token``):
   a request with it is a kernel of this server, running as the server's user, so it is trusted
   as the server's owner (no XSRF: a header is not sent by browsers on their own);
 * the cluster's internal API (``/internal/v1/...``) on the node's own ``http_addr`` (default
-  ``127.0.0.1:<free port>``), where other nodes reach it; calls there are signed with the cluster
-  key, and a standalone node gets a random key so no local process can call it.
+  ``127.0.0.1:<free port>``), where other nodes reach it; every call there is signed with the
+  cluster key (``encrypt``, else the one a standalone node keeps in its ``0700`` data dir).
+
+The node's own admin token (``<data_dir>/api-token``) opens nothing here: the public API is
+Jupyter's, and kernels reach it with the Jupyter token or the secret above.
 
 Lifecycle (jupyter_server >= 2.15): ``initialize_settings`` builds the node (before the port is
 bound); ``_start_jupyter_server_extension`` exports ``DKRON_LAB_URL``/``DKRON_LAB_TOKEN`` for the
@@ -29,7 +34,6 @@ stops Jupyter through ``stop_extension``; a SIGINT without a terminal does not
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import hmac
 import inspect
@@ -44,20 +48,21 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 from jupyter_core.paths import jupyter_data_dir
-from jupyter_server.auth.decorator import authorized
 from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
+from jupyter_server.utils import ensure_async
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from dkron_lab.api import handlers
 from dkron_lab.api.app import HeadlessHandler
+from dkron_lab.api.auth import Role, role_needed
 from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_pattern
 from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.client import KERNEL_TOKEN_HEADER
 from dkron_lab.config import Config, resolve_config
-from dkron_lab.errors import DkronError, Unavailable
+from dkron_lab.errors import DkronError, Forbidden, Unavailable
 from dkron_lab.node import Node
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "RESOURCE_SQL",
     "DkronHandler",
     "DkronLab",
+    "auth_action",
     "auth_resource",
     "routes",
 ]
@@ -102,10 +108,24 @@ def auth_resource(template: str) -> str:
     return RESOURCE_JOBS
 
 
+ROLE_ACTIONS = {Role.VIEWER: "read", Role.OPERATOR: "execute", Role.ADMIN: "write"}
+"""The ``Authorizer`` action that stands for each role of the headless server's tokens."""
+
+
+def auth_action(method: str, template: str | None) -> str:
+    """The ``Authorizer`` action of ``method`` on a route (its template, e.g.
+    ``/v1/jobs/{job}/run``; ``None`` for no route): the role the headless server requires for
+    it (``dkron_lab.api.auth.role_needed``), as Jupyter's ``read`` (viewer), ``execute``
+    (operator: run, toggle, pause) or ``write`` (admin)."""
+    return ROLE_ACTIONS[role_needed(method, template)]
+
+
 class DkronHandler(APIHandler):
     """The Jupyter base of every route: Jupyter's auth, or the kernels' secret header."""
 
     auth_resource = RESOURCE_JOBS
+    route_template: str | None = None
+    """The route this handler serves (``None``: the JSON 404 of unknown paths)."""
     kernel_request = False
     """True when the request carried this server's kernel secret."""
 
@@ -119,6 +139,30 @@ class DkronHandler(APIHandler):
             await super().prepare()
         app.check_ready()
 
+    async def authorize(self) -> None:
+        """Ask the server's ``Authorizer`` (never for this server's kernels): ``Forbidden``
+        (403) unless the user may do this request's ``auth_action`` on ``auth_resource``."""
+        if self.kernel_request:
+            return
+        app: DkronLab = self.settings[DkronLab.name]
+        method = self.request.method or "GET"
+        action = auth_action(method, self.route_template)
+        user = self.current_user
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, user, action, self.auth_resource)
+        )
+        if not allowed:
+            app.log.warning(
+                "dkron-lab: %s may not %s %s (%s %s)",
+                user.username, action, self.auth_resource, method, self.request.path,
+            )  # fmt: skip
+            raise Forbidden(
+                f"user {user.username} is not authorized to {action} on resource: "
+                f"{self.auth_resource} ({method} {self.route_template or self.request.path} "
+                f"needs the {role_needed(method, self.route_template)} role); ask the admin "
+                "of this Jupyter server for that permission"
+            )
+
     def finish(self, *args: Any, **kwargs: Any) -> Any:
         # APIHandler.finish would label every body JSON: keep what the resource set (Arrow).
         kwargs.setdefault("set_content_type", self._headers.get("Content-Type", "application/json"))
@@ -126,12 +170,12 @@ class DkronHandler(APIHandler):
 
 
 def _protect(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``@web.authenticated`` + ``@authorized``, except for this server's kernels."""
-    checked = authorized(method)
+    """``@web.authenticated`` and the ``Authorizer``, except for this server's kernels."""
 
     @functools.wraps(method)
     async def guarded(self: DkronHandler, *args: Any, **kwargs: Any) -> Any:
-        result = (method if self.kernel_request else checked)(self, *args, **kwargs)
+        await self.authorize()
+        result = method(self, *args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -139,9 +183,11 @@ def _protect(method: Callable[..., Any]) -> Callable[..., Any]:
     return tornado.web.authenticated(guarded)
 
 
-def _guarded(resource: type[ApiMixin], auth: str) -> type[tornado.web.RequestHandler]:
+def _guarded(
+    resource: type[ApiMixin], auth: str, template: str | None
+) -> type[tornado.web.RequestHandler]:
     handler = mount(resource, DkronHandler)
-    verbs: dict[str, Any] = {"auth_resource": auth}
+    verbs: dict[str, Any] = {"auth_resource": auth, "route_template": template}
     for verb in (m.lower() for m in handler.SUPPORTED_METHODS if m != "OPTIONS"):
         method = getattr(handler, verb)
         if method is not tornado.web.RequestHandler._unimplemented_method:
@@ -153,10 +199,10 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every route of ``RESOURCES`` (read now, so routes added later are served too) under
     ``dkron/``, and a JSON 404 for any other path there; patterns are relative to base_url."""
     found = [
-        (PREFIX + route_pattern(template), _guarded(resource, auth_resource(template)))
+        (PREFIX + route_pattern(template), _guarded(resource, auth_resource(template), template))
         for template, resource in handlers.RESOURCES
     ]
-    return [*found, (PREFIX + r"(?:/.*)?", _guarded(NotFound, RESOURCE_JOBS))]
+    return [*found, (PREFIX + r"(?:/.*)?", _guarded(NotFound, RESOURCE_JOBS, None))]
 
 
 def _internal_app(node: Node) -> tornado.web.Application:
@@ -228,7 +274,7 @@ class DkronLab(ExtensionApp):
         "",
         config=True,
         help="Cluster key (base64, `dkron-lab keygen`); the same on every node. A standalone "
-        "node without one gets a random key per start.",
+        "server without one makes one on first start and keeps it in <data_dir>/cluster-key.",
     )
     data_dir = Unicode(
         config=True,
@@ -277,7 +323,7 @@ class DkronLab(ExtensionApp):
             "tags": dict(self.tags) or None,
             "node-name": self.node_name or None,
             "advertise-addr": self.advertise_addr or None,
-            "encrypt": self.encrypt or (_random_key() if standalone else None),
+            "encrypt": self.encrypt or None,
         }
         return flags
 
@@ -292,7 +338,14 @@ class DkronLab(ExtensionApp):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def initialize_settings(self) -> None:
-        self.node = Node(self.node_config())
+        """Build the node; a configuration it cannot start with (a bad trait, a joining node
+        without the cluster key) is logged and answered as 503 by the API, Jupyter runs on."""
+        try:
+            self.node = Node(self.node_config())
+        except DkronError as exc:
+            self.failure = exc
+            self.log.error("dkron-lab: the node cannot start: %s", exc)
+            return
         self.node.on_leave = self._leave
         self.settings.update(dkron_node=self.node)
 
@@ -304,7 +357,7 @@ class DkronLab(ExtensionApp):
         url = kernel_url(serverapp)
         if url is not None:
             self._export(DKRON_LAB_URL=url, DKRON_LAB_TOKEN=self.kernel_secret)
-        if self._starting is None and not self._stopped:
+        if self._starting is None and not self._stopped and self.node is not None:
             self._starting = asyncio.ensure_future(self._start_node())
 
     async def _start_node(self) -> None:
@@ -405,7 +458,3 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _random_key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()

@@ -25,6 +25,8 @@ from dkron_lab.jupyter.extension import DkronLab
 from dkron_lab.testing import Cluster
 
 READY_TIMEOUT = 60.0
+HEADLESS_TOKEN = "headless-test-token"
+"""The admin token of the ``headless`` server."""
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ async def dkron_app(jp_serverapp: ServerApp, jp_fetch: Any) -> DkronLab:
 
 @pytest.fixture(scope="module")
 def headless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a one-node ``dkron-lab agent --server`` subprocess (killed by pid after)."""
+    """The URL of a one-node ``dkron-lab agent --server`` subprocess (killed by pid after)
+    whose token is ``HEADLESS_TOKEN``."""
     base: Path = tmp_path_factory.mktemp("headless")
-    with Cluster(base, servers=1) as cluster:
+    with Cluster(base, servers=1, api_token=HEADLESS_TOKEN) as cluster:
         yield cluster.url("s1")

@@ -168,7 +168,10 @@ async def test_the_internal_api_listens_on_the_node_s_own_address(dkron_app: Dkr
     assert node is not None
     async with httpx.AsyncClient(base_url=f"http://{node.config.http_addr}") as http:
         assert (await http.get("/health")).json() == {"status": "healthy"}
-        public = await http.get("/v1/jobs")  # only Jupyter serves the public API
+        public = await http.get("/v1/jobs")  # nothing opens there without the node's token
+        assert public.status_code == 401
+        owner = {"Authorization": f"Bearer {node.api_token}"}
+        public = await http.get("/v1/jobs", headers=owner)  # only Jupyter serves the public API
         assert public.status_code == 404
         unsigned = await http.post("/internal/v1/heartbeat", json={"node": "x"})
         assert unsigned.status_code == 401  # a standalone node has a cluster key of its own
@@ -183,7 +186,7 @@ def test_traits_are_checked_like_cli_flags() -> None:
     ).node_config()
     assert config.server and config.bootstrap_expect == 1
     assert config.tags == {"role": "nb"} and config.history_retention is not None
-    assert config.encrypt  # a standalone node signs its internal API
+    assert not config.encrypt  # a standalone node keeps a key of its own in its data dir
     joining = DkronLab(server=False, join=["10.0.0.1:8946"], encrypt="").node_config()
     assert (joining.server, joining.bootstrap_expect, joining.join) == (
         False, 0, ("10.0.0.1:8946",)

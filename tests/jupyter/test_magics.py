@@ -20,6 +20,7 @@ from dkron_lab.errors import JobNotFound
 from dkron_lab.jupyter.magics import DkronMagics, cell_parser, job_from_cell
 from dkron_lab.jupyter.results import Record, Table, Text
 from dkron_lab.testing import wait_for
+from tests.jupyter.conftest import HEADLESS_TOKEN
 
 
 @pytest.fixture
@@ -30,10 +31,10 @@ def shell(headless: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Interactiv
     config.HistoryManager.enabled = False
     ip = InteractiveShell(config=config)
     ip.run_line_magic("load_ext", "dkron_lab")
-    ip.run_line_magic("dkron", f"connect {headless}")
+    ip.run_line_magic("dkron", f"connect {headless} {HEADLESS_TOKEN}")
     yield ip
     ip.run_line_magic("unload_ext", "dkron_lab")
-    with Client(headless) as client:
+    with Client(headless, HEADLESS_TOKEN) as client:
         for job in client.jobs():
             client.delete_job(job["name"])
 
@@ -88,7 +89,7 @@ def test_logs_follow_prints_a_running_job_until_it_ends(
     dkron(shell, "job slow --schedule '@every 1h'", "echo start; sleep 1; echo end")
     shell.run_line_magic("config", "DkronMagics.follow_interval = 0.1")
     dkron(shell, "run slow")
-    client = Client(shell.magics_manager.registry["DkronMagics"].client.url)
+    client = Client(shell.magics_manager.registry["DkronMagics"].client.url, HEADLESS_TOKEN)
     with client:
         wait_for(lambda: client.busy() or client.executions("slow"), 20, "the run to start")
     assert dkron(shell, "logs slow --follow") is None
@@ -170,6 +171,7 @@ def test_connect_without_a_url_goes_back_to_discovery(
     shell: InteractiveShell, headless: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DKRON_LAB_URL", headless)
+    monkeypatch.setenv("DKRON_LAB_TOKEN", HEADLESS_TOKEN)
     status = dkron(shell, "connect")
     assert (status["url"], status["found by"]) == (headless, "DKRON_LAB_URL")
 
