@@ -6,12 +6,11 @@ pysyncobj's own ``FileJournal`` loses acknowledged entries when a process dies a
 
 ``raft.journal``
     A header, then append-only records ``<len u32><crc32 u32><index u64><term u64><command>``.
-    Records appended during one raft tick are written with one ``os.write`` by ``sync()``, which
-    the adapter calls before pysyncobj can count or acknowledge them (start of the next tick,
-    before a follower's reply), so they survive ``kill -9``. A torn or corrupt tail (crash
-    mid-write) fails its CRC and is dropped at load. Compaction writes the retained tail to a
-    new file and ``os.replace``-s it, so a crash leaves either the old or the new journal, never
-    a prefix.
+    Records appended during one raft tick are written by ``sync()``, which the adapter calls
+    before pysyncobj can count or acknowledge them (start of the next tick, before a follower's
+    reply), so they survive ``kill -9``. A torn or corrupt tail (crash mid-write) fails its CRC
+    and is dropped at load. Compaction writes the retained tail to a new file and
+    ``os.replace``-s it, so a crash leaves either the old or the new journal, never a prefix.
 ``raft.journal.meta``
     JSON ``{"v": 1, "term", "voted_for", "commit_index"}`` written to a temporary file and
     renamed. Term and vote are stored before pysyncobj acts on them; the commit index once a
@@ -21,9 +20,16 @@ pysyncobj's own ``FileJournal`` loses acknowledged entries when a process dies a
     machine's own snapshot plus pysyncobj's raft data (the last two applied entries and the
     cluster members). pysyncobj writes it to a temporary name and renames it.
 
-``fsync=False`` (the default) survives a process crash but not a power loss or kernel crash;
-``fsync=True`` syncs records before they are acknowledged (group commit), meta and snapshot files
-and their directory.
+``fsync`` modes (``--fsync``): ``batch`` (the default) writes a tick's records with one
+``write()`` and one ``fsync`` before any of them can be counted or acknowledged (group commit);
+``always`` writes and fsyncs each record on its own; ``never`` only hands them to the kernel,
+which survives a process crash but not a power loss or kernel crash. Meta and snapshot files
+(and the directory after a rename) are fsynced in ``batch`` and ``always``.
+
+A write that fails (``ENOSPC``, ``EIO``) loses nothing: the file is cut back to its last good
+record, the records stay pending, ``sync()`` raises ``InsufficientStorage`` (naming the file and
+the error) and ``fault`` says why until a later ``sync()`` writes them. The adapter stops
+ticking (so nothing unwritten is counted, applied or acknowledged) and retries.
 
 This module and ``raft.py`` are the only ones that import pysyncobj; the journal methods keep
 pysyncobj's camelCase names because pysyncobj calls them.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import _socket
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -46,7 +53,8 @@ from typing import Any
 from pysyncobj.journal import Journal
 from pysyncobj.node import TCPNode
 
-from dkron_lab.errors import DkronError
+from dkron_lab.config import FSYNC_MODES
+from dkron_lab.errors import DkronError, InsufficientStorage, ValidationError
 
 # B11: importing pysyncobj replaces socket.inet_ntop, process-wide and on every OS, with a
 # Windows-only ctypes version that raises TypeError (pysyncobj/win_inet_pton.py); psutil and
@@ -54,9 +62,11 @@ from dkron_lab.errors import DkronError
 socket.inet_ntop = _socket.inet_ntop
 
 __all__ = [
+    "FSYNC_MODES",
     "MAGIC",
     "RaftJournal",
     "RaftData",
+    "fsync_mode",
     "read_snapshot",
     "set_crash_hook",
     "write_snapshot",
@@ -95,18 +105,23 @@ class RaftJournal(Journal):  # type: ignore[misc]
     """An append-only, CRC-checked, atomically compacted replacement for pysyncobj's journal.
 
     Entries are indexed by *position* (pysyncobj's convention), not by log index. Only the raft
-    thread may call it, except ``__len__`` (a plain ``len`` of a list).
+    thread may call it, except ``__len__`` (a plain ``len`` of a list) and ``fault``.
+
+    ``fsync``: ``"batch"``, ``"always"`` or ``"never"`` (see the module docstring); ``True`` and
+    ``False`` are read as ``"batch"`` and ``"never"``.
     """
 
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path, *, fsync: str | bool = "batch") -> None:
         self._path = Path(path)
         self._tmp_path = self._path.with_name(self._path.name + ".tmp")
         self._meta_path = self._path.with_name(self._path.name + ".meta")
-        self._fsync = fsync
-        self._pending: list[bytes] = []  # encoded records not yet written
-        self._unsynced = False  # written but not fsynced
+        self._mode = fsync_mode(fsync)
+        self._pending: list[bytes] = []  # encoded records of the last entries, not yet written
+        self._cut_to: int | None = None  # a failed write may have left bytes past this offset
         self._meta: dict[str, Any] = _load_meta(self._meta_path)
         self._meta_saved = True
+        self._meta_failed = False
+        self.fault: str | None = None  # why the journal holds something it could not write
         self._tmp_path.unlink(missing_ok=True)  # a compaction that died before its rename
         self._entries, self._offsets, self._size, self.dropped_bytes = _load(self._path)
         self._fd: int | None = _open_append(self._path)
@@ -128,16 +143,25 @@ class RaftJournal(Journal):  # type: ignore[misc]
         self._truncate_at(entryFrom)
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        """Drop the first ``entryTo`` entries by writing the rest to a new file (crash-atomic)."""
+        """Drop the first ``entryTo`` entries by writing the rest to a new file (crash-atomic).
+
+        Raises ``InsufficientStorage`` if the new file cannot be written; the journal is then
+        unchanged (the snapshot was already written, and a restart trims to it, B2b)."""
         if entryTo <= 0:
             return
         self.sync()
         start = self._offsets[entryTo] if entryTo < len(self._offsets) else self._size
-        tail = os.pread(self._require_fd(), self._size - start, start)
-        _write_file(self._tmp_path, MAGIC + tail, fsync=self._fsync)
+        try:
+            tail = os.pread(self._require_fd(), self._size - start, start)
+            _write_file(self._tmp_path, MAGIC + tail, fsync=self._syncs_files)
+        except OSError as exc:
+            self._tmp_path.unlink(missing_ok=True)
+            raise InsufficientStorage(
+                _failure("compact the raft journal", self._tmp_path, exc)
+            ) from None
         _at("compact:tmp-written")
         os.replace(self._tmp_path, self._path)
-        if self._fsync:
+        if self._syncs_files:
             _fsync_dir(self._path.parent)
         _at("compact:replaced")
         old_fd, self._fd = self._fd, _open_append(self._path)
@@ -155,7 +179,10 @@ class RaftJournal(Journal):  # type: ignore[misc]
         return len(self._entries)
 
     def _destroy(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except InsufficientStorage as exc:  # never acknowledged: nothing that counts is lost
+            logger.error("closing the raft journal with unwritten entries: %s", exc)
 
     def flush(self) -> None:
         self.sync()
@@ -171,6 +198,8 @@ class RaftJournal(Journal):  # type: ignore[misc]
         return min(stored, self._entries[-1][1]) if self._entries else stored
 
     def setCurrentTerm(self, term: int, votedForNodeId: str | None) -> None:
+        """Raises ``InsufficientStorage`` when it cannot be stored: pysyncobj must not send a
+        vote or a message in a term that a restart would forget."""
         self._meta["term"] = term
         self._meta["voted_for"] = votedForNodeId
         self._store_meta()  # Raft: durable before any vote or message that reflects it
@@ -184,13 +213,21 @@ class RaftJournal(Journal):  # type: ignore[misc]
 
     def onOneSecondTimer(self) -> None:
         if not self._meta_saved:
-            self._store_meta()
+            # A lagging commit index is safe: the failure is kept in ``fault`` and the next
+            # ``sync()`` retries it, instead of failing the tick here.
+            with contextlib.suppress(InsufficientStorage):
+                self._store_meta()
 
     # -- ours ------------------------------------------------------------------------------------
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def fsync(self) -> str:
+        """The fsync mode: ``"batch"``, ``"always"`` or ``"never"``."""
+        return self._mode
 
     @property
     def last_index(self) -> int:
@@ -224,48 +261,120 @@ class RaftJournal(Journal):  # type: ignore[misc]
         return True
 
     def sync(self) -> None:
-        """Hand the appended records to the kernel (one write); fsync too with ``fsync=True``.
+        """Write the appended records (and fsync them, per the mode); store a meta file that
+        failed before. Must run before an appended entry is counted for a commit or
+        acknowledged to a leader.
 
-        Must run before an appended entry is counted for a commit or acknowledged to a leader.
+        Raises ``InsufficientStorage`` when it cannot: the records stay pending (the file is cut
+        back to its last whole record) and ``fault`` says why until a later call succeeds.
         """
-        if self._pending:
-            records, self._pending = b"".join(self._pending), []
-            _write_all(self._require_fd(), records)
-            self._unsynced = True
-        if self._fsync and self._unsynced and self._fd is not None:
-            os.fsync(self._fd)
-        self._unsynced = False
+        try:
+            if self._cut_to is not None:
+                os.ftruncate(self._require_fd(), self._cut_to)  # a failed write's torn bytes
+                self._cut_to = None
+            if self._mode == "always":
+                self._write_each()
+            else:
+                self._write_pending()
+        except OSError as exc:
+            self._cut_to = self._durable_size()
+            self.fault = _failure("write the raft journal", self._path, exc)
+            raise InsufficientStorage(self.fault) from None
+        if self._meta_failed:
+            self._store_meta()
+        self.fault = None
 
     def close(self) -> None:
-        """Sync, store the meta file and close; idempotent."""
+        """Sync, store the meta file and close; idempotent. Raises ``InsufficientStorage`` (and
+        closes anyway) when what it holds cannot be written."""
         if self._fd is None:
             return
-        self.sync()
-        if not self._meta_saved:
-            self._store_meta()
-        os.close(self._fd)
-        self._fd = None
+        try:
+            self.sync()
+            if not self._meta_saved:
+                self._store_meta()
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write_pending(self) -> None:
+        """``batch`` and ``never``: one write for everything pending, then one fsync. The
+        records stay pending until both succeeded (after a failed fsync the kernel may have
+        dropped the pages: they are cut off and written again)."""
+        if self._pending:
+            fd = self._require_fd()
+            _write_all(fd, b"".join(self._pending))
+            if self._mode == "batch":
+                os.fsync(fd)
+            self._pending = []
+
+    def _write_each(self) -> None:
+        """``always``: each record written and fsynced before the next one."""
+        fd = self._require_fd()
+        while self._pending:
+            _write_all(fd, self._pending[0])
+            os.fsync(fd)
+            del self._pending[0]
+
+    def _durable_size(self) -> int:
+        """Where the file's last whole record ends (what follows is pending or torn)."""
+        if not self._pending:
+            return self._size
+        return self._offsets[len(self._offsets) - len(self._pending)]
 
     def _truncate_at(self, position: int) -> None:
         if position >= len(self._entries):
             return
-        self.sync()
+        written = len(self._entries) - len(self._pending)
         offset = self._offsets[position]
-        os.ftruncate(self._require_fd(), offset)
+        if position >= written:  # only pending records go: nothing to do on disk
+            del self._pending[position - written :]
+        else:
+            self._pending = []
+            self._cut_to = offset
         del self._entries[position:]
         del self._offsets[position:]
         self._size = offset
+        if self._cut_to is not None:
+            self.sync()
 
     def _store_meta(self) -> None:
         document = {"v": 1, **self._meta}
         data = json.dumps(document, separators=(",", ":")).encode()
-        _replace_file(self._meta_path, data, fsync=self._fsync)
+        try:
+            _replace_file(self._meta_path, data, fsync=self._syncs_files)
+        except OSError as exc:
+            self._meta_failed = True
+            self.fault = _failure("write the raft meta file", self._meta_path, exc)
+            raise InsufficientStorage(self.fault) from None
         self._meta_saved = True
+        self._meta_failed = False
+
+    @property
+    def _syncs_files(self) -> bool:
+        return self._mode != "never"
 
     def _require_fd(self) -> int:
         if self._fd is None:
             raise DkronError(f"raft journal {self._path} is closed")
         return self._fd
+
+
+def fsync_mode(value: str | bool) -> str:
+    """The fsync mode named by ``value`` (``True``/``False``: ``"batch"``/``"never"``)."""
+    if isinstance(value, bool):
+        return "batch" if value else "never"
+    if value not in FSYNC_MODES:
+        raise ValidationError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {value!r}")
+    return value
+
+
+def _failure(what: str, path: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return (
+        f"cannot {what} {path} ({reason}): free space in {path.parent} or fix the disk; "
+        "writes are refused until it can be written, then resume by themselves"
+    )
 
 
 # -- journal file helpers -----------------------------------------------------------------------
@@ -315,7 +424,7 @@ def _parse_records(data: bytes) -> tuple[list[Entry], list[int], int]:
 
 
 def _open_append(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -325,7 +434,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _write_file(path: Path, data: bytes, *, fsync: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _write_all(fd, data)
         if fsync:
@@ -369,7 +478,9 @@ def _load_meta(path: Path) -> dict[str, Any]:
 
 
 def write_snapshot(path: str, state: dict[str, Any], raft: RaftData, *, fsync: bool) -> None:
-    """Write the snapshot document to ``path`` (pysyncobj's temporary name; it renames it)."""
+    """Write the snapshot document to ``path`` (pysyncobj's temporary name; it renames it).
+
+    Raises ``InsufficientStorage`` when the file cannot be written."""
     last, prev, cluster = raft
     document = {
         "type": _SNAPSHOT_TYPE,
@@ -382,7 +493,10 @@ def write_snapshot(path: str, state: dict[str, Any], raft: RaftData, *, fsync: b
         "state": state,
     }
     data = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    _write_file(Path(path), data.encode(), fsync=fsync)
+    try:
+        _write_file(Path(path), data.encode(), fsync=fsync)
+    except OSError as exc:
+        raise InsufficientStorage(_failure("write the raft snapshot", Path(path), exc)) from None
     _at("snapshot:written")
 
 

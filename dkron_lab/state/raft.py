@@ -253,6 +253,7 @@ class RaftNode:
             journal.close()
             raise
         self._journal, self._core, self._stopping, self._fatal = journal, core, False, None
+        self._storage_fault = self._snapshot_fault = None
         self._leadership = (False, core.raftCurrentTerm)
         self._open_wake(core)
         name = f"raft-{settings.self_address or 'replica'}"
@@ -587,9 +588,7 @@ class RaftNode:
         the journal, and no tick runs (nothing is counted, applied or acknowledged) until it is
         written."""
         if self._storage_fault is None:
-            logger.error(
-                "%s; retrying every %g s (reads are still served)", message, STORAGE_RETRY
-            )
+            logger.error("%s; retrying every %g s (reads are still served)", message, STORAGE_RETRY)
         self._storage_fault = message
         self._storage_retry_at = time.monotonic() + STORAGE_RETRY
         if self._require_journal().fault is None:
