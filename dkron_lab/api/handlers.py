@@ -364,6 +364,10 @@ class Health(ApiMixin):
     public = True
 
     def get(self) -> None:
+        fault = self.node.storage_fault
+        if fault is not None:  # a full disk or an I/O error: writes are refused until it clears
+            self.write_json({"status": "unhealthy", "reason": fault}, status=503)
+            return
         self.write_json({"status": "healthy"})
 
 

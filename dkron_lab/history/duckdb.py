@@ -66,6 +66,7 @@ import duckdb
 from dkron_lab.errors import (
     BadRequest,
     DkronError,
+    InsufficientStorage,
     InvalidQuery,
     QueryRefused,
     QueryTimeout,
@@ -249,6 +250,9 @@ class DuckDBHistory:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._last_prune: datetime | None = None
+        # Why the writer cannot commit (full disk, I/O error); it keeps the batch and retries.
+        self.storage_fault: str | None = None
+        self.storage_retry = 1.0  # seconds between two attempts while ``storage_fault`` is set
         self._database = ""  # DuckDB's name of the file, for the per-query views
         self._queries: set[_Deadline] = set()  # user SQL running now (under _con_lock)
         self._queries_done = threading.Condition(self._con_lock)
@@ -437,7 +441,10 @@ class DuckDBHistory:
         return n
 
     def flush(self) -> None:
-        """Block until every write queued before this call is committed (at once if none)."""
+        """Block until every write queued before this call is committed (at once if none).
+
+        Raises ``InsufficientStorage`` while the writer cannot commit (full disk, I/O error):
+        the writes are kept and retried, but are not on disk yet."""
         with self._lock:
             target = self._queued
             if self._committed >= target:
@@ -449,6 +456,8 @@ class DuckDBHistory:
             while self._committed < target:
                 if self._thread is None or not self._thread.is_alive():
                     raise RuntimeError(f"history writer of {self._path} stopped before flushing")
+                if self.storage_fault is not None:
+                    raise InsufficientStorage(self.storage_fault)
                 self._done.wait(timeout=1.0)
 
     def _enqueue(self, write: _Write) -> None:
@@ -582,7 +591,7 @@ class DuckDBHistory:
             while True:
                 batch, stopping = self._next_batch()
                 if batch:
-                    _write_batch(cur, batch)
+                    self._store(cur, batch)
                     self._prune_if_due(cur)
                 with self._lock:
                     self._committed += len(batch)
@@ -591,6 +600,44 @@ class DuckDBHistory:
                     return
         finally:
             cur.close()
+
+    def _store(self, cur: duckdb.DuckDBPyConnection, batch: list[_Write]) -> None:
+        """Commit ``batch``; while the disk refuses it, keep it and retry every
+        ``storage_retry`` s (reporting ``storage_fault``, logged once). Closing gives up after
+        one more attempt (the executions are still in the Raft log: no snapshot was taken
+        meanwhile, since its ``flush()`` failed)."""
+        while True:
+            try:
+                _write_batch(cur, batch)
+            except _StorageFailure as failure:
+                batch = failure.unwritten
+                if self._storage_failed(failure.reason, len(batch)):
+                    return
+                continue
+            if self.storage_fault is not None:
+                logger.warning("history %s can be written again", self._path)
+                self.storage_fault = None
+            return
+
+    def _storage_failed(self, reason: str, unwritten: int) -> bool:
+        """Report the fault (flush() callers wake and raise), wait; True: give up (closing)."""
+        with self._lock:
+            if self.storage_fault is None:
+                logger.error(
+                    "history: cannot commit %d writes to %s (%s); keeping them and retrying "
+                    "every %g s", unwritten, self._path, reason, self.storage_retry,
+                )  # fmt: skip
+            self.storage_fault = (
+                f"cannot write the execution history {self._path} ({reason}): free space in "
+                f"{self._path.parent} or fix the disk; writes are refused until it can be "
+                "written, then resume by themselves"
+            )
+            self._done.notify_all()
+            if self._stopping:
+                logger.error("history: closing with %d writes not written", unwritten)
+                return True
+            self._work.wait(self.storage_retry)
+            return False
 
     def _next_batch(self) -> tuple[list[_Write], bool]:
         """Wait for writes, then up to ``flush_interval`` for a full batch, unless a flush or
@@ -869,21 +916,44 @@ def _migrate(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
             raise
 
 
+class _StorageFailure(Exception):
+    """The disk refused a commit (not the data): ``unwritten`` must be written again."""
+
+    def __init__(self, reason: str, unwritten: list[_Write]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unwritten = unwritten
+
+
+_STORAGE_ERRORS = ("No space left", "Could not write", "Failed to commit", "IO Error", "quota")
+
+
+def _storage_error(exc: Exception) -> bool:
+    return isinstance(exc, OSError | duckdb.IOException) or any(
+        marker in str(exc) for marker in _STORAGE_ERRORS
+    )
+
+
 def _write_batch(cur: duckdb.DuckDBPyConnection, batch: list[_Write]) -> None:
     """Apply ``batch`` in one transaction; if that fails, apply each write alone so one bad
-    write cannot lose the others. Never raises: the writer thread must keep going."""
+    write cannot lose the others. Raises ``_StorageFailure`` (with what is not written yet)
+    when the disk refuses a commit: those writes are kept, never dropped."""
     try:
         _in_transaction(cur, batch)
         return
     except Exception as exc:
+        if _storage_error(exc):
+            raise _StorageFailure(str(exc), batch) from None
         logger.warning(
             "history: a batch of %d writes failed (%s); retrying one by one", len(batch), exc
         )
     lost = 0
-    for write in batch:
+    for position, write in enumerate(batch):
         try:
             _in_transaction(cur, [write])
         except Exception as exc:
+            if _storage_error(exc):
+                raise _StorageFailure(str(exc), batch[position:]) from None
             lost += 1
             logger.error("history: lost %s: %s", _describe(write), exc)
     if lost:
