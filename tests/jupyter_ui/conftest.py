@@ -4,6 +4,7 @@ comm that records what the widget sends to the front end (no kernel, no browser)
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Server:
     """A headless one-node dkron-lab server started by the test."""
 
     url: str
+    token: str
     child: Child
     log: Path
 
@@ -48,19 +50,21 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "--config", str(config), "--data-dir", str(tmp_path / "data"),
         "--bind-addr", f"127.0.0.1:{free_port()}", "--http-addr", http,
     ]  # fmt: skip
+    token = secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_")}
+    env["DKRON_API_TOKEN"] = token
     log = tmp_path / "server.log"
-    with Processes() as procs, Client(f"http://{http}", timeout=5) as probe:
+    with Processes() as procs, Client(f"http://{http}", token, timeout=5) as probe:
         child = procs.start(args, env=env, stderr=log)
         wait_for(lambda: _healthy(probe) or not child.alive, 60, "dkron-lab answers /health")
         assert child.alive, f"dkron-lab exited:\n{log.read_text()}"
-        yield Server(url=f"http://{http}", child=child, log=log)
+        yield Server(url=f"http://{http}", token=token, child=child, log=log)
         child.terminate()
 
 
 @pytest.fixture
 def client(server: Server) -> Iterator[Client]:
-    with Client(server.url, timeout=30) as made:
+    with Client(server.url, server.token, timeout=30) as made:
         yield made
 
 

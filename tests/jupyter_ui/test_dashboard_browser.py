@@ -122,11 +122,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def write_notebook(folder: Path, server_url: str) -> None:
+def write_notebook(folder: Path, server_url: str, token: str) -> None:
     cell = (
         "from dkron_lab.client import Client\n"
         "from dkron_lab.jupyter.widget import Dashboard\n\n"
-        f"dashboard = Dashboard(Client(url={server_url!r}), refresh=1)\n"
+        f"dashboard = Dashboard(Client(url={server_url!r}, token={token!r}), refresh=1)\n"
         "dashboard"
     )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
@@ -141,7 +141,7 @@ def test_dashboard_in_jupyterlab(client: Client, lab: str, tmp_path: Path) -> No
         client.put_job(job)
     client.run_job("backup-db", wait=True)
     client.run_job("cleanup-tmp", wait=True)
-    write_notebook(tmp_path, client.url)
+    write_notebook(tmp_path, client.url, str(client.connection.token))
 
     with playwright.sync_playwright() as pw:
         browser = pw.chromium.launch(

@@ -26,7 +26,7 @@ from dkron_lab.executors.notebook import (
     render_parameters,
 )
 from dkron_lab.plugins import ExecutionRequest, Executor, ExecutorResult, PluginRegistry
-from dkron_lab.testing import FakeClock, free_port, wait_for
+from dkron_lab.testing import FakeClock, auth_headers, free_port, wait_for
 
 DATA = Path(__file__).parents[2] / "data" / "notebooks"
 NOW = datetime(2026, 3, 27, 10, 5, 9, tzinfo=UTC)
@@ -394,7 +394,9 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     node = Node(config, clock=FakeClock(NOW))
     await node.start()
     server = await serve(node)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=90)
+    client = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=90, headers=auth_headers(node.api_token)
+    )
     try:
         yield client
     finally:
