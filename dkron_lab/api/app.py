@@ -1,22 +1,23 @@
 """The headless HTTP server: Dkron's v1 REST API on a plain tornado application.
 
 ``make_app(node)`` mounts every resource of ``dkron_lab.api.handlers`` on ``HeadlessHandler``,
-which adds what Dkron's gin router gives and Jupyter would otherwise provide: CORS for every
-origin, OPTIONS preflight answered with 204, and the optional bearer token (``api_token``).
-``serve(node)`` listens on ``node.config.http_addr`` and returns the server to ``stop()``.
+which adds what Jupyter would otherwise provide, by the rules of ``dkron_lab.api.auth``: the
+``Host`` and ``Origin`` guards, the token and its role, JSON-only writes, CORS only for the
+origins ``--cors-origin`` names, and one ``audit`` row per change. ``serve(node)`` listens on
+``node.config.http_addr`` (HTTPS with ``--tls-cert``/``--tls-key``) and returns the server to
+``stop()``.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
-from typing import ClassVar
+import ssl
+from typing import Any, ClassVar
 
 import tornado.httpserver
 import tornado.web
-from tornado.httputil import HTTPHeaders
 
+from dkron_lab.api import auth
 from dkron_lab.api.handlers import (
     RESOURCES,
     Health,
@@ -26,103 +27,187 @@ from dkron_lab.api.handlers import (
     route_pattern,
 )
 from dkron_lab.api.internal import INTERNAL_RESOURCES
-from dkron_lab.errors import Unauthorized
+from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
 from dkron_lab.node import Node
 
 __all__ = ["HeadlessHandler", "make_app", "serve"]
 
 log = logging.getLogger(__name__)
 
-_ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+_INTERNAL = "/internal/"
 
 
 class HeadlessHandler(tornado.web.RequestHandler):
-    """The concrete base of every route on the headless server: CORS and token auth."""
+    """The concrete base of every route on the headless server: guards, token, role, audit.
+
+    ``route`` (the OpenAPI path template the handler is mounted at, from ``make_app``) picks the
+    role a method needs; an unknown route needs ``admin`` for writes.
+    """
 
     public: ClassVar[bool] = False
+    route: str | None = None
+    principal: auth.Principal | None = None
+    """Who sent the request, once the token was checked."""
+
+    def initialize(self, route: str | None = None) -> None:
+        self.route = route
+
+    @property
+    def policy(self) -> auth.Policy:
+        policy: auth.Policy | None = self.settings.get("dkron_policy")
+        if policy is None:  # an application not built by make_app (the Jupyter internal API)
+            node: Node = self.settings["dkron_node"]
+            policy = auth.Policy.from_config(node.config, node.api_token)
+            self.settings["dkron_policy"] = policy
+        return policy
+
+    @property
+    def internal(self) -> bool:
+        """The cluster's own calls: signed with the cluster key, so no browser rule applies."""
+        return self.request.path.startswith(_INTERNAL)
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        headers = self.request.headers
-        self.set_header("Access-Control-Allow-Origin", "*")
-        self.set_header("Access-Control-Allow-Methods", _ALLOWED_METHODS)
-        # "*" does not cover Authorization in browsers, so the asked-for headers are echoed.
-        self.set_header(
-            "Access-Control-Allow-Headers", headers.get("Access-Control-Request-Headers", "*")
-        )
-        self.set_header("Access-Control-Expose-Headers", "*")
+        if not self.internal:
+            for name, value in auth.cors_headers(self.policy, self.request.headers).items():
+                self.set_header(name, value)
+            if self.policy.cors_origins:
+                self.set_header("Vary", "Origin")
 
     def prepare(self) -> None:
-        token: str = self.settings.get("dkron_api_token", "")
-        if not token or self.public or self.request.method == "OPTIONS":
+        method, headers = self.request.method or "", self.request.headers
+        if self.internal or (self.public and method in ("GET", "HEAD")):
+            return  # signed calls, and /health for every probe and page
+        auth.check_host(self.policy, headers)
+        auth.check_origin(self.policy, headers)
+        if method == "OPTIONS" or self.public:
             return
-        if not _token_matches(self.request.headers, token):
-            raise Unauthorized(
-                "missing or wrong API token: send 'Authorization: Bearer <token>' "
-                "(or 'X-Dkron-Token: <token>') with the api_token this node was started with"
-            )
+        self.principal = self.policy.authenticate(headers)
+        auth.check_role(self.principal, method, self.route, self.request.path)
+        auth.check_media_type(method, self.route, headers)
 
     def options(self, *args: str, **kwargs: str) -> None:
-        self.set_header("Access-Control-Max-Age", "600")
+        if auth.cors_headers(self.policy, self.request.headers):
+            self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
 
-
-def _token_matches(headers: HTTPHeaders, token: str) -> bool:
-    scheme, _, given = headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = headers.get("X-Dkron-Token", "")
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    def on_finish(self) -> None:
+        method = self.request.method or ""
+        if method in auth.READS or self.internal:
+            return
+        node: Node = self.settings["dkron_node"]
+        who = self.principal
+        try:
+            node.history.record_audit(
+                at=node.clock.now(),
+                actor=who.name if who else auth.ANONYMOUS.name,
+                role=who.role.value if who else None,
+                remote=self.request.remote_ip or "",
+                method=method,
+                path=self.request.path,
+                status=self.get_status(),
+            )
+        except RuntimeError as exc:  # the history is closed: the node is stopping
+            log.warning("audit: %s %s not recorded: %s", method, self.request.path, exc)
 
 
 def make_app(node: Node) -> tornado.web.Application:
-    """The REST API of ``node`` as a tornado application (token and limits from its config).
+    """The REST API of ``node`` as a tornado application (tokens and guards from its config).
 
     Every node serves the internal API; only servers serve the public one (agents answer
-    ``/health`` and ``/metrics`` too, for their supervisors and scrapers).
+    ``/health`` and ``/metrics`` too, for their supervisors and scrapers). Raises
+    ``ConfigError`` for a bad ``--api-tokens-file``.
     """
     public = (
         RESOURCES if node.config.server else (("/health", Health), ("/metrics", PrometheusMetrics))
     )
-    rules = [
-        (route_pattern(template), mount(resource, HeadlessHandler))
+    rules: list[Any] = [
+        (route_pattern(template), mount(resource, HeadlessHandler), {"route": template})
         for template, resource in (*public, *INTERNAL_RESOURCES)
     ]
     return tornado.web.Application(
         rules,
         default_handler_class=mount(NotFound, HeadlessHandler),
         dkron_node=node,
-        dkron_api_token=node.api_token,
+        dkron_policy=auth.Policy.from_config(node.config, node.api_token),
     )
 
 
 async def serve(node: Node) -> tornado.httpserver.HTTPServer:
     """Listen on ``node.config.http_addr`` (host ``""`` = every interface); ``stop()`` the result.
 
-    Bodies over ``max_body_size`` are refused before they are read.
+    Bodies over ``max_body_size`` are refused before they are read. Raises ``ConfigError`` for
+    a listener ``auth.check_listen`` refuses or a certificate that does not load.
     """
-    host, port = node.config.http_host_port
-    server = tornado.httpserver.HTTPServer(make_app(node), max_body_size=node.config.max_body_size)
+    config = node.config
+    auth.check_listen(config)
+    app = make_app(node)
+    host, port = config.http_host_port
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=config.max_body_size, ssl_options=_tls_context(node)
+    )
     server.listen(port, address=host)
-    if not node.config.api_token and not _loopback_only(host):
-        log.warning(
-            "\n%s\nThe HTTP API listens on %s WITHOUT an API token: anyone who can reach this "
-            "port can create jobs, that is run any command on this machine as this user.\n"
-            "Set a token (api_token in dkron.yml, --api-token, or DKRON_API_TOKEN) or listen "
-            "on 127.0.0.1 only (--http-addr 127.0.0.1:%d).\n%s",
-            "!" * 78,
-            node.config.http_addr,
-            port,
-            "!" * 78,
-        )
-    log.info("HTTP API listening on %s", node.config.http_addr)
+    _log_start(node)
     return server
 
 
-def _loopback_only(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _tls_context(node: Node) -> ssl.SSLContext | None:
+    cert, key = node.config.tls_cert, node.config.tls_key
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "" (every interface) or a host name that may resolve anywhere
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the TLS certificate {cert} with the key {key}: {exc}; give a PEM "
+            "certificate (chain) and the PEM private key that belongs to it"
+        ) from None
+    return context
+
+
+def _log_start(node: Node) -> None:
+    """Say where the API is and how to call it, as Jupyter prints its link."""
+    config = node.config
+    host, port = config.http_host_port
+    scheme = "https" if config.tls_cert else "http"
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    url = f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
+    if config.no_auth:
+        _warn_open(config.http_addr, port)
+        log.info("HTTP API listening on %s (no authentication): %s/v1/jobs", url, url)
+        return
+    if not auth.is_loopback(host) and scheme == "http":
+        log.warning(
+            "the HTTP API listens on %s over plain HTTP: API tokens cross the network in "
+            "clear; serve HTTPS with --tls-cert and --tls-key",
+            config.http_addr,
+        )
+    if config.api_token:
+        where, token = "was given by --api-token", "$DKRON_API_TOKEN"
+    else:
+        path = (config.data_dir / API_TOKEN_FILE).absolute()
+        where, token = f"is kept in {path}", f"$(cat {path})"
+    log.info(
+        "HTTP API listening on %s; its admin token %s. Call it with:\n"
+        '    curl -H "Authorization: Bearer %s" %s/v1/jobs',
+        url,
+        where,
+        token,
+        url,
+    )
+
+
+def _warn_open(address: str, port: int) -> None:
+    log.warning(
+        "\n%s\nThe HTTP API listens on %s WITHOUT authentication (--no-auth): anyone who can "
+        "reach this port, other users of this machine included, can create jobs, that is run "
+        "any command on this machine as this user.\nDrop --no-auth (clients "
+        "then send the token the node generates) or at least listen on 127.0.0.1 only "
+        "(--http-addr 127.0.0.1:%d).\n%s",
+        "!" * 78,
+        address,
+        port,
+        "!" * 78,
+    )

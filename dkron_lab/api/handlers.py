@@ -297,6 +297,7 @@ class ApiMixin(_HandlerBase):
             body = http_error_body(status_code, _reason(status_code))
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="dkron-lab"')
+            self.clear_header("X-Whom")  # a caller without a token learns nothing of the node
         self.write_json(body, status=status_code)
 
     def _http_error_message(self, error: tornado.web.HTTPError) -> str:

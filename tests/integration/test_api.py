@@ -20,17 +20,21 @@ import tornado.httpserver
 from dkron_lab.api.app import serve
 from dkron_lab.config import Config
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, free_port
+from dkron_lab.testing import FakeClock, auth_headers, free_port
 
 NOW = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)
 TOKEN = "s3cret-token"
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
 class Api:
     node: Node
     client: httpx.AsyncClient
+    """Sends the node's admin token."""
     port: int
+    bare: httpx.AsyncClient
+    """Sends no token."""
 
 
 StartApi = Callable[..., Awaitable[Api]]
@@ -38,9 +42,10 @@ StartApi = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
-    started: list[tuple[Node, tornado.httpserver.HTTPServer, httpx.AsyncClient]] = []
+    started: list[tuple[Node, tornado.httpserver.HTTPServer, list[httpx.AsyncClient]]] = []
 
     async def start(**overrides: Any) -> Api:
+        overrides.setdefault("api_token", TOKEN)
         config = Config(
             server=True,
             bootstrap_expect=1,
@@ -54,13 +59,16 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
         node = Node(config, clock=FakeClock(NOW))
         await node.start()
         server = await serve(node)
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20)
-        started.append((node, server, client))
-        return Api(node=node, client=client, port=port)
+        url = f"http://127.0.0.1:{port}"
+        client = httpx.AsyncClient(base_url=url, timeout=20, headers=auth_headers(node.api_token))
+        bare = httpx.AsyncClient(base_url=url, timeout=20)
+        started.append((node, server, [client, bare]))
+        return Api(node=node, client=client, port=port, bare=bare)
 
     yield start
-    for node, server, client in reversed(started):
-        await client.aclose()
+    for node, server, clients in reversed(started):
+        for client in clients:
+            await client.aclose()
         server.stop()
         await server.close_all_connections()
         await node.stop(graceful=False)
@@ -129,7 +137,11 @@ def assert_error(response: httpx.Response, status: int, type_: str, *words: str)
     assert set(body) == {"error", "type"}
     for word in words:
         assert word in body["error"], body
-    assert response.headers["X-Whom"] == "t1"
+    if status == 401:  # a caller without a token learns nothing of the node
+        assert "X-Whom" not in response.headers
+        assert "t1" not in response.text
+    else:
+        assert response.headers["X-Whom"] == "t1"
 
 
 WRITABLE = (
@@ -412,7 +424,7 @@ async def test_bad_job_bodies_are_400_and_change_nothing(
     await create(http, "x", owner="original")
     before = await job_list(http)
     for method, path in (("POST", "/v1/jobs"), ("PATCH", "/v1/jobs"), ("PUT", "/v1/jobs/x")):
-        response = await http.request(method, path, content=body)
+        response = await http.request(method, path, content=body, headers=JSON)
         assert_error(response, 400, type_, *words)
     assert await job_list(http) == before
 
@@ -455,7 +467,8 @@ async def test_oversized_body_is_413_before_it_is_read(start_api: StartApi) -> N
     # headers alone, so the body is never read.
     reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
     writer.write(
-        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
         b"Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n"
     )
     await writer.drain()
@@ -552,7 +565,7 @@ async def test_delete_executions_resets_counters(http: httpx.AsyncClient) -> Non
     assert (body["success_count"], body["last_success"]) == (0, None)
 
     async def emptied() -> bool:
-        return (await http.get("/v1/jobs/cleared/executions")).json() == []
+        return bool((await http.get("/v1/jobs/cleared/executions")).json() == [])
 
     await eventually(emptied)
     assert_error(await http.delete("/v1/jobs/ghost/executions"), 404, "JobNotFound")
@@ -693,30 +706,34 @@ async def test_trailing_slash_and_pretty(http: httpx.AsyncClient) -> None:
     assert error.text.startswith("{\n    ")
 
 
-async def test_cors_preflight_and_headers(start_api: StartApi) -> None:
-    api = await start_api(api_token=TOKEN)
-    preflight = await api.client.options(
+async def test_cors_preflight_and_headers_for_a_listed_origin_only(start_api: StartApi) -> None:
+    api = await start_api(cors_origin=("http://dash.example",))
+    preflight = await api.bare.options(
         "/v1/jobs/anything",
         headers={
-            "Origin": "http://elsewhere.example",
+            "Origin": "http://dash.example",
             "Access-Control-Request-Method": "DELETE",
             "Access-Control-Request-Headers": "authorization, content-type",
         },
     )
     assert preflight.status_code == 204
     assert preflight.content == b""
-    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://dash.example"
     assert "DELETE" in preflight.headers["Access-Control-Allow-Methods"]
     assert preflight.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    assert preflight.headers["Vary"] == "Origin"
     assert preflight.headers["X-Whom"] == "t1"
-    response = await api.client.get("/health", headers={"Origin": "http://elsewhere.example"})
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.headers["Access-Control-Expose-Headers"] == "*"
+    response = await api.client.get("/v1/jobs", headers={"Origin": "http://dash.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "http://dash.example"
+    assert "X-Total-Count" in response.headers["Access-Control-Expose-Headers"]
+    elsewhere = await api.client.get("/health", headers={"Origin": "http://elsewhere.example"})
+    assert elsewhere.status_code == 200
+    assert "Access-Control-Allow-Origin" not in elsewhere.headers
 
 
 async def test_token_auth(start_api: StartApi) -> None:
     api = await start_api(api_token=TOKEN)
-    http = api.client
+    http = api.bare
     assert (await http.get("/health")).status_code == 200
     for headers in (
         {},
@@ -737,8 +754,9 @@ async def test_token_auth(start_api: StartApi) -> None:
     assert [j["name"] for j in (await http.get("/v1/jobs", headers=bearer)).json()] == ["yes"]
 
 
-async def test_no_token_means_open(http: httpx.AsyncClient) -> None:
-    assert (await http.get("/v1/jobs")).status_code == 200
+async def test_no_auth_means_open(start_api: StartApi) -> None:
+    api = await start_api(no_auth=True, api_token="")
+    assert (await api.bare.get("/v1/jobs")).status_code == 200
 
 
 async def test_unexpected_errors_are_500_without_traceback(
@@ -759,17 +777,25 @@ async def test_unexpected_errors_are_500_without_traceback(
 
 
 @pytest.mark.parametrize(
-    ("host", "token", "warned"),
-    [("0.0.0.0", "", True), ("0.0.0.0", TOKEN, False), ("127.0.0.1", "", False)],
-)
+    ("host", "options", "words"),
+    [
+        ("0.0.0.0", {"no_auth": True, "api_token": "", "allow_insecure_remote": True},
+         ["anyone who can reach this port", "--no-auth"]),
+        ("0.0.0.0", {}, ["in clear", "--tls-cert"]),
+        ("127.0.0.1", {}, []),
+    ],
+)  # fmt: skip
 async def test_serve_warns_when_open_beyond_loopback(
-    start_api: StartApi, caplog: pytest.LogCaptureFixture, host: str, token: str, warned: bool
+    start_api: StartApi,
+    caplog: pytest.LogCaptureFixture,
+    host: str,
+    options: dict[str, Any],
+    words: list[str],
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="dkron_lab.api.app"):
-        api = await start_api(http_addr=f"{host}:{free_port()}", api_token=token)
+        api = await start_api(http_addr=f"{host}:{free_port()}", **options)
     warnings = [r.getMessage() for r in caplog.records if r.name == "dkron_lab.api.app"]
-    assert bool(warnings) is warned
-    if warned:
-        assert "anyone who can reach this port" in warnings[0]
-        assert "api_token" in warnings[0]
+    assert bool(warnings) is bool(words)
+    for word in words:
+        assert word in warnings[0]
     assert api.node.config.http_host_port[0] == host

@@ -21,7 +21,7 @@ from dkron_lab.api.handlers import NotFound, PrometheusMetrics, mount, route_pat
 from dkron_lab.config import Config
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.node import Node
-from dkron_lab.testing import free_port
+from dkron_lab.testing import auth_headers, free_port
 
 TOKEN = "s3cret-token"
 
@@ -33,13 +33,13 @@ Serve = Callable[..., Awaitable[Served]]
 async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     started: list[tuple[tornado.httpserver.HTTPServer, httpx.AsyncClient]] = []
 
-    async def start(*, prometheus: bool = True, api_token: str = "") -> Served:
+    async def start(*, prometheus: bool = True, send_token: bool = True) -> Served:
         config = Config(
             node_name="m1",
             server=True,
             data_dir=tmp_path / f"node{len(started)}",
             enable_prometheus=prometheus,
-            api_token=api_token,
+            api_token=TOKEN,
         )
         node = Node(config)
         metrics = Metrics.from_config(config, lambda: Gauges(is_leader=True, raft_term=3))
@@ -48,12 +48,12 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
             [(route_pattern("/metrics"), mount(PrometheusMetrics, HeadlessHandler))],
             default_handler_class=mount(NotFound, HeadlessHandler),
             dkron_node=node,
-            dkron_api_token=api_token,
         )
         port = free_port()
         server = tornado.httpserver.HTTPServer(app)
         server.listen(port, address="127.0.0.1")
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20)
+        headers = auth_headers(TOKEN) if send_token else {}
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20, headers=headers)
         started.append((server, client))
         return client, metrics
 
@@ -123,7 +123,7 @@ async def test_disabled_metrics_are_a_404_that_says_how_to_enable_them(serve: Se
 
 
 async def test_the_api_token_applies_to_metrics(serve: Serve) -> None:
-    http, _ = await serve(api_token=TOKEN)
+    http, _ = await serve(send_token=False)
 
     refused = await http.get("/metrics")
     allowed = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})

@@ -28,7 +28,7 @@ from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, free_port
+from dkron_lab.testing import FakeClock, auth_headers, free_port
 
 DOC = openapi_document()
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -55,7 +55,9 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 async def http(node: Node) -> AsyncIterator[httpx.AsyncClient]:
     server = await serve(node)
     port = node.config.http_host_port[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=20, headers=auth_headers(node.api_token)
+    ) as client:
         yield client
     server.stop()
     await server.close_all_connections()
@@ -139,7 +141,7 @@ def operations() -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
 def test_document_header() -> None:
     assert DOC["openapi"] == "3.1.0"
     assert DOC["info"]["title"] and isinstance(DOC["info"]["version"], str)
-    assert {"bearerAuth", "dkronToken"} == set(DOC["components"]["securitySchemes"])
+    assert {"bearerAuth", "dkronToken", "basicAuth"} == set(DOC["components"]["securitySchemes"])
     for requirement in DOC["security"]:
         assert set(requirement) <= set(DOC["components"]["securitySchemes"])
 
@@ -168,10 +170,14 @@ def test_operations_are_well_formed() -> None:
         assert statuses and all(re.fullmatch(r"[1-5]\d\d", s) for s in statuses), where
         assert "500" in statuses, where
         assert ("401" in statuses) is (path != "/health"), where
+        assert ("403" in statuses) is (path != "/health"), where
+        assert ("415" in statuses) is (method in ("post", "put", "patch", "delete")), where
         for status, response in op["responses"].items():
             response = deref(response)
             assert response["description"], f"{where} {status}"
-            assert "X-Whom" in response["headers"], f"{where} {status}: X-Whom on every response"
+            # A 401 names nothing of the node: every other answer says who answered.
+            whom = "X-Whom" in response.get("headers", {})
+            assert whom is (status != "401"), f"{where} {status}: X-Whom on every response"
         check_parameters(path, where, item, op)
 
 
@@ -204,7 +210,7 @@ def test_job_and_execution_schemas_match_the_codec() -> None:
     schemas = DOC["components"]["schemas"]
     job_json = codec.job_to_json(Job(name="x"))
     assert list(schemas["Job"]["properties"]) == list(job_json)
-    assert len(job_json) == 30  # Dkron's 26, then catchup, concurrency_group, retry_*
+    assert len(job_json) == 31  # Dkron's 26, then catchup, concurrency_group, retry_*, secret_keys
     read_only = {k for k, v in schemas["Job"]["properties"].items() if v.get("readOnly")}
     assert read_only == {
         "id",
@@ -414,7 +420,7 @@ def test_docs_cover_every_operation_and_parameter() -> None:
                 mentioned = re.search(rf"`[?&]?{re.escape(parameter['name'])}\b", section)
                 assert mentioned, f"{method.upper()} {path}: parameter {parameter['name']}"
         for status in op["responses"]:
-            if status not in ("401", "500"):
+            if status not in ("401", "403", "415", "500"):  # described once, for every endpoint
                 assert status in section, f"{method.upper()} {path}: status {status} undocumented"
         assert "curl " in section, f"{method.upper()} {path}: no curl example"
         addition = op.get("x-dkron-lab", False)
