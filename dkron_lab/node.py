@@ -36,13 +36,12 @@ from dkron_lab.errors import (
     ConflictError,
     DkronError,
     ExecutionNotFound,
-    InsufficientStorage,
     NotFoundError,
     Paused,
     error_class,
 )
 from dkron_lab.history.copy import HistoryCopy
-from dkron_lab.history.duckdb import DuckDBHistory
+from dkron_lab.history.duckdb import DuckDBHistory, SqlLimits
 from dkron_lab.membership import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TTL,
@@ -182,7 +181,14 @@ class Node:
         self.state = JobState()
         self.index = ScheduleIndex()
         self.history = DuckDBHistory(
-            config.data_dir / "history.duckdb", retention=config.history_retention
+            config.data_dir / "history.duckdb",
+            retention=config.history_retention,
+            sql_limits=SqlLimits(
+                memory=config.sql_memory_limit,
+                temp=config.sql_temp_limit,
+                max_bytes=config.sql_max_bytes,
+                max_queries=config.sql_max_queries,
+            ),
         )
         settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
         self.raft = RaftNode(
@@ -1146,17 +1152,7 @@ class Node:
 
     # -- the facade: writes -------------------------------------------------------------------
 
-    @property
-    def storage_fault(self) -> str | None:
-        """Why this node cannot write its data dir (full disk, I/O error: raft journal, meta,
-        snapshot or history), or None. While set, writes answer ``InsufficientStorage`` and
-        ``/health`` is unhealthy; it clears by itself once the retried write succeeds."""
-        return self.raft.storage_fault or self.history.storage_fault
-
     async def _submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
-        fault = self.storage_fault
-        if fault is not None:
-            raise InsufficientStorage(f"{fault}; nothing was written")
         if fenced:
             result = await self.raft.submit(cmd, fenced=True)
         else:
@@ -1423,7 +1419,6 @@ def _raft_settings(config: Config, encrypt: str) -> RaftSettings:
         self_address=config.bind_addr if config.server else None,
         partners=tuple(config.join) + tuple(config.retry_join),
         password=encrypt,
-        fsync=config.fsync,
     )
 
 

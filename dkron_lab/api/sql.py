@@ -15,7 +15,10 @@ Wire contract (the client codes against it; ``docs/sql.md`` is the user's versio
   ``X-Dkron-Truncated: true|false`` and ``X-Dkron-Rows: <n>``.
 * Otherwise JSON ``{"columns": [{"name", "type"}], "rows": [[...]], "truncated", "row_count"}``,
   times as ISO 8601 strings.
-* Errors: 400 with type ``QueryRefused``, ``InvalidQuery`` or ``QueryTimeout``.
+* Errors: 400 with type ``QueryRefused``, ``InvalidQuery``, ``QueryTimeout`` or
+  ``QueryTooLarge`` (over ``--sql-memory-limit``, ``--sql-temp-limit`` or
+  ``--sql-max-bytes``: the body is never built past that cap); 503 ``Unavailable`` when
+  ``--sql-max-queries`` queries kept running for the whole of the query's timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import base64
 import datetime as dt
 import json
 import math
+import textwrap
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from dkron_lab import codec
 from dkron_lab.errors import BadRequest
+from dkron_lab.history.duckdb import result_too_large
 from dkron_lab.node import JobView
 
 if TYPE_CHECKING:
@@ -62,8 +67,11 @@ MAX_ROWS = 1_000_000
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 300.0
 _KEYS = ("query", "max_rows", "timeout")
-# Queries at once; more wait their turn (DuckDB already spreads one query over every core).
-POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dkron-sql")
+# Threads for queries and their encoding. How many queries run at once is the history's
+# --sql-max-queries (DuckDB already spreads one query over every core); the other threads wait
+# there, each up to its query's timeout.
+POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dkron-sql")
+_JSON_CHUNK_ROWS = 2_048  # rows turned into Python values at a time, then into bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,34 +175,60 @@ def member_row(member: Mapping[str, Any], leader: str | None) -> dict[str, Any]:
 # -- encoding (off the IOLoop) -------------------------------------------------------------------
 
 
-def encode_arrow(result: SqlResult) -> memoryview:
+def encode_arrow(result: SqlResult, *, max_bytes: int | None = None) -> memoryview:
     """The result as one Arrow IPC stream (schema, then the record batches), in Arrow's own
-    buffer: a result of a few hundred MB is not copied once more into ``bytes``."""
+    buffer: a result of a few hundred MB is not copied once more into ``bytes``. Over
+    ``max_bytes`` is ``QueryTooLarge`` (the rows were already capped at that many bytes)."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, result.table.schema) as writer:
         writer.write_table(result.table)
-    return memoryview(sink.getvalue())
+    body = memoryview(sink.getvalue())
+    if max_bytes is not None and len(body) > max_bytes:
+        raise result_too_large(max_bytes, rows=result.table.num_rows)
+    return body
 
 
-def encode_json(result: SqlResult, *, pretty: bool = False) -> bytes:
+def encode_json(result: SqlResult, *, pretty: bool = False, max_bytes: int | None = None) -> bytes:
     """The result as the JSON form of the contract: rows as arrays, in column order;
-    ``pretty`` indents by four spaces, as ``?pretty`` does everywhere."""
+    ``pretty`` indents by four spaces, as ``?pretty`` does everywhere.
+
+    Rows are encoded a chunk at a time, so the Python values of only one chunk exist at once,
+    and the encoding stops with ``QueryTooLarge`` as soon as the body passes ``max_bytes``."""
+    dumps = _dumps(pretty)
+    head = dumps({"columns": [{"name": name, "type": kind} for name, kind in result.columns]})
+    body = bytearray(head[: -2 if pretty else -1].encode())  # the object left open
+    body += b',\n    "rows": [' if pretty else b',"rows":['
     table = result.table
-    columns = [
-        _json_column(table.column(i), table.schema.field(i).type)
-        for i in range(len(result.columns))
-    ]
-    body = {
-        "columns": [{"name": name, "type": kind} for name, kind in result.columns],
-        "rows": [list(row) for row in zip(*columns, strict=True)] if columns else [],
-        "truncated": result.truncated,
-        "row_count": table.num_rows,
-    }
+    for offset in range(0, table.num_rows if result.columns else 0, _JSON_CHUNK_ROWS):
+        chunk = table.slice(offset, _JSON_CHUNK_ROWS)
+        columns = [_json_column(chunk.column(i), chunk.schema.field(i).type) for i in
+                   range(len(result.columns))]  # fmt: skip
+        rows = dumps([list(row) for row in zip(*columns, strict=True)])[1:-1]
+        if pretty:
+            rows = textwrap.indent(rows.strip("\n"), "    ")
+        body += (b",\n" if pretty else b",") if offset else b"\n" if pretty else b""
+        body += rows.encode()
+        if max_bytes is not None and len(body) > max_bytes:
+            raise result_too_large(max_bytes, rows=offset + chunk.num_rows)
+    if pretty and table.num_rows and result.columns:
+        body += b"\n    "
+    tail = {"truncated": result.truncated, "row_count": table.num_rows}
+    body += (b"],\n" if pretty else b"],") + dumps(tail)[2 if pretty else 1 :].encode()
     if pretty:
-        return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=4).encode() + b"\n"
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        body += b"\n"
+    if max_bytes is not None and len(body) > max_bytes:
+        raise result_too_large(max_bytes, rows=table.num_rows)
+    return bytes(body)
+
+
+def _dumps(pretty: bool) -> Callable[[Any], str]:
+    if pretty:
+        return lambda value: json.dumps(value, ensure_ascii=False, allow_nan=False, indent=4)
+    return lambda value: json.dumps(
+        value, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
 
 
 def _json_column(column: pa.ChunkedArray, kind: pa.DataType) -> list[Any]:
@@ -262,4 +296,7 @@ def answer(
         jobs=jobs,
         members=members,
     )
-    return result, encode_arrow(result) if arrow else encode_json(result, pretty=pretty)
+    max_bytes = history.sql_limits.max_bytes
+    if arrow:
+        return result, encode_arrow(result, max_bytes=max_bytes)
+    return result, encode_json(result, pretty=pretty, max_bytes=max_bytes)

@@ -44,6 +44,15 @@ Choices, measured with ``benchmarks/bench_history.py`` and scratch runs on DuckD
   interrupts that cursor only, and is read as Arrow up to ``max_rows + 1`` rows. The views it
   sees (``executions`` with derived columns, ``jobs``, ``members``) are temporary objects of
   that cursor, so nothing one query sees or makes can reach another. See ``docs/sql.md``.
+* **Limits of user SQL** (``SqlLimits``, from ``--sql-*``): DuckDB's ``memory_limit`` is global
+  and the writer shares it, so it is the queries' budget plus ``WRITER_RESERVE``, and each
+  query's own intermediates (hash tables, sorts) are capped by ``operator_memory_limit``, a
+  per-connection setting; since no ``SET`` works once the configuration is locked, the
+  ``max_queries`` query cursors are made, limited, when the file is opened, and a query waits
+  (up to its timeout) for a free one. Spills go to ``<file>.tmp``, capped by
+  ``max_temp_directory_size``. Results are read in small Arrow batches and stop as soon as
+  they pass ``max_bytes``. Over any of these is ``QueryTooLarge`` naming the limit, never an
+  out-of-memory kill.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -70,6 +80,7 @@ from dkron_lab.errors import (
     InvalidQuery,
     QueryRefused,
     QueryTimeout,
+    QueryTooLarge,
     Unavailable,
 )
 from dkron_lab.model.execution import Execution
@@ -77,7 +88,14 @@ from dkron_lab.model.execution import Execution
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["SORT_FIELDS", "DuckDBHistory", "SqlResult"]
+__all__ = [
+    "SORT_FIELDS",
+    "WRITER_RESERVE",
+    "DuckDBHistory",
+    "SqlLimits",
+    "SqlResult",
+    "result_too_large",
+]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -149,14 +167,16 @@ _EXECUTION_KEYS = tuple(name.strip('"') for name, _ in _COLUMNS)
 # What user SQL calls `executions`: the table plus derived columns, as a temporary view of the
 # query's own cursor (temporary objects shadow the table of the same name).
 _EXECUTIONS_VIEW = """
-CREATE TEMP VIEW executions AS
+CREATE OR REPLACE TEMP VIEW executions AS
 SELECT id, job_name, node_name, "group", attempt, started_at, finished_at, scheduled_at,
        success, output,
        (epoch_us(finished_at) - epoch_us(started_at)) / 1e6 AS duration_s,
        (epoch_us(started_at) - epoch_us(scheduled_at)) / 1e6 AS lateness_s
 FROM {database}.main.executions
 """
-_SQL_BATCH_ROWS = 122_880  # one DuckDB row group per Arrow batch
+_SQL_BATCH_ROWS = 2_048  # one DuckDB vector: as fast as a row group, and the byte cap bites early
+WRITER_RESERVE = 256 * 1024**2
+"""Bytes of DuckDB memory kept beyond ``--sql-memory-limit`` for the history writer."""
 _SKIPPED_KEYS = ("job_name", "reason", "first", "last", "count", "recorded_at")
 
 
@@ -195,6 +215,22 @@ _Write = _Append | _DeleteJob | _Skipped | _Audit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SqlLimits:
+    """What user SQL may use (``--sql-memory-limit`` and friends, in bytes).
+
+    ``memory``: all queries' DuckDB memory together (``None``: DuckDB's default, 80 % of RAM);
+    ``temp``: their spill files (``None``: DuckDB's default, 90 % of the free disk);
+    ``max_bytes``: one result, as Arrow or JSON (``None``: no cap); ``max_queries``: queries at
+    once, the rest wait their turn.
+    """
+
+    memory: int | None = None
+    temp: int | None = None
+    max_bytes: int | None = None
+    max_queries: int = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SqlResult:
     """What :meth:`DuckDBHistory.run_sql` found.
 
@@ -230,6 +266,7 @@ class DuckDBHistory:
         batch_rows: int = 2000,
         retention: timedelta | None = None,
         clock: Callable[[], datetime] | None = None,
+        sql_limits: SqlLimits | None = None,
     ) -> None:
         if batch_rows < 1 or flush_interval < 0:
             raise ValueError("batch_rows must be >= 1 and flush_interval >= 0")
@@ -256,10 +293,19 @@ class DuckDBHistory:
         self._database = ""  # DuckDB's name of the file, for the per-query views
         self._queries: set[_Deadline] = set()  # user SQL running now (under _con_lock)
         self._queries_done = threading.Condition(self._con_lock)
+        self._sql = sql_limits or SqlLimits()
+        if self._sql.max_queries < 1:
+            raise ValueError("sql_limits.max_queries must be >= 1")
+        # The limited query cursors, free ones only (see "Limits of user SQL" above).
+        self._sql_cursors: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def sql_limits(self) -> SqlLimits:
+        return self._sql
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -268,11 +314,12 @@ class DuckDBHistory:
         if self._thread is not None:
             raise RuntimeError(f"history {self._path} is already open")
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self._path), config=_CONFIG)
+        con = duckdb.connect(str(self._path), config=_CONFIG | _sql_config(self._path, self._sql))
         try:
             # Global, so every cursor returns UTC whatever the machine's zone is.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             _migrate(con, self._clock())
+            cursors = _sql_cursors(con, self._sql)  # before the lock: they SET their limit
             for statement in _LOCK_DOWN:
                 con.execute(statement)
             (self._database,) = con.execute("SELECT current_database()").fetchall()[0]
@@ -281,6 +328,7 @@ class DuckDBHistory:
             con.close()
             raise
         self._con = con
+        self._sql_cursors = cursors
         self._last_prune = None  # so opening always sweeps by retention
         self._prune_if_due(writer)
         self._stopping = False
@@ -302,6 +350,8 @@ class DuckDBHistory:
                 for query in self._queries:
                     query.stop()
                 self._queries_done.wait(timeout=0.1)
+            while not self._sql_cursors.empty():
+                self._sql_cursors.get_nowait().close()
             if self._con is not None:
                 self._con.close()
             self._con, self._thread = None, None
@@ -537,12 +587,15 @@ class DuckDBHistory:
         ``jobs`` and ``members`` are the rows of the ``jobs`` and ``members`` views (their keys
         are the columns; a missing key is NULL): they live in the Raft state, not in this file,
         so the caller passes them in. At most ``max_rows`` rows come back; the query is
-        interrupted after ``timeout`` seconds.
+        interrupted after ``timeout`` seconds. It first waits, up to ``timeout`` too, while
+        ``max_queries`` others run.
 
         Raises :class:`~dkron_lab.errors.QueryRefused` (not exactly one ``SELECT``, or it would
         write, touch files or URLs), :class:`~dkron_lab.errors.InvalidQuery` (DuckDB's
-        message), :class:`~dkron_lab.errors.QueryTimeout`, or
-        :class:`~dkron_lab.errors.Unavailable` when ``close()`` stops it.
+        message), :class:`~dkron_lab.errors.QueryTimeout`,
+        :class:`~dkron_lab.errors.QueryTooLarge` (over a limit of ``SqlLimits``), or
+        :class:`~dkron_lab.errors.Unavailable` when ``close()`` stops it or no query cursor
+        came free in time.
         """
         if max_rows < 0 or timeout <= 0:
             raise ValueError(f"max_rows={max_rows} must be >= 0 and timeout={timeout} > 0")
@@ -554,18 +607,32 @@ class DuckDBHistory:
         }
         database = self._database
 
-        def run(cur: duckdb.DuckDBPyConnection) -> SqlResult:
-            deadline = _Deadline(cur, timeout)
+        cur, deadline = self._start_query(timeout)
+        try:
+            return _run_sandboxed(cur, query, database, views, max_rows, deadline, self._sql)
+        finally:
             with self._con_lock:
-                self._queries.add(deadline)
-            try:
-                return _run_sandboxed(cur, query, database, views, max_rows, deadline)
-            finally:
-                with self._con_lock:
-                    self._queries.discard(deadline)
-                    self._queries_done.notify_all()
+                self._sql_cursors.put(cur)
+                self._queries.discard(deadline)
+                self._queries_done.notify_all()
 
-        return self._read(run)
+    def _start_query(self, timeout: float) -> tuple[duckdb.DuckDBPyConnection, _Deadline]:
+        """A free query cursor, waiting up to ``timeout`` for one, and its deadline."""
+        try:
+            cur = self._sql_cursors.get(timeout=timeout)
+        except queue.Empty:
+            raise Unavailable(
+                f"this server is busy: {self._sql.max_queries} SQL queries are running "
+                f"(--sql-max-queries) and none finished within this query's timeout of "
+                f"{timeout:g} s; send it again later, or to another server"
+            ) from None
+        with self._con_lock:
+            if self._con is None:
+                cur.close()
+                raise Unavailable(f"history {self._path} is closed: send the query again later")
+            deadline = _Deadline(cur, timeout)
+            self._queries.add(deadline)
+        return cur, deadline
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run ``sql`` on a fresh cursor and fetch every row. Internal helper for tests and
@@ -725,6 +792,7 @@ def _run_sandboxed(
     views: Mapping[str, pa.Table],
     max_rows: int,
     deadline: _Deadline,
+    limits: SqlLimits,
 ) -> SqlResult:
     import pyarrow as pa
 
@@ -738,12 +806,16 @@ def _run_sandboxed(
             # transaction refuses every write to the file (temporary objects stay writable).
             cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
-                return _fetch(cur, statement.query, max_rows)
+                return _fetch(cur, statement.query, max_rows, limits.max_bytes)
             finally:
                 with contextlib.suppress(duckdb.Error):
                     cur.execute("ROLLBACK")
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
-        raise _query_error(exc, deadline) from None
+        raise _query_error(exc, deadline, limits) from None
+    finally:
+        with contextlib.suppress(duckdb.Error):  # the cursor serves the next query: let go
+            for name in views:
+                cur.unregister(name)
 
 
 def _one_select(cur: duckdb.DuckDBPyConnection, query: str) -> Any:
@@ -773,16 +845,19 @@ def _one_select(cur: duckdb.DuckDBPyConnection, query: str) -> Any:
     return statements[0]
 
 
-def _fetch(cur: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> SqlResult:
+def _fetch(
+    cur: duckdb.DuckDBPyConnection, query: str, max_rows: int, max_bytes: int | None
+) -> SqlResult:
     """Stream the result as Arrow and stop after ``max_rows + 1`` rows: the extra row says
-    whether it was truncated, and DuckDB computes no more of it than that."""
+    whether it was truncated, and DuckDB computes no more of it than that. Over ``max_bytes``
+    of Arrow data it stops too, with ``QueryTooLarge``."""
     import pyarrow as pa
 
     relation = cur.sql(query)
     columns = tuple(zip(relation.columns, map(str, relation.types), strict=True))
     reader = relation.to_arrow_reader(min(max_rows + 1, _SQL_BATCH_ROWS))
     batches: list[pa.RecordBatch] = []
-    rows = 0
+    rows = size = 0
     try:
         while rows <= max_rows:
             try:
@@ -791,13 +866,71 @@ def _fetch(cur: duckdb.DuckDBPyConnection, query: str, max_rows: int) -> SqlResu
                 break
             batches.append(batch)
             rows += batch.num_rows
+            size += batch.nbytes
+            if max_bytes is not None and size > max_bytes:
+                raise result_too_large(max_bytes, rows=rows)
     finally:
         reader.close()  # an open reader blocks its connection
     table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, max_rows)
     return SqlResult(columns=columns, table=table, truncated=rows > max_rows)
 
 
-def _query_error(exc: BaseException, deadline: _Deadline) -> DkronError:
+def result_too_large(max_bytes: int, *, rows: int) -> QueryTooLarge:
+    """The error for a result over ``--sql-max-bytes`` (after ``rows`` rows)."""
+    return QueryTooLarge(
+        f"the result passed {_size(max_bytes)} after {rows} rows, the most this server sends "
+        "(--sql-max-bytes): narrow it: select fewer or narrower columns (e.g. left(output, 200) "
+        "rather than output), add a LIMIT, aggregate in SQL (count, sum, GROUP BY), or send a "
+        'smaller "max_rows"'
+    )
+
+
+def _sql_config(path: Path, limits: SqlLimits) -> dict[str, str | bool | int | float | list[str]]:
+    """The global DuckDB settings of ``limits`` (the per-query ones are in _sql_cursors)."""
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    if limits.memory is not None:
+        config["memory_limit"] = f"{limits.memory + WRITER_RESERVE}B"
+    if limits.temp is not None:
+        config["temp_directory"] = f"{path}.tmp"
+        config["max_temp_directory_size"] = f"{limits.temp}B"
+    return config
+
+
+def _sql_cursors(
+    con: duckdb.DuckDBPyConnection, limits: SqlLimits
+) -> queue.Queue[duckdb.DuckDBPyConnection]:
+    """One cursor per query slot; each query's intermediates get an equal share of the
+    memory budget."""
+    free: queue.Queue[duckdb.DuckDBPyConnection] = queue.Queue()
+    for _ in range(limits.max_queries):
+        cur = con.cursor()
+        if limits.memory is not None:
+            share = max(limits.memory // limits.max_queries, 1024**2)
+            cur.execute(f"SET operator_memory_limit = '{share}B'")
+        free.put(cur)
+    return free
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _out_of_memory(limits: SqlLimits) -> QueryTooLarge:
+    memory = "DuckDB's default" if limits.memory is None else _size(limits.memory)
+    temp = "the free disk" if limits.temp is None else _size(limits.temp)
+    return QueryTooLarge(
+        f"the query needed more memory than this server gives SQL ({memory}, --sql-memory-limit, "
+        f"shared by up to {limits.max_queries} queries) and its spill files ({temp}, "
+        "--sql-temp-limit): narrow it: a WHERE on started_at or finished_at, fewer or narrower "
+        "columns (a big output column is the usual cause), fewer GROUP BY groups, DISTINCT "
+        "values or ORDER BY rows, or a LIMIT"
+    )
+
+
+def _query_error(exc: BaseException, deadline: _Deadline, limits: SqlLimits) -> DkronError:
     """The API error for what DuckDB (or Arrow) raised while running user SQL."""
     message = str(exc)
     if deadline.stopped:
@@ -810,6 +943,8 @@ def _query_error(exc: BaseException, deadline: _Deadline) -> DkronError:
             f"the query ran for more than {deadline.seconds:g} s and was stopped: narrow it (a "
             'WHERE on started_at or finished_at skips old data cheaply) or send a larger "timeout"'
         )
+    if isinstance(exc, duckdb.OutOfMemoryException | MemoryError) or "Out of Memory" in message:
+        return _out_of_memory(limits)
     if isinstance(exc, duckdb.PermissionException):
         return QueryRefused(
             f"{message}. SQL here cannot read or write files or URLs: query the views "

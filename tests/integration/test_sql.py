@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from dkron_lab.codec import format_time
 from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution, execution_id
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, free_port
+from dkron_lab.testing import FakeClock, auth_headers, free_port
 
 NOW = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)
 ENDLESS = "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"
@@ -56,7 +57,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     port = config.http_host_port[1]
     http_server.listen(port, address="127.0.0.1")
     url = f"http://127.0.0.1:{port}"
-    client = httpx.AsyncClient(base_url=url, timeout=60)
+    client = httpx.AsyncClient(base_url=url, timeout=60, headers=auth_headers(node.api_token))
     try:
         yield Server(node=node, http=client, url=url)
     finally:
@@ -336,6 +337,7 @@ async def test_loop_and_writer_keep_going_while_queries_run(server: Server) -> N
 async def cli(server: Server, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         *CLI, "sql", *args, "--address", server.url,
+        env={**os.environ, "DKRON_API_TOKEN": server.node.api_token},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
