@@ -601,13 +601,18 @@ class _Base(_Operations):
         tls_ca: str | Path | None = None,
     ) -> None:
         """``url`` and ``token`` for any dkron-lab or Dkron server; with no ``url`` the server
-        is found by ``discover()`` (and its token with it). ``timeout`` is in seconds (``None``:
+        is found by ``discover()`` (and its token with it); with a ``url`` but no ``token``, the
+        token is ``local_token(url)``'s (``DKRON_API_TOKEN``, or the generated one of a server
+        on this host). ``timeout`` is in seconds (``None``:
         wait for ever). The token is sent as ``Authorization: Bearer`` (headless dkron-lab and
         Jupyter), Dkron Pro's ``X-Dkron-Token`` and the Jupyter extension's kernel secret header.
         ``tls_ca`` (default ``DKRON_TLS_CA``): a PEM bundle that an ``https://`` server's
         certificate is checked against instead of the system's CAs.
         """
-        connection = Connection(url, token) if url else discover()
+        if url:
+            connection = Connection(url, token if token is not None else local_token(url))
+        else:
+            connection = discover()
         if url is None and token is not None:
             connection = Connection(connection.url, token, connection.source)
         self.connection = connection

@@ -59,6 +59,8 @@ def clean(server: str) -> Iterator[str]:
 def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in an empty directory: no ./dkron.data of a real server is found."""
     monkeypatch.chdir(tmp_path)
+    for name in ("DKRON_API_TOKEN", "DKRON_DATA_DIR", "DKRON_ADDRESS", "DKRON_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def runtime_file(directory: Path, pid: int, **info: Any) -> Path:
@@ -119,6 +121,8 @@ def test_the_token_a_local_server_generated_is_found(tmp_path: Path) -> None:
         "http://localhost:9000", "generated", "DKRON_ADDRESS"
     )
     assert discover({"DKRON_API_TOKEN": "given"}).token == "given"  # the variable wins
+    with Client("http://127.0.0.1:8080") as client:  # a URL of this host, no token given
+        assert client.connection.token == "generated"
 
 
 def test_the_data_dir_may_be_named(tmp_path: Path) -> None:
