@@ -119,10 +119,13 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
 
 
 @pytest.fixture
-def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
-    """Start a single-node server on ``tmp_path/data`` (by default) and wait for its API.
+def start_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StartAgent]:
+    """Start a single-node server on ``tmp_path/dkron.data`` (by default) and wait for its API.
 
-    Without ``--config`` it gets an empty one, so no dkron.yml of the machine is read."""
+    The test runs in ``tmp_path``, so the client commands find the token the server generated
+    there, as they do from the directory a server was started in. Without ``--config`` it gets
+    an empty one, so no dkron.yml of the machine is read."""
+    monkeypatch.chdir(tmp_path)
     agents: list[Agent] = []
     empty = tmp_path / "empty.yml"
     empty.write_text("")
@@ -132,7 +135,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
         if "--config" not in extra:
             args += ["--config", str(empty)]
         if defaults:
-            data = str(tmp_path / "data")
+            data = str(tmp_path / "dkron.data")
             args += ["--server", "--bootstrap-expect", "1", "--node-name", "n1", "--data-dir", data]
         agent = Agent(tmp_path, args, env or clean_env())
         agents.append(agent)
