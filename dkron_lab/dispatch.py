@@ -126,7 +126,7 @@ class Verifier:
         self._target = _target(node_name)
         self._started = time.time() if started is None else started
         self._seen: dict[str, float] = {}  # nonce -> when its call expires
-        self._logged: dict[str, float] = {}  # remote -> last refusal logged
+        self._logged: dict[str, float] = {}  # "remote path" -> last refusal logged
 
     def check(
         self,
@@ -139,7 +139,7 @@ class Verifier:
         remote: str = "?",
     ) -> None:
         """Accept the call (remembering its nonce) or raise ``Unauthorized`` saying why; the
-        refusal is logged with ``remote`` (at most once a second per address)."""
+        refusal is logged with ``remote`` (at most once a second per address and path)."""
         try:
             self._check(method, path, headers, body, now)
         except Unauthorized as exc:
@@ -180,11 +180,12 @@ class Verifier:
             del self._seen[nonce]
 
     def _log_refusal(self, remote: str, method: str, path: str, why: str, now: float) -> None:
-        if now - self._logged.get(remote, -1e9) < 1.0:
+        key = f"{remote} {path}"
+        if now - self._logged.get(key, -1e9) < 1.0:
             return
         if len(self._logged) > 1000:
             self._logged.clear()
-        self._logged[remote] = now
+        self._logged[key] = now
         log.warning("refused %s %s from %s: %s", method, path, remote, why)
 
 
