@@ -220,7 +220,9 @@ class Node:
         self._scheduler_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._done: Batcher[dict[str, Any], None] = Batcher(self._submit_done, retry=True)
-        self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(self._submit_writes)
+        self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(
+            self._submit_writes, check=codec.check_command
+        )
         self._outboxes: dict[str, Batcher[dict[str, Any], None]] = {}  # runs for other nodes
         self._waiting: dict[int, asyncio.Future[str]] = {}
         self._last_group = 0

@@ -264,7 +264,10 @@ class ApiMixin(_HandlerBase):
         return bytes(self._received) if self._received is not None else self.request.body
 
     def json_body(self) -> Any:
-        return _parse_json(self.request_body(), what="the request body")
+        """The body as JSON; a string that is not text (a lone surrogate) is a 400 naming it."""
+        value = _parse_json(self.request_body(), what="the request body")
+        codec.check_text(value)
+        return value
 
     def compute_etag(self) -> None:
         return None  # answers change with every run; Dkron sends no ETag either

@@ -20,12 +20,15 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
+# Go's longest duration, an int64 of nanoseconds (~292 years): longer is an error there too.
+_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse a Go duration such as ``"30s"``, ``"1h30m10s"`` or ``"1.5h"``.
 
-    Raises ``InvalidSchedule`` naming the text and the accepted units.
+    Raises ``InvalidSchedule`` naming the text and the accepted units, or the longest duration
+    when it is longer than Go's (``2562047h``, about 292 years).
     """
     raw = text.strip()
     body = raw.lstrip("+-")
@@ -43,6 +46,11 @@ def parse_duration(text: str) -> timedelta:
         raise InvalidSchedule(
             f"invalid duration {text!r}: write a number and a unit, e.g. '30s', '5m', '1h30m' "
             "(units: ns, us, ms, s, m, h)"
+        )
+    if not seconds <= _MAX_SECONDS:  # also catches inf from a number of hundreds of digits
+        raise InvalidSchedule(
+            f"duration {text!r} is too long: the longest is 2562047h (about 292 years, Go's "
+            "limit); write a shorter one"
         )
     return timedelta(seconds=sign * seconds)
 
