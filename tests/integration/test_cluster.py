@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dkron_lab.dispatch import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from dkron_lab.dispatch import sign
 from dkron_lab.membership import HEARTBEAT_TTL
 from dkron_lab.model import schedule as schedules
 from dkron_lab.scheduler import CLAIM_AHEAD
@@ -488,8 +488,15 @@ def test_a_node_with_another_key_never_joins_nor_runs_anything(tmp_path: Path) -
 
         url = f"{cluster.url('a1')}/internal/v1/run"
         body = b'{"job":{},"group":1,"term":99}'
-        stamp = f"{time.time():.3f}"
-        forged = signature(b"not the cluster key", "POST", "/internal/v1/run", stamp, body)
-        for headers in ({}, {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: forged}):
+        forged = sign(
+            b"not the cluster key",
+            method="POST",
+            path="/internal/v1/run",
+            target="a1",
+            body=body,
+            now=time.time(),
+        )
+        json_type = {"Content-Type": "application/json"}
+        for headers in (json_type, json_type | forged):
             refused = cluster.http.post(url, content=body, headers=headers)
             assert refused.status_code == 401, refused.text
