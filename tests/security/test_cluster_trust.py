@@ -7,7 +7,9 @@ a non-ASCII signature answered 500 and removing the only voter hung 10 s.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import pickle
@@ -21,8 +23,9 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -473,3 +476,102 @@ def test_removing_the_only_voter_is_refused_at_once(server: Server) -> None:
     assert answer.status_code == 409, answer.text
     assert "only voter" in answer.json()["error"]
     assert len(_peers(server)) == 1
+
+
+# -- TLS between nodes -------------------------------------------------------------------------
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dkron-lab cluster test")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    return cert, private
+
+
+async def test_nodes_call_each_other_over_verified_tls(tmp_path: Path) -> None:
+    """A server and an agent with --tls-cert/--tls-key/--tls-ca: heartbeats and runs go over
+    https (the agent's internal API answers nothing over plain http)."""
+    from dkron_lab.api.app import serve
+    from dkron_lab.config import Config
+    from dkron_lab.model.job import Job
+    from dkron_lab.node import Node
+
+    cert, private = _certificate(tmp_path)
+    tls: dict[str, Any] = {"tls_cert": cert, "tls_key": private, "tls_ca": cert}
+    key, raft = new_cluster_key(), free_port()
+    server = Node(
+        Config(
+            server=True, bootstrap_expect=1, node_name="s1", data_dir=tmp_path / "s1",
+            http_addr=f"127.0.0.1:{free_port()}", bind_addr=f"127.0.0.1:{raft}",
+            encrypt=key, **tls,
+        )
+    )  # fmt: skip
+    agent_http = f"127.0.0.1:{free_port()}"
+    agent = Node(
+        Config(
+            node_name="a1", data_dir=tmp_path / "a1", http_addr=agent_http,
+            join=(f"127.0.0.1:{raft}",), tags={"role": "worker"}, encrypt=key, **tls,
+        )
+    )  # fmt: skip
+    await server.start()
+    https = [await serve(server)]
+    try:
+        await agent.start()
+        https.append(await serve(agent))
+        await _until(lambda: server.liveness.is_alive("a1"))
+        config = {"command": "true", "shell": "true"}
+        work = Job(
+            name="work", schedule="@manually", executor="shell", executor_config=config,
+            tags={"role": "worker"},
+        )  # fmt: skip
+        await server.set_job(work)
+        await server.run_job("work")
+        await _until(lambda: server.state.stats["work"].success_count == 1)
+        async with httpx.AsyncClient(trust_env=False) as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.post(f"http://{agent_http}/internal/v1/heartbeat", content=b"{}")
+    finally:
+        for http in https:
+            http.stop()
+        for node in (agent, server):
+            if node._ready:
+                await node.stop(graceful=False)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the cluster did not get there in time")
+        await asyncio.sleep(0.05)
