@@ -19,6 +19,9 @@ Clocks: the window assumes the nodes' clocks agree to well within ``WINDOW`` (NT
 and Dkron assume for their TLS and gossip). A node whose clock runs behind by ``d`` has its
 calls refused for ``d`` seconds after a peer restarts; callers retry (heartbeats every second,
 runs are reported lost and retried by policy), so that costs a beat, never a wrong acceptance.
+Conversely, a call signed by a peer whose clock runs ahead by ``d`` carries a time up to ``d``
+later than when it was sent, so across a restart the replay protection holds only up to the
+clock skew: one more reason to keep the clocks synchronised.
 """
 
 from __future__ import annotations
