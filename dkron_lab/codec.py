@@ -197,6 +197,14 @@ def _string_map(value: Any, field: str) -> dict[str, str]:
     return {str(k): _scalar_string(v, f"{field}.{k}") for k, v in value.items()}
 
 
+def _string_list(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidJob(f'{field} must be a list of strings, e.g. ["api_key", "DB_PASSWORD"]')
+    return tuple(value)
+
+
 def _processors(value: Any) -> dict[str, dict[str, str]]:
     if value is None:
         return {}
@@ -226,6 +234,7 @@ def job_from_json(data: Any) -> tuple[Job, JobStats]:
         processors=_processors(data.get("processors")),
         starts_at=parse_time(data.get("starts_at"), "starts_at"),
         expires_at=parse_time(data.get("expires_at"), "expires_at"),
+        secret_keys=_string_list(data.get("secret_keys"), "secret_keys"),
     )
     return job, _stats_from_json(data)
 
@@ -250,8 +259,9 @@ def job_to_json(
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Dkron's 26 job fields in Dkron's order, then ours (``catchup``, ``concurrency_group``,
-    ``retry_interval``, ``retry_on``); ``next`` is shown in
-    the job's ``zone``."""
+    ``retry_interval``, ``retry_on``, ``secret_keys``); ``next`` is shown in the job's ``zone``.
+
+    Secrets are shown as they are: what a read shows goes through ``model.secrets.mask_job``."""
     stats = stats or JobStats()
     return {
         "id": job.name,
@@ -285,6 +295,7 @@ def job_to_json(
         "concurrency_group": job.concurrency_group,
         "retry_interval": job.retry_interval,
         "retry_on": job.retry_on,
+        "secret_keys": list(job.secret_keys),
     }
 
 

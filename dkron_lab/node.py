@@ -50,7 +50,7 @@ from dkron_lab.membership import (
     lost_runs,
 )
 from dkron_lab.metrics import Gauges, Metrics
-from dkron_lab.model import schedule
+from dkron_lab.model import schedule, secrets
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, parse_job_schedule, validate_job
 from dkron_lab.model.planning import CatchUp, effective_policy, plan_catchup
@@ -120,8 +120,9 @@ class JobView:
         return schedule.zone(self.job.timezone)
 
     def to_json(self) -> dict[str, Any]:
+        """What a read shows: secrets masked."""
         return codec.job_to_json(
-            self.job,
+            secrets.mask_job(self.job),
             self.stats,
             next_fire=self.next_fire,
             dependent_jobs=list(self.dependent_jobs),
@@ -191,6 +192,7 @@ class Node:
             ),
         )
         settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
+        secure_data_dir(settings.data_dir)  # the journal holds every job's secrets
         self.raft = RaftNode(
             settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
         )
@@ -203,6 +205,7 @@ class Node:
             concurrency=config.executor_concurrency,
             limits=config.executor_limits,
             on_start=self._started_here,
+            hidden=frozenset(value for value in (self.api_token, self.encrypt) if value),
         )
         self.role = "server" if config.server else "agent"
         self.liveness = Liveness()
@@ -1172,6 +1175,9 @@ class Node:
     async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
         if self.paused:
             raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
+        with self.state.lock:
+            stored = self.state.jobs.get(job.name)
+        job = secrets.unmask_job(job, stored)  # a job read from the API, saved back
         self._check(job)
         record = codec.job_to_record(job)
         if stats is not None:

@@ -21,7 +21,7 @@ import smtplib
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
@@ -33,6 +33,7 @@ from dkron_lab.config import NOTIFY_ON, Config
 from dkron_lab.errors import InvalidJob, ValidationError
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
+from dkron_lab.model.secrets import scrub_text, secret_values
 
 __all__ = [
     "DKRON_FIELDS",
@@ -442,13 +443,15 @@ class Notifier:
         """Send the post-webhook and the owner's email, if the job's policy asks for it.
 
         ``previous_success`` is the job's previous result (``None``: none). ``group``, the
-        executions of the same trigger, fills the lines of ``{{.Report}}``.
+        executions of the same trigger, fills the lines of ``{{.Report}}``. The job's secrets
+        are masked in the output (the runner already did; an older node may not have).
         """
         if not (self.webhook or self.mail) or not self._finished.first(execution.id):
             return
         policy = effective_policy(job.metadata, self.default_policy)
         if not should_notify(policy, success=execution.success, previous_success=previous_success):
             return
+        execution, *group = _masked(job, [execution, *group])
         if self.webhook is not None:
             self._spawn(self._post(self.webhook, execution, group), "webhook", job.name)
         if self.mail is not None and job.owner_email.strip():
@@ -534,6 +537,11 @@ class Notifier:
 
 class _Failed(Exception):
     """A delivery failed; the message says where and why."""
+
+
+def _masked(job: Job, executions: Sequence[Execution]) -> list[Execution]:
+    values = secret_values(job)
+    return [replace(e, output=scrub_text(e.output, values)) for e in executions]
 
 
 def _message(mail: MailSettings, owner_email: str, execution: Execution, body: str) -> EmailMessage:

@@ -72,6 +72,9 @@ class ExecutionRequest:
     execution_id: str
     config: Mapping[str, str]
     output_limit: int = 256_000
+    hidden_values: frozenset[str] = frozenset()
+    """The node's own credentials (API token, cluster key): an executor that starts a process
+    builds its environment with ``model.secrets.child_environment`` so that none reaches it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

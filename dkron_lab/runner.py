@@ -17,8 +17,9 @@ from datetime import datetime
 
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
-from dkron_lab.model.execution import Execution, execution_id
+from dkron_lab.model.execution import Execution, execution_id, mark_cut
 from dkron_lab.model.job import Job
+from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult, PluginRegistry
 
 __all__ = ["Runner"]
@@ -34,20 +35,29 @@ def _slots(limit: int) -> asyncio.Semaphore | None:
 
 @dataclass(slots=True)
 class _Live:
-    """A running execution and the tail of what it has printed so far."""
+    """A running execution and the tail of what it has printed so far, secrets scrubbed."""
 
     execution: Execution
     limit: int
+    scrubber: OutputScrubber
     tail: bytearray = field(default_factory=bytearray)
 
     def emit(self, chunk: bytes) -> None:
-        self.tail += chunk
+        self.tail += self.scrubber.feed(chunk)
         if len(self.tail) > self.limit:
             del self.tail[: len(self.tail) - self.limit]
 
+    def ended(self) -> bytes:
+        """All of the tail, with what the scrubber still held back: the output has ended."""
+        return (bytes(self.tail) + self.scrubber.flush())[-self.limit :]
+
 
 class Runner:
-    """Runs executions on this node, one asyncio task each."""
+    """Runs executions on this node, one asyncio task each.
+
+    Output, live and recorded, never shows a secret: the values ``model.secrets.secret_values``
+    finds in the job, and ``hidden`` (the node's own credentials, which the executors also keep
+    out of child environments), are replaced by ``***`` before anything is reported."""
 
     def __init__(
         self,
@@ -60,8 +70,10 @@ class Runner:
         concurrency: int = 0,
         limits: Mapping[str, int] | None = None,
         on_start: Report | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> None:
         self._node = node_name
+        self._hidden = hidden
         self._registry = registry
         self._clock = clock
         self._report = report
@@ -134,7 +146,8 @@ class Runner:
         return ns
 
     async def _run(self, job: Job, execution: Execution) -> Execution:
-        live = _Live(execution, self._output_limit)
+        secrets = secret_values(job) | self._hidden
+        live = _Live(execution, self._output_limit, OutputScrubber(secrets))
         self._live[execution.id] = live
         if self._on_start is not None:
             self._on_start(execution)
@@ -142,7 +155,7 @@ class Runner:
             result = await self._execute(job, live)
         finally:
             self._live.pop(live.execution.id, None)
-        finished = self._finish(job, live.execution, result)
+        finished = self._finish(job, live.execution, _scrubbed(result, secrets, self._output_limit))
         self._report(finished)
         return finished
 
@@ -152,29 +165,32 @@ class Runner:
             execution_id=live.execution.id,
             config=job.executor_config,
             output_limit=self._output_limit,
+            hidden_values=self._hidden,
         )
         try:
             executor = self._registry.executor(job.executor)
             return await executor.execute(request, live.emit)
         except DkronError as exc:
-            return ExecutorResult(success=False, output=bytes(live.tail), error=exc.message)
+            return ExecutorResult(success=False, output=live.ended(), error=exc.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("executor %r crashed running job %r", job.executor, job.name)
             return ExecutorResult(
-                success=False, output=bytes(live.tail), error=f"executor crashed: {exc!r}"
+                success=False, output=live.ended(), error=f"executor crashed: {exc!r}"
             )
 
     def _finish(self, job: Job, execution: Execution, result: ExecutorResult) -> Execution:
         output = result.output.decode("utf-8", errors="replace")
         if result.error:
             output = f"{output}\n{result.error}" if output else result.error
+        # An executor hands over at most the limit (the tail): reaching it means it cut.
+        cut = len(result.output) >= self._output_limit or len(output) > self._output_limit
         finished = replace(
             execution,
             finished_at=self._clock.now(),
             success=result.success,
-            output=output[-self._output_limit :],
+            output=mark_cut(output, self._output_limit) if cut else output,
         )
         if not job.processors:
             return finished
@@ -207,3 +223,14 @@ class Runner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _scrubbed(result: ExecutorResult, secrets: frozenset[str], limit: int) -> ExecutorResult:
+    """``result`` with ``secrets`` masked; output at the limit may begin inside one."""
+    if not secrets:
+        return result
+    return replace(
+        result,
+        output=scrub(result.output, secrets, cut=len(result.output) >= limit),
+        error=scrub_text(result.error, secrets),
+    )

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from dkron_lab import codec
 from dkron_lab.errors import BadRequest
 from dkron_lab.history.duckdb import result_too_large
+from dkron_lab.model import secrets
 from dkron_lab.node import JobView
 
 if TYPE_CHECKING:
@@ -128,8 +129,8 @@ def _timeout(value: Any) -> float:
 
 
 def job_row(view: JobView) -> dict[str, Any]:
-    """One row of the ``jobs`` view (columns in ``docs/sql.md``)."""
-    job, stats = view.job, view.stats
+    """One row of the ``jobs`` view (columns in ``docs/sql.md``), secrets masked."""
+    job, stats = secrets.mask_job(view.job), view.stats
     return {
         "name": job.name,
         "displayname": job.displayname,

@@ -319,6 +319,7 @@ class NotebookExecutor:
             execution_id=request.execution_id,
             config=config,
             output_limit=request.output_limit,
+            hidden_values=request.hidden_values,
         )
 
 

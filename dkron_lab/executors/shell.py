@@ -5,7 +5,8 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
 ``command``    the command line (required). Split like a POSIX shell would (quotes, escapes) and
                executed directly, unless ``shell`` is true.
 ``shell``      ``"true"``: run ``/bin/sh -c <command>`` (pipes, ``&&``, variables, globs).
-``env``        ``"K1=v1,K2=v2"`` added to the node's environment.
+``env``        ``"K1=v1,K2=v2"`` added to the node's environment (less the node's own
+               credentials: ``model.secrets.child_environment``). Reads show the values masked.
 ``cwd``        working directory.
 ``timeout``    Go duration (``30s``, ``1h30m``): past it the whole process group is killed.
 ``mem_limit``  size (``512MB``): when the resident memory of the command and its descendants goes
@@ -41,6 +42,7 @@ from typing import Any
 import psutil
 
 from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
+from dkron_lab.model.secrets import child_environment
 from dkron_lab.model.units import parse_codes, parse_size
 from dkron_lab.plugins import (
     Emit,
@@ -335,7 +337,7 @@ async def _connect(
 
 
 def _popen(spec: ShellCommand, request: ExecutionRequest) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+    env = child_environment(os.environ, request.hidden_values)
     env.update(spec.env)
     env["ENV_JOB_NAME"] = request.job_name
     env["DKRON_JOB_NAME"] = request.job_name

@@ -83,7 +83,7 @@ from dkron_lab.errors import (
     QueryTooLarge,
     Unavailable,
 )
-from dkron_lab.model.execution import Execution
+from dkron_lab.model.execution import OUTPUT_CUT, Execution
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -314,8 +314,11 @@ class DuckDBHistory:
         if self._thread is not None:
             raise RuntimeError(f"history {self._path} is already open")
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        # DuckDB spills there (its default, and --sql-temp-limit's): only we may look inside.
+        Path(f"{self._path}.tmp").mkdir(mode=0o700, exist_ok=True)
         con = duckdb.connect(str(self._path), config=_CONFIG | _sql_config(self._path, self._sql))
         try:
+            _keep_private(self._path)
             # Global, so every cursor returns UTC whatever the machine's zone is.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             _migrate(con, self._clock())
@@ -659,6 +662,7 @@ class DuckDBHistory:
                 batch, stopping = self._next_batch()
                 if batch:
                     self._store(cur, batch)
+                    _keep_private(Path(f"{self._path}.wal"))  # DuckDB makes a new one at will
                     self._prune_if_due(cur)
                 with self._lock:
                     self._committed += len(batch)
@@ -883,6 +887,13 @@ def result_too_large(max_bytes: int, *, rows: int) -> QueryTooLarge:
         "rather than output), add a LIMIT, aggregate in SQL (count, sum, GROUP BY), or send a "
         'smaller "max_rows"'
     )
+
+
+def _keep_private(path: Path) -> None:
+    """History holds every job's output: its files are the node user's alone (0600)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 def _sql_config(path: Path, limits: SqlLimits) -> dict[str, str | bool | int | float | list[str]]:
@@ -1250,10 +1261,12 @@ def _list_query(
     column, direction = _order_by(sort, order)
     _check_page(start, end, output_size_limit)
     params: list[Any]
+    cut = "starts_with(output, ?)"  # cut to --output-limit when it ran (execution.mark_cut)
     if output_size_limit is None:
-        output, params = "output, false", []
+        output, params = f"output, {cut}", [OUTPUT_CUT]
     else:
-        output, params = "right(output, ?), length(output) > ?", [output_size_limit] * 2
+        output = f"right(output, ?), length(output) > ? OR {cut}"
+        params = [output_size_limit, output_size_limit, OUTPUT_CUT]
     sql = (
         f"SELECT {_NAMES_BUT_OUTPUT}, {output} FROM executions WHERE job_name = ?"
         f" ORDER BY {column} {direction} NULLS LAST, started_at {direction}, id {direction}"

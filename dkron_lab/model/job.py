@@ -17,6 +17,7 @@ __all__ = [
     "JOB_STATUSES",
     "GROUP_NAME",
     "MAX_NAME_LENGTH",
+    "MAX_SECRET_KEYS",
     "RETRY_TARGETS",
     "Job",
     "JobStats",
@@ -42,7 +43,9 @@ class Job:
     Ours, not Dkron's: ``catchup``, one of ``CATCHUP_POLICIES`` (``""`` = the server's default);
     ``concurrency_group``, the cluster-wide limit the job counts against (``""``: only the
     overall one); ``retry_interval``, a Go duration between attempts (``""``: Dkron's backoff);
-    ``retry_on``, ``"same"`` node (Dkron's, the default) or ``"any"`` matching node.
+    ``retry_on``, ``"same"`` node (Dkron's, the default) or ``"any"`` matching node;
+    ``secret_keys``, ``executor_config`` keys, ``env`` variables or ``http`` headers whose values
+    are secrets besides those ``model.secrets`` recognises by name (reads show them masked).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Job:
     concurrency_group: str = ""
     retry_interval: str = ""
     retry_on: str = ""
+    secret_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +126,7 @@ def validate_job(job: Job) -> None:
             "for the server's default (--catchup)"
         )
     _check_retries(job)
+    _check_secret_keys(job)
     if job.concurrency_group and not GROUP_NAME.match(job.concurrency_group):
         raise InvalidJob(
             f"invalid concurrency_group {job.concurrency_group!r}: use letters, digits, "
@@ -153,6 +158,22 @@ def _check_retries(job: Job) -> None:
             "the default) or 'any' (any live node the job's tags match)"
         )
     retry_interval(job)
+
+
+MAX_SECRET_KEYS = 256
+
+
+def _check_secret_keys(job: Job) -> None:
+    if len(job.secret_keys) > MAX_SECRET_KEYS:
+        raise InvalidJob(
+            f"secret_keys names {len(job.secret_keys)} keys; the limit is {MAX_SECRET_KEYS}"
+        )
+    for key in job.secret_keys:
+        if not key.strip() or len(key) > MAX_NAME_LENGTH:
+            raise InvalidJob(
+                f"secret_keys entry {key!r} must be the name of an executor_config key, an env "
+                f'variable or an http header (1 to {MAX_NAME_LENGTH} characters), e.g. "api_key"'
+            )
 
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -49,7 +49,13 @@ def test_dkron_job_decodes_with_its_counters():
 def test_encoding_has_dkron_fields_in_dkron_order_then_ours_and_round_trips():
     job, stats = codec.job_from_json(DKRON_JOB)
     out = codec.job_to_json(job, stats)
-    ours = {"catchup": "", "concurrency_group": "", "retry_interval": "", "retry_on": ""}
+    ours = {
+        "catchup": "",
+        "concurrency_group": "",
+        "retry_interval": "",
+        "retry_on": "",
+        "secret_keys": [],
+    }
     assert list(out) == [*DKRON_JOB, *ours]
     assert {k: v for k, v in out.items() if k not in ("next", "last_success", "last_error")} == {
         **{k: v for k, v in DKRON_JOB.items() if k not in ("next", "last_success", "last_error")},
@@ -167,3 +173,13 @@ def test_record_is_the_writable_fields_only():
     record = codec.job_to_record(job)
     assert "success_count" not in record and "next" not in record and "id" not in record
     assert codec.job_from_json(record) == (job, JobStats())
+
+
+def test_secret_keys_round_trip_and_must_be_a_list_of_strings():
+    job, _ = codec.job_from_json({**DKRON_JOB, "secret_keys": ["api_key", "X-Tenant"]})
+    assert job.secret_keys == ("api_key", "X-Tenant")
+    assert codec.job_to_json(job)["secret_keys"] == ["api_key", "X-Tenant"]
+    assert codec.job_from_json(codec.job_to_record(job))[0] == job
+    for bad in ("api_key", [1], {"a": "b"}):
+        with pytest.raises(InvalidJob, match="secret_keys must be a list of strings"):
+            codec.job_from_json({**DKRON_JOB, "secret_keys": bad})
