@@ -573,6 +573,11 @@ def _error(response: httpx.Response, request: str) -> DkronError:
 
 
 def _unavailable(url: str, timeout: float | None, request: Request, exc: Exception) -> Unavailable:
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return Unavailable(
+            f"the TLS certificate of {url} is not trusted ({exc}): give the PEM file of the CA "
+            "that signed it with --tls-ca (or DKRON_TLS_CA; Client(tls_ca=...))"
+        )
     if isinstance(exc, httpx.ConnectError):
         return Unavailable(
             f"cannot reach dkron-lab at {url}: is the agent running? "
