@@ -10,8 +10,10 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
 ``timeout``      Go duration: limit on the whole run, kernel start included; also on each cell.
 ``output_path``  where the executed notebook is saved: a template with ``{job}``,
                  ``{execution_id}``, ``{date}``, ``{time}`` (UTC) and ``{notebook}``; relative to
-                 the notebook's folder. Default: ``DEFAULT_OUTPUT_PATH``, a folder
-                 ``dkron-lab-notebooks/`` beside the notebook.
+                 the notebook's folder, and it must stay inside that folder (no ``..`` out of
+                 it, no absolute path elsewhere): the node writes the file, and a job's author
+                 must not pick any file the node can write. Default: ``DEFAULT_OUTPUT_PATH``, a
+                 folder ``dkron-lab-notebooks/`` beside the notebook.
 ``cwd``          the kernel's working directory; default the notebook's folder.
 
 **Why a child process.** The node does not run nbclient itself: it starts
@@ -108,15 +110,33 @@ def parse_config(config: Mapping[str, str]) -> NotebookConfig:
             f"the keys are: {', '.join(_KEYS)}"
         )
     timeout_text = config.get("timeout", "").strip()
+    path = _parse_path(config.get("path", ""))
+    output_path = _parse_template(config.get("output_path", "").strip() or DEFAULT_OUTPUT_PATH)
+    _check_output_inside(output_path, path)
     return NotebookConfig(
-        path=_parse_path(config.get("path", "")),
+        path=path,
         kernel=_parse_kernel(config.get("kernel", "").strip()),
         parameters=_parse_parameters(config.get("parameters", "")),
         timeout=config_duration(config, "timeout", executor="notebook"),
         timeout_text=timeout_text,
-        output_path=_parse_template(config.get("output_path", "").strip() or DEFAULT_OUTPUT_PATH),
+        output_path=output_path,
         cwd=_parse_cwd(config.get("cwd", "").strip()),
     )
+
+
+def _check_output_inside(template: str, notebook: Path) -> None:
+    """Refuse an ``output_path`` that leads out of the notebook's folder. Placeholder values
+    cannot (``render_output_path`` makes each a plain file name), so the template decides."""
+    root = Path(os.path.normpath(notebook.parent))
+    sample = template.format_map(dict.fromkeys(OUTPUT_PLACEHOLDERS, "x"))
+    target = Path(os.path.normpath(root / sample))
+    if target == root or not target.is_relative_to(root):
+        raise InvalidJob(
+            f'notebook executor: "output_path" {template!r} leads to {str(target)!r}, outside '
+            f"the notebook's folder {str(root)!r}: the executed notebook must be saved inside "
+            "that folder; write a path relative to it without '..' (e.g. "
+            f"{DEFAULT_OUTPUT_PATH!r}), or an absolute path that starts with {str(root)!r}"
+        )
 
 
 def _parse_path(text: str) -> Path:

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Execution", "execution_id"]
+__all__ = ["OUTPUT_CUT", "Execution", "execution_id", "mark_cut"]
+
+OUTPUT_CUT = "[output truncated: "
+"""How a recorded output that was cut to ``--output-limit`` begins: the history reads it back
+as ``output_truncated`` without a column of its own (see ``mark_cut``)."""
+
+
+def mark_cut(output: str, limit: int) -> str:
+    """The end of ``output``, at most ``limit`` characters, after a first line saying the start
+    was dropped (``OUTPUT_CUT``): the record of an output that was over ``--output-limit``."""
+    note = f"{OUTPUT_CUT}the start was dropped, --output-limit keeps the last {limit} bytes]\n"
+    if limit <= len(note):
+        return output[len(output) - limit :]
+    return note + output[len(output) - (limit - len(note)) :]
 
 
 def execution_id(started_ns: int, node_name: str) -> str:

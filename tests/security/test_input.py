@@ -115,3 +115,57 @@ async def test_an_oversized_duration_is_a_400(
     response = await api.post("/v1/jobs", json=job("long", **fields))
     assert_bad_request(response, word)
     assert (await api.get("/v1/jobs/long")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("output_path", "word"),
+    [
+        ("../escaped-{job}.ipynb", "outside the notebook's folder"),
+        ("runs/../../escaped.ipynb", "outside the notebook's folder"),
+        ("/etc/cron.d/{job}", "outside the notebook's folder"),
+        ("/srv/notebooks-other/{job}.ipynb", "outside the notebook's folder"),
+    ],
+)
+async def test_a_notebook_output_path_out_of_its_folder_is_refused(
+    api: httpx.AsyncClient, output_path: str, word: str
+) -> None:
+    config = {"path": "/srv/notebooks/report.ipynb", "output_path": output_path}
+    response = await api.post(
+        "/v1/jobs", json=job("nb", executor="notebook", executor_config=config)
+    )
+    assert_bad_request(response, word, "'/srv/notebooks'")
+    assert (await api.get("/v1/jobs/nb")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "output_path", ["runs/{job}/{date}.ipynb", "/srv/notebooks/runs/{job}.ipynb", "a/../b.ipynb"]
+)
+async def test_a_notebook_output_path_inside_its_folder_is_saved(
+    api: httpx.AsyncClient, output_path: str
+) -> None:
+    config = {"path": "/srv/notebooks/report.ipynb", "output_path": output_path}
+    response = await api.post(
+        "/v1/jobs", json=job("nb", executor="notebook", executor_config=config)
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_output_cut_to_the_limit_is_flagged_truncated(api: httpx.AsyncClient) -> None:
+    """The fixture's ``--output-limit`` is 1000 bytes; the command prints 200 kB."""
+    loud = job(
+        "loud",
+        executor_config={"command": "head -c 200000 /dev/zero | tr '\\0' x", "shell": "true"},
+    )
+    assert (await api.post("/v1/jobs", json=loud)).status_code == 201
+    ran = await api.post("/v1/jobs/loud/run?wait=true")
+    assert ran.status_code == 200, ran.text
+    quiet = job("quiet", executor_config={"command": "echo hello"})
+    assert (await api.post("/v1/jobs", json=quiet)).status_code == 201
+    assert (await api.post("/v1/jobs/quiet/run?wait=true")).status_code == 200
+    for query in ("", "?output_size_limit=100000"):
+        (execution,) = (await api.get(f"/v1/jobs/loud/executions{query}")).json()
+        assert execution["output_truncated"] is True, execution
+        assert execution["output"].startswith("[output truncated")
+        assert execution["output"].endswith("x" * 500) and len(execution["output"]) <= 1000
+        (execution,) = (await api.get(f"/v1/jobs/quiet/executions{query}")).json()
+        assert execution["output_truncated"] is False and execution["output"] == "hello\n"

@@ -148,14 +148,14 @@ def test_parse_config_full() -> None:
             "kernel": "python3",
             "parameters": '{"region": "eu", "days": 7}',
             "timeout": "1m30s",
-            "output_path": "/data/{job}/{date}.ipynb",
+            "output_path": "/srv/nb/data/{job}/{date}.ipynb",
             "cwd": "work",
         }
     )
     assert config.path == Path("/srv/nb/report.ipynb")
     assert (config.kernel, config.timeout, config.timeout_text) == ("python3", 90.0, "1m30s")
     assert config.parameters == {"region": "eu", "days": 7}
-    assert (config.output_path, config.cwd) == ("/data/{job}/{date}.ipynb", "work")
+    assert (config.output_path, config.cwd) == ("/srv/nb/data/{job}/{date}.ipynb", "work")
 
 
 def test_parameters_render_as_literals_that_cannot_run_code() -> None:
