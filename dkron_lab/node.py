@@ -15,12 +15,14 @@ import logging
 import math
 import random
 import signal
+import stat
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 from dkron_lab import codec, credentials
@@ -193,6 +195,7 @@ class Node:
         )
         settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
         secure_data_dir(settings.data_dir)  # the journal holds every job's secrets
+        _keep_private(settings.data_dir)
         self.raft = RaftNode(
             settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
         )
@@ -1428,6 +1431,15 @@ def _raft_settings(config: Config, encrypt: str) -> RaftSettings:
         partners=tuple(config.join) + tuple(config.retry_join),
         password=encrypt,
     )
+
+
+def _keep_private(directory: Path) -> None:
+    """Make the files in ``directory`` 0600: new ones are, ones an older version wrote were not."""
+    for path in directory.iterdir():
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_file() and not path.is_symlink() and mode & 0o077:
+            log.warning("%s was mode %o: made 0600 (only this user may read it)", path, mode)
+            path.chmod(0o600)
 
 
 def tune_interpreter() -> None:

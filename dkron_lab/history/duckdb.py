@@ -315,7 +315,9 @@ class DuckDBHistory:
             raise RuntimeError(f"history {self._path} is already open")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # DuckDB spills there (its default, and --sql-temp-limit's): only we may look inside.
-        Path(f"{self._path}.tmp").mkdir(mode=0o700, exist_ok=True)
+        spill = Path(f"{self._path}.tmp")
+        spill.mkdir(mode=0o700, exist_ok=True)
+        spill.chmod(0o700)
         con = duckdb.connect(str(self._path), config=_CONFIG | _sql_config(self._path, self._sql))
         try:
             _keep_private(self._path)

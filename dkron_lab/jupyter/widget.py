@@ -314,7 +314,10 @@ def job_from_form(
 ) -> dict[str, Any]:
     """The job JSON for the dashboard's form, over ``existing`` when the job is being edited (a
     save is a full replace, so fields the form does not show are kept). ``ValidationError`` for
-    what the form itself can tell is wrong; the server checks the rest."""
+    what the form itself can tell is wrong; the server checks the rest.
+
+    The server shows secrets (``env`` values, keys such as ``password``) as ``"***"``, so the
+    dashboard never holds them; sent back as ``"***"``, they keep their stored values."""
     executor = str(form.get("executor") or "shell")
     base = dict(existing or {})
     config = dict(base.get("executor_config") or {}) if base.get("executor") == executor else {}

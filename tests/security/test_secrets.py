@@ -13,22 +13,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import tornado.httpserver
+import tornado.web
 
 from dkron_lab.api.app import serve
 from dkron_lab.config import Config
+from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import Job
 from dkron_lab.node import Node
+from dkron_lab.notify import Notifier
 from dkron_lab.testing import Processes, auth_headers, free_port, new_cluster_key, wait_for
 
 SECRET = "s3cret-env-value"
@@ -42,15 +48,17 @@ class Api:
     data_dir: Path
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def running(data_dir: Path, **settings: Any) -> AsyncIterator[Api]:
+    """A one-server node in this process behind ``serve``, and a client that sends its token."""
     config = Config(
         server=True,
         bootstrap_expect=1,
         node_name="s1",
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         http_addr=f"127.0.0.1:{free_port()}",
         bind_addr=f"127.0.0.1:{free_port()}",
+        **settings,
     )
     node = Node(config)
     await node.start()
@@ -68,6 +76,12 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         server.stop()
         await server.close_all_connections()
         await node.stop(graceful=False)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with running(tmp_path / "data") as started:
+        yield started
 
 
 def shell_job(name: str, command: str, **config: str) -> dict[str, Any]:
@@ -174,6 +188,72 @@ async def test_recorded_output_masks_the_secrets_it_printed(api: Api) -> None:
     assert_masked(await sql(api.http, "SELECT output FROM executions"), SECRET)
 
 
+class _Hook(tornado.web.RequestHandler):
+    def initialize(self, bodies: list[str]) -> None:
+        self.bodies = bodies
+
+    def post(self) -> None:
+        self.bodies.append(self.request.body.decode())
+
+
+async def test_webhooks_carry_the_masked_output(tmp_path: Path) -> None:
+    bodies: list[str] = []
+    port = free_port()
+    receiver = tornado.httpserver.HTTPServer(
+        tornado.web.Application([(r"/hook", _Hook, {"bodies": bodies})])
+    )
+    receiver.listen(port, "127.0.0.1")
+    settings = {
+        "webhook_endpoint": f"http://127.0.0.1:{port}/hook",
+        "webhook_payload": "{{.JobName}}: {{.Output}}",
+    }
+    try:
+        async with running(tmp_path / "data", **settings) as api:
+            await save(api.http, shell_job("hooked", 'echo "$SECRET"', env=f"SECRET={SECRET}"))
+            await run(api.http, "hooked")
+
+            async def delivered() -> bool:
+                return bool(bodies)
+
+            await eventually(delivered)
+    finally:
+        receiver.stop()
+    assert bodies == ["hooked: ***\n"]
+
+
+async def test_the_notifier_masks_output_an_older_node_recorded(tmp_path: Path) -> None:
+    bodies: list[str] = []
+    port = free_port()
+    receiver = tornado.httpserver.HTTPServer(
+        tornado.web.Application([(r"/hook", _Hook, {"bodies": bodies})])
+    )
+    receiver.listen(port, "127.0.0.1")
+    config = Config(
+        node_name="s1",
+        webhook_endpoint=f"http://127.0.0.1:{port}/hook",
+        webhook_payload="{{.Output}}",
+    )
+    notifier = Notifier.from_config(config)
+    job = Job(name="old", executor="shell", executor_config={"env": f"SECRET={SECRET}"})
+    now = datetime.now(UTC)
+    execution = Execution(
+        id="1-old",
+        job_name="old",
+        node_name="s2",
+        group=1,
+        started_at=now,
+        finished_at=now,
+        output=f"printed {SECRET}",
+    )
+    try:
+        await notifier.finished(job, execution, previous_success=None)
+        await notifier.flush()
+    finally:
+        await notifier.close()
+        receiver.stop()
+    assert bodies == ["printed ***"]
+
+
 async def test_live_output_masks_a_secret_printed_in_two_pieces(api: Api) -> None:
     # Two writes with a pause between them: the node reads them as two chunks.
     command = "printf 's3cret-en'; sleep 0.3; printf 'v-value done\\n'; sleep 30"
@@ -197,6 +277,18 @@ async def test_data_dir_files_are_0600_and_dirs_0700(api: Api) -> None:
     await run(api.http, "filler")
     api.node.history.flush()
     assert_private(api.data_dir)
+
+
+async def test_files_an_older_version_left_readable_are_made_0600(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with running(data_dir) as api:
+        await save(api.http, shell_job("kept", "true", env=f"SECRET={SECRET}"))
+    loose = [p for p in data_dir.rglob("*") if p.is_file()]
+    for path in loose:
+        path.chmod(0o644)  # as every version before issue 10 left them
+    async with running(data_dir) as api:
+        assert (await api.http.get("/v1/jobs/kept")).status_code == 200
+        assert_private(data_dir)
 
 
 def assert_private(data_dir: Path) -> None:
@@ -237,10 +329,10 @@ def test_a_job_never_sees_the_node_token_or_cluster_key(tmp_path: Path) -> None:
         ran = http.post("/v1/jobs/printenv/run", params={"wait": "true"})
         assert ran.status_code == 200, ran.text
         output = http.get("/v1/jobs/printenv/executions").json()[0]["output"]
-        assert "PATH=" in output and "MINE=***" in output  # the job's own env still applies
         for leaked in ("DKRON_API_TOKEN", "DKRON_ENCRYPT", "JUPYTER_TOKEN", "COPY_OF_THE_TOKEN"):
             assert leaked not in output, output
         assert token not in output and key not in output
+        assert "PATH=" in output and "MINE=***" in output  # the job's own env still applies
         assert_private(data_dir)
 
 
