@@ -15,6 +15,7 @@ from dkron_lab.jupyter.extension import (
     RESOURCE_EXECUTIONS,
     RESOURCE_JOBS,
     DkronLab,
+    auth_action,
 )
 from tests.jupyter.test_extension import JOB, fetch
 
@@ -54,3 +55,14 @@ async def test_the_authorizer_decides_per_resource(
     # This server's kernels are its owner: the secret is not asked about.
     secret = {KERNEL_TOKEN_HEADER: dkron_app.kernel_secret}
     assert (await fetch(jp_fetch, "v1", "jobs", headers=secret)).code == 200
+
+
+def test_the_action_stands_for_the_role_the_headless_server_requires() -> None:
+    assert auth_action("GET", "/v1/jobs") == "read"  # viewer
+    assert auth_action("POST", "/v1/sql") == "read"
+    assert auth_action("POST", "/v1/jobs/{job}/run") == "execute"  # operator
+    assert auth_action("POST", "/v1/jobs/{job}/toggle") == "execute"
+    assert auth_action("POST", "/v1/pause") == "execute"
+    assert auth_action("POST", "/v1/jobs") == "write"  # admin
+    assert auth_action("DELETE", "/v1/jobs/{job}") == "write"
+    assert auth_action("POST", None) == "write"  # no such route
