@@ -123,13 +123,15 @@ class JobView:
 
     def to_json(self) -> dict[str, Any]:
         """What a read shows: secrets masked."""
-        return codec.job_to_json(
-            secrets.mask_job(self.job),
+        shown = codec.job_to_json(
+            self.job,
             self.stats,
             next_fire=self.next_fire,
             dependent_jobs=list(self.dependent_jobs),
             zone=self.zone,
         )
+        shown["executor_config"] = secrets.masked_config(self.job)
+        return shown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -130,14 +130,14 @@ def _timeout(value: Any) -> float:
 
 def job_row(view: JobView) -> dict[str, Any]:
     """One row of the ``jobs`` view (columns in ``docs/sql.md``), secrets masked."""
-    job, stats = secrets.mask_job(view.job), view.stats
+    job, stats = view.job, view.stats
     return {
         "name": job.name,
         "displayname": job.displayname,
         "schedule": job.schedule,
         "timezone": job.timezone,
         "executor": job.executor,
-        "executor_config": dict(job.executor_config),
+        "executor_config": secrets.masked_config(job),
         "disabled": job.disabled,
         "concurrency": job.concurrency,
         "retries": job.retries,

@@ -16,6 +16,7 @@ executors keep the real values. Everything here is pure: the node and the runner
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -32,6 +33,7 @@ __all__ = [
     "child_environment",
     "is_secret_name",
     "mask_job",
+    "masked_config",
     "scrub",
     "scrub_text",
     "secret_values",
@@ -82,6 +84,7 @@ Rewrite = Callable[[tuple[str, ...], str], str]
 value; returns the value to put there."""
 
 
+@functools.lru_cache(maxsize=4096)  # every read of every job asks about the same few keys
 def is_secret_name(name: str) -> bool:
     """Whether a config key, variable or header called ``name`` holds a secret: its last word
     (split at ``_``, ``-``, ``.`` and camelCase) is a secret word, or ends in ``token``,
@@ -98,9 +101,18 @@ def is_secret_name(name: str) -> bool:
 
 def mask_job(job: Job) -> Job:
     """The job as reads show it: every secret that is not empty replaced by ``MASK``."""
-    if not job.executor_config:
-        return job
-    return replace(job, executor_config=_rewrite(job, lambda _, value: MASK if value else value))
+    config = masked_config(job)
+    return job if config == job.executor_config else replace(job, executor_config=config)
+
+
+def masked_config(job: Job) -> dict[str, str]:
+    """``job.executor_config`` as reads show it (a new dict): ``mask_job`` without building a
+    new job, for readers that only encode it."""
+    return _rewrite(job, _mask)
+
+
+def _mask(_: tuple[str, ...], value: str) -> str:
+    return MASK if value else value
 
 
 def unmask_job(job: Job, stored: Job | None) -> Job:

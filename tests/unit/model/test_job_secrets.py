@@ -17,6 +17,7 @@ from dkron_lab.model.secrets import (
     child_environment,
     is_secret_name,
     mask_job,
+    masked_config,
     scrub,
     scrub_text,
     secret_values,
@@ -89,6 +90,7 @@ def test_reads_mask_env_values_secret_keys_and_headers() -> None:
         headers=json.dumps(["Authorization: Bearer tok-123456", "Accept: text/plain"]),
     )
     shown = mask_job(job).executor_config
+    assert masked_config(job) == shown
     assert shown["env"] == "A=***,B=,C=***"
     assert shown["api_key"] == MASK and shown["keyboard"] == "qwerty"
     assert json.loads(shown["headers"]) == ["Authorization: ***", "Accept: text/plain"]
@@ -114,7 +116,7 @@ def test_empty_secrets_and_other_executors_headers_are_shown_as_they_are() -> No
         executor="shell",
         executor_config={"command": "true", "password": "", "headers": "Authorization: x"},
     )
-    assert mask_job(job) == job
+    assert mask_job(job) is job
 
 
 def test_headers_that_are_not_a_json_list_are_masked_whole() -> None:
