@@ -38,6 +38,7 @@ from dkron_lab.errors import (
     ConflictError,
     DkronError,
     ExecutionNotFound,
+    InsufficientStorage,
     NotFoundError,
     Paused,
     error_class,
@@ -1162,7 +1163,17 @@ class Node:
 
     # -- the facade: writes -------------------------------------------------------------------
 
+    @property
+    def storage_fault(self) -> str | None:
+        """Why this node cannot write its data dir (full disk, I/O error: raft journal, meta,
+        snapshot or history), or None. While set, writes answer ``InsufficientStorage`` and
+        ``/health`` is unhealthy; it clears by itself once the retried write succeeds."""
+        return self.raft.storage_fault or self.history.storage_fault
+
     async def _submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
+        fault = self.storage_fault
+        if fault is not None:
+            raise InsufficientStorage(f"{fault}; nothing was written")
         if fenced:
             result = await self.raft.submit(cmd, fenced=True)
         else:
@@ -1432,6 +1443,7 @@ def _raft_settings(config: Config, encrypt: str) -> RaftSettings:
         self_address=config.bind_addr if config.server else None,
         partners=tuple(config.join) + tuple(config.retry_join),
         password=encrypt,
+        fsync=config.fsync,
     )
 
 
