@@ -28,6 +28,7 @@ from dkron_lab.api.handlers import (
 )
 from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
+from dkron_lab.errors import DkronError
 from dkron_lab.node import Node
 
 __all__ = ["HeadlessHandler", "make_app", "serve"]
@@ -48,6 +49,7 @@ class HeadlessHandler(tornado.web.RequestHandler):
     route: str | None = None
     principal: auth.Principal | None = None
     """Who sent the request, once the token was checked."""
+    _refused: DkronError | None = None
 
     def initialize(self, route: str | None = None) -> None:
         self.route = route
@@ -75,9 +77,23 @@ class HeadlessHandler(tornado.web.RequestHandler):
                 self.set_header("Vary", "Origin")
 
     def prepare(self) -> None:
-        method, headers = self.request.method or "", self.request.headers
+        method = self.request.method or ""
         if self.internal or (self.public and method in ("GET", "HEAD")):
             return  # signed calls, and /health for every probe and page
+        try:
+            self._check(method)
+        except DkronError as refused:
+            if not getattr(type(self), "_stream_request_body", False):
+                raise
+            # A streamed request answered before its body is read gets its connection closed
+            # (tornado), and a client still sending the body, or reusing the connection, sees
+            # it reset instead of the answer: answer once the body is in (at most
+            # max_body_size, the same as a handler that does not stream).
+            self._refused = refused
+            setattr(self, method.lower(), self._refuse)
+
+    def _check(self, method: str) -> None:
+        headers = self.request.headers
         auth.check_host(self.policy, headers)
         auth.check_origin(self.policy, headers)
         if method == "OPTIONS" or self.public:
@@ -85,6 +101,10 @@ class HeadlessHandler(tornado.web.RequestHandler):
         self.principal = self.policy.authenticate(headers)
         auth.check_role(self.principal, method, self.route, self.request.path)
         auth.check_media_type(method, self.route, headers)
+
+    def _refuse(self, *args: str, **kwargs: str) -> None:
+        if self._refused is not None:
+            raise self._refused
 
     def options(self, *args: str, **kwargs: str) -> None:
         if auth.cors_headers(self.policy, self.request.headers):
@@ -175,7 +195,7 @@ def _log_start(node: Node) -> None:
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     url = f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
     if config.no_auth:
-        _warn_open(config.http_addr, port)
+        _warn_open(config.http_addr, port, loopback=auth.is_loopback(host))
         log.info("HTTP API listening on %s (no authentication): %s/v1/jobs", url, url)
         return
     if not auth.is_loopback(host) and scheme == "http":
@@ -199,15 +219,15 @@ def _log_start(node: Node) -> None:
     )
 
 
-def _warn_open(address: str, port: int) -> None:
+def _warn_open(address: str, port: int, *, loopback: bool) -> None:
+    fix = "" if loopback else f", or at least listen on loopback (--http-addr 127.0.0.1:{port})"
     log.warning(
         "\n%s\nThe HTTP API listens on %s WITHOUT authentication (--no-auth): anyone who can "
         "reach this port, other users of this machine included, can create jobs, that is run "
-        "any command on this machine as this user.\nDrop --no-auth (clients "
-        "then send the token the node generates) or at least listen on 127.0.0.1 only "
-        "(--http-addr 127.0.0.1:%d).\n%s",
+        "any command on this machine as this user.\nDrop --no-auth (clients then send the "
+        "token the node generates)%s.\n%s",
         "!" * 78,
         address,
-        port,
+        fix,
         "!" * 78,
     )

@@ -284,6 +284,7 @@ def check_media_type(method: str, route: str | None, headers: HTTPHeaders) -> No
 
 
 def _has_body(headers: HTTPHeaders) -> bool:
+    """True when the request carries a body (a length above 0, or chunks)."""
     length = headers.get("Content-Length", "").strip()
     return "Transfer-Encoding" in headers or (length not in ("", "0"))
 

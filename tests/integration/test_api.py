@@ -236,7 +236,7 @@ async def test_create_returns_201_location_and_the_saved_job(http: httpx.AsyncCl
     assert response.status_code == 201
     assert response.headers["Location"] == "/v1/jobs/nightly"
     body = response.json()
-    assert list(body)[:3] == ["id", "name", "displayname"] and len(body) == 30
+    assert list(body)[:3] == ["id", "name", "displayname"] and len(body) == 31
     assert body["id"] == "nightly"
     assert body["concurrency"] == "allow"
     assert body["status"] == ""
