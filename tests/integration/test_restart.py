@@ -12,13 +12,24 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from dkron_lab.testing import free_port
+from dkron_lab.testing import auth_headers, free_port
 
 pytestmark = pytest.mark.slow
+
+TOKEN = "restart-test-token"
+
+
+def get(url: str, **options: Any) -> httpx.Response:
+    return httpx.get(url, headers=auth_headers(TOKEN), **options)
+
+
+def post(url: str, **options: Any) -> httpx.Response:
+    return httpx.post(url, headers=auth_headers(TOKEN), **options)
 
 
 class Server:
@@ -42,7 +53,8 @@ class Server:
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--bind-addr", f"127.0.0.1:{self.raft_port}", *extra,
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, start_new_session=True)
+        env = {**os.environ, "DKRON_API_TOKEN": TOKEN}  # not on the command line: ps shows it
+        self.process = subprocess.Popen(command, start_new_session=True, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
@@ -80,7 +92,7 @@ def job(name: str, **fields: object) -> dict[str, object]:
 
 
 def executions(server: Server, name: str) -> list[dict[str, object]]:
-    response = httpx.get(f"{server.url}/v1/jobs/{name}/executions", timeout=10)
+    response = get(f"{server.url}/v1/jobs/{name}/executions", timeout=10)
     response.raise_for_status()
     return list(response.json())
 
@@ -88,8 +100,8 @@ def executions(server: Server, name: str) -> list[dict[str, object]]:
 def test_kill_9_loses_no_job_counter_or_execution(server: Server) -> None:
     server.start()
     for i in range(20):
-        httpx.post(f"{server.url}/v1/jobs", json=job(f"tick-{i}"), timeout=10).raise_for_status()
-    httpx.post(
+        post(f"{server.url}/v1/jobs", json=job(f"tick-{i}"), timeout=10).raise_for_status()
+    post(
         f"{server.url}/v1/jobs",
         json=job(
             "slow",
@@ -99,15 +111,15 @@ def test_kill_9_loses_no_job_counter_or_execution(server: Server) -> None:
         ),
         timeout=10,
     ).raise_for_status()
-    assert httpx.post(f"{server.url}/v1/jobs/slow/run", timeout=10).status_code == 202
+    assert post(f"{server.url}/v1/jobs/slow/run", timeout=10).status_code == 202
     time.sleep(3.5)
 
-    before = {j["name"]: j for j in httpx.get(f"{server.url}/v1/jobs", timeout=10).json()}
+    before = {j["name"]: j for j in get(f"{server.url}/v1/jobs", timeout=10).json()}
     recorded = {name: {e["id"] for e in executions(server, name)} for name in before}
     server.kill()
 
     server.start()
-    after = {j["name"]: j for j in httpx.get(f"{server.url}/v1/jobs", timeout=10).json()}
+    after = {j["name"]: j for j in get(f"{server.url}/v1/jobs", timeout=10).json()}
     assert set(after) == set(before) == {f"tick-{i}" for i in range(20)} | {"slow"}
     for name, seen in before.items():
         assert after[name]["success_count"] >= seen["success_count"]
@@ -121,7 +133,7 @@ def test_kill_9_loses_no_job_counter_or_execution(server: Server) -> None:
         time.sleep(0.1)
     (lost,) = executions(server, "slow")
     assert lost["success"] is False and "outcome of this execution is unknown" in lost["output"]
-    rerun = httpx.post(f"{server.url}/v1/jobs/slow/run", timeout=10)
+    rerun = post(f"{server.url}/v1/jobs/slow/run", timeout=10)
     assert rerun.status_code == 202
 
 
@@ -129,7 +141,7 @@ def test_counters_match_history_after_repeated_kills(server: Server) -> None:
     """Kill during steady firing several times; counters and history agree exactly."""
     server.start()
     for i in range(5):
-        httpx.post(f"{server.url}/v1/jobs", json=job(f"j{i}"), timeout=10).raise_for_status()
+        post(f"{server.url}/v1/jobs", json=job(f"j{i}"), timeout=10).raise_for_status()
     for _ in range(3):
         time.sleep(1.5)
         server.kill()
@@ -138,7 +150,7 @@ def test_counters_match_history_after_repeated_kills(server: Server) -> None:
     server.kill()
     server.start()
     for i in range(5):  # stop the firing, so counters and history can be compared at rest
-        httpx.post(f"{server.url}/v1/jobs/j{i}/toggle", timeout=10).raise_for_status()
+        post(f"{server.url}/v1/jobs/j{i}/toggle", timeout=10).raise_for_status()
     time.sleep(1.0)
     for i in range(5):
         view, runs = at_rest(server, f"j{i}")
@@ -154,7 +166,7 @@ def at_rest(server: Server, name: str) -> tuple[dict[str, object], list[dict[str
     """The job and its executions once they agree (history is written in batches)."""
     deadline = time.monotonic() + 5
     while True:
-        view = httpx.get(f"{server.url}/v1/jobs/{name}", timeout=10).json()
+        view = get(f"{server.url}/v1/jobs/{name}", timeout=10).json()
         runs = executions(server, name)
         counted = view["success_count"] + view["error_count"]
         if counted == len(runs) or time.monotonic() > deadline:
