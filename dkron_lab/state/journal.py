@@ -122,6 +122,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
         self._meta_saved = True
         self._meta_failed = False
         self.fault: str | None = None  # why the journal holds something it could not write
+        self.compactions = 0  # ``deleteEntriesTo`` calls that succeeded
         self._tmp_path.unlink(missing_ok=True)  # a compaction that died before its rename
         self._entries, self._offsets, self._size, self.dropped_bytes = _load(self._path)
         self._fd: int | None = _open_append(self._path)
@@ -148,6 +149,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
         Raises ``InsufficientStorage`` if the new file cannot be written; the journal is then
         unchanged (the snapshot was already written, and a restart trims to it, B2b)."""
         if entryTo <= 0:
+            self.compactions += 1
             return
         self.sync()
         start = self._offsets[entryTo] if entryTo < len(self._offsets) else self._size
@@ -171,6 +173,7 @@ class RaftJournal(Journal):  # type: ignore[misc]
         self._entries = self._entries[entryTo:]
         self._offsets = [offset - shift for offset in self._offsets[entryTo:]]
         self._size = len(MAGIC) + len(tail)
+        self.compactions += 1
 
     def __getitem__(self, item: int | slice) -> Any:
         return self._entries[item]

@@ -219,6 +219,7 @@ class RaftNode:
         self._hold_until = 0.0  # submits wait in the inbox until then (leadership transfer)
         self._storage_fault: str | None = None  # why writes are refused (full disk, I/O error)
         self._snapshot_fault: str | None = None  # the snapshot or compaction part of it
+        self._compactions_seen = 0  # the journal's compactions when the snapshot failed
         self._storage_retry_at = 0.0
 
     def _knocked(self, address: str) -> None:
@@ -591,8 +592,9 @@ class RaftNode:
             logger.error("%s; retrying every %g s (reads are still served)", message, STORAGE_RETRY)
         self._storage_fault = message
         self._storage_retry_at = time.monotonic() + STORAGE_RETRY
-        if self._require_journal().fault is None:
-            self._snapshot_fault = message  # a snapshot or compaction: retried by a new one
+        journal = self._require_journal()
+        if journal.fault is None:  # a snapshot or compaction: retried by a new one
+            self._snapshot_fault, self._compactions_seen = message, journal.compactions
         self._fail_waiting(message)
 
     def _fail_waiting(self, message: str) -> None:
@@ -625,11 +627,11 @@ class RaftNode:
     def _storage_recovered(self, core: _Core, journal: RaftJournal) -> None:
         if journal.fault is not None:
             return
-        if self._snapshot_fault is not None:
+        if self._snapshot_fault is not None and journal.compactions == self._compactions_seen:
             if time.monotonic() >= self._storage_retry_at:
-                self._storage_retry_at = time.monotonic() + STORAGE_RETRY
-                core._SyncObj__forceLogCompaction = True  # try the snapshot again
+                core._SyncObj__forceLogCompaction = True  # the next tick tries the snapshot
             return
+        self._snapshot_fault = None  # a snapshot was written and the journal compacted
         logger.warning(
             "raft data in %s can be written again; writes are acknowledged again",
             self._settings.data_dir,
@@ -779,10 +781,8 @@ class RaftNode:
                 write_snapshot(file_name, self._machine.snapshot(), raft, fsync=fsync)
         except DkronError as exc:
             Path(file_name).unlink(missing_ok=True)
-            self._snapshot_fault = f"cannot take a raft snapshot: {exc}"
-            self._storage_failed(self._snapshot_fault)
+            self._storage_failed(f"cannot take a raft snapshot: {exc}")
             raise
-        self._snapshot_fault = None
 
     def _read_snapshot(self, file_name: str) -> RaftData:
         try:

@@ -504,11 +504,13 @@ async def test_raft_node_refuses_writes_while_the_journal_cannot_be_written(
         node.stop()
 
 
+@pytest.mark.parametrize("failing", ["raft.snapshot", "raft.journal.tmp"])
 async def test_raft_node_refuses_writes_while_a_snapshot_cannot_be_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
+    """The snapshot itself, or the compaction of the journal after it, cannot be written."""
     monkeypatch.setattr(raft_module, "STORAGE_RETRY", 0.05)
-    disk = _FailingWrites(monkeypatch, only="raft.snapshot")
+    disk = _FailingWrites(monkeypatch, only=failing)
     machine = _Applied()
     address = f"127.0.0.1:{free_port()}"
     node = _node(tmp_path, machine, address, compaction_min_entries=20)
@@ -517,7 +519,7 @@ async def test_raft_node_refuses_writes_while_a_snapshot_cannot_be_written(
         await node.wait_ready(10)
         disk.full = True
         acknowledged = []
-        with pytest.raises(InsufficientStorage, match="snapshot"):
+        with pytest.raises(InsufficientStorage, match="snapshot|compact"):
             for i in range(200):
                 await node.submit({"id": i})
                 acknowledged.append(i)
