@@ -7,7 +7,6 @@ Output has Dkron's field names, order, types and zero values, so Dkron clients r
 from __future__ import annotations
 
 import json
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
@@ -19,8 +18,6 @@ from dkron_lab.model.job import Job, JobStats
 
 __all__ = [
     "ZERO_TIME",
-    "check_command",
-    "check_text",
     "check_command",
     "check_text",
     "execution_from_json",
@@ -68,50 +65,6 @@ def format_time(value: datetime | None, zone: tzinfo = UTC) -> str | None:
     minutes = int(offset.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def check_text(value: Any, what: str = "the request body") -> None:
-    """Raise ``BadRequest`` naming the first string of ``value`` (a key or a value, at any
-    depth) that cannot be encoded as UTF-8: JSON's escapes can spell a lone surrogate
-    (``"\\ud800"``), which decodes into Python but cannot be stored or replicated."""
-    stack: list[tuple[str, Any]] = [("", value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, str):
-            _check_string(item, path, what)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                inner = f"{path}.{key}" if path else str(key)
-                _check_string(key, inner, what)
-                stack.append((inner, child))
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
-
-
-def _check_string(text: str, path: str, what: str) -> None:
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        where = f"field {path!r} of {what}" if path else what
-        raise BadRequest(
-            f"{where} holds {text[exc.start : exc.end]!a} at character {exc.start}, a lone "
-            "UTF-16 surrogate that is not text: send UTF-8 text (a JSON \\uXXXX escape of a "
-            "surrogate must pair a high one, D800-DBFF, with a low one, DC00-DFFF)"
-        ) from None
-
-
-def check_command(command: Mapping[str, Any]) -> None:
-    """Raise ``BadRequest`` unless ``command`` encodes as the JSON a Raft entry holds: called
-    on each write before it joins a batch, so one bad write cannot fail the others."""
-    try:
-        json.dumps(command, ensure_ascii=False, allow_nan=False).encode()
-    except UnicodeEncodeError:
-        check_text(command, "the write")
-        raise BadRequest("the write holds text that is not UTF-8") from None
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"the write is not plain JSON data ({exc})") from None
 
 
 def check_text(value: Any, what: str = "the request body") -> None:
