@@ -7,8 +7,9 @@ A job's secrets are the values of
   ``password``, ``token``, ``secret``, ``authorization``, ``key``, ...) or that the job names in
   ``secret_keys``;
 - every variable of ``executor_config["env"]`` (``"K1=v1,K2=v2"``);
-- the ``http`` executor's ``headers`` (a JSON array of ``"Name: value"``) whose name says so, or
-  that ``secret_keys`` names.
+- the ``http`` executor's ``headers`` (a JSON array of ``"Name: value"``) and the ``notebook``
+  executor's string ``parameters`` (a JSON object) whose name says so, or that ``secret_keys``
+  names.
 
 Every read (API, SQL, widget, webhooks) shows them as ``MASK``; the replicated state and the
 executors keep the real values. Everything here is pure: the node and the runner call it.
@@ -176,6 +177,8 @@ def _rewrite(job: Job, rewrite: Rewrite) -> dict[str, str]:
             config[key] = _rewrite_env(key, value, rewrite)
         elif key == "headers" and job.executor == "http":
             config[key] = _rewrite_headers(key, value, named, rewrite)
+        elif key == "parameters" and job.executor == "notebook":
+            config[key] = _rewrite_parameters(key, value, named, rewrite)
         else:
             config[key] = value
     return config
@@ -212,11 +215,27 @@ def _rewrite_headers(key: str, text: str, named: Collection[str], rewrite: Rewri
     return text if headers == entries else json.dumps(headers)
 
 
+def _rewrite_parameters(key: str, text: str, named: Collection[str], rewrite: Rewrite) -> str:
+    try:
+        parameters = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text  # not parameters the executor would run with: refused when saved
+    if not isinstance(parameters, dict):
+        return text
+    rewritten = dict(parameters)
+    for name, value in parameters.items():
+        if isinstance(value, str) and (name in named or is_secret_name(name)):
+            rewritten[name] = rewrite((key, name), value)
+    return text if rewritten == parameters else json.dumps(rewritten)
+
+
+_KINDS = {"env": "variable", "headers": "header", "parameters": "parameter"}
+
+
 def _describe(place: tuple[str, ...]) -> str:
     if len(place) == 1:
         return f"executor_config.{place[0]}"
-    kind = "variable" if place[0] == "env" else "header"
-    return f"executor_config.{place[0]} {kind} {place[1]!r}"
+    return f"executor_config.{place[0]} {_KINDS[place[0]]} {place[1]!r}"
 
 
 # -- output and environments ---------------------------------------------------------------------

@@ -119,6 +119,23 @@ def test_empty_secrets_and_other_executors_headers_are_shown_as_they_are() -> No
     assert mask_job(job) is job
 
 
+def test_notebook_parameters_named_as_secrets_are_masked_and_kept() -> None:
+    parameters = {"region": "eu", "db_password": "pw-123456", "days": 7, "api_key": 12345}
+    stored = Job(
+        name="nb",
+        executor="notebook",
+        executor_config={"path": "/n/report.ipynb", "parameters": json.dumps(parameters)},
+    )
+    shown = json.loads(mask_job(stored).executor_config["parameters"])
+    assert shown == {**parameters, "db_password": MASK}  # only strings are masked
+    assert unmask_job(mask_job(stored), stored) == stored
+    assert secret_values(stored) == {"pw-123456"}
+    with pytest.raises(InvalidJob, match="parameters parameter 'db_password'.*masked"):
+        unmask_job(mask_job(stored), None)
+    not_json = replace(stored, executor_config={"parameters": "{oops"})
+    assert mask_job(not_json) is not_json
+
+
 def test_headers_that_are_not_a_json_list_are_masked_whole() -> None:
     assert mask_job(http_job(headers="Authorization: x")).executor_config["headers"] == MASK
 
