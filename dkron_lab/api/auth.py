@@ -18,7 +18,9 @@ The pure decisions of ``dkron_lab.api.app.HeadlessHandler`` (``docs/security.md`
 * **Listening.** ``check_listen`` refuses ``--no-auth`` beyond loopback without TLS unless
   ``--allow-insecure-remote`` says so, and a certificate without its key.
 
-The internal API (``/internal/...``) is signed with the cluster key and skips all of this.
+``GET``/``HEAD /health`` skips the Host and Origin checks (probes and load balancers name the
+node as they like; the answer says only "healthy"), and the internal API (``/internal/...``),
+signed with the cluster key, skips all of this.
 """
 
 from __future__ import annotations
@@ -210,8 +212,8 @@ def check_host(policy: Policy, headers: HTTPHeaders) -> None:
         return
     given = headers.get("Host", "")
     host = _host_name(given)
-    if _is_ip(host) or host in policy.allowed_hosts:
-        return
+    if not host or _is_ip(host) or host in policy.allowed_hosts:
+        return  # no Host at all: HTTP/1.0, never a browser
     shown = given[:100]
     raise Forbidden(
         f"the Host header {shown!r} is not a name of this server (a guard against DNS "
