@@ -621,6 +621,23 @@ class DuckDBHistory:
                 self._queries.discard(deadline)
                 self._queries_done.notify_all()
 
+    def _preempt_queries(self) -> bool:
+        """Stop every user query (each answers ``QueryTooLarge``) and wait for them to let go
+        of their memory; False if none was running. The writer calls it when DuckDB is out of
+        memory: a query must never cost a write."""
+        with self._con_lock:
+            running = list(self._queries)
+            for query in running:
+                query.stop(preempted=True)
+            while self._queries:
+                if not self._queries_done.wait(timeout=5.0):
+                    break
+        if running:
+            logger.warning(
+                "history: stopped %d SQL queries to leave memory to the writer", len(running)
+            )
+        return bool(running)
+
     def _start_query(self, timeout: float) -> tuple[duckdb.DuckDBPyConnection, _Deadline]:
         """A free query cursor, waiting up to ``timeout`` for one, and its deadline."""
         try:
@@ -684,6 +701,8 @@ class DuckDBHistory:
                 _write_batch(cur, batch)
             except _StorageFailure as failure:
                 batch = failure.unwritten
+                if _out_of_memory_error(failure.reason) and self._preempt_queries():
+                    continue  # user SQL held the memory: it gives way, history goes first
                 if self._storage_failed(failure.reason, len(batch)):
                     return
                 continue
@@ -763,6 +782,7 @@ class _Deadline:
         self.seconds = seconds
         self.fired = False
         self.stopped = False
+        self.preempted = False
         self._cur = cur
         self._lock = threading.Lock()
         self._over = False
@@ -778,9 +798,12 @@ class _Deadline:
             self._over = True
         self._timer.cancel()
 
-    def stop(self) -> None:
+    def stop(self, *, preempted: bool = False) -> None:
+        """Interrupt the query: the history is closing, or (``preempted``) its writer needs
+        the memory the query holds."""
         with self._lock:
-            self.stopped = True
+            self.preempted = self.preempted or preempted
+            self.stopped = self.stopped or not preempted
             if not self._over:
                 self._cur.interrupt()
 
@@ -931,6 +954,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def _out_of_memory_error(message: str) -> bool:
+    return "Out of Memory" in message or "failed to offload" in message
+
+
 def _out_of_memory(limits: SqlLimits) -> QueryTooLarge:
     memory = "DuckDB's default" if limits.memory is None else _size(limits.memory)
     temp = "the free disk" if limits.temp is None else _size(limits.temp)
@@ -946,6 +973,8 @@ def _out_of_memory(limits: SqlLimits) -> QueryTooLarge:
 def _query_error(exc: BaseException, deadline: _Deadline, limits: SqlLimits) -> DkronError:
     """The API error for what DuckDB (or Arrow) raised while running user SQL."""
     message = str(exc)
+    if deadline.preempted:
+        return _out_of_memory(limits)
     if deadline.stopped:
         return Unavailable(
             "the query was stopped because this server is shutting down: send it again to "
@@ -1073,7 +1102,8 @@ class _StorageFailure(Exception):
         self.unwritten = unwritten
 
 
-_STORAGE_ERRORS = ("No space left", "Could not write", "Failed to commit", "IO Error", "quota")
+_STORAGE_ERRORS = ("No space left", "Could not write", "Failed to commit", "IO Error", "quota",
+                   "Out of Memory")  # fmt: skip
 
 
 def _storage_error(exc: Exception) -> bool:

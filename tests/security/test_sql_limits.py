@@ -7,6 +7,7 @@ the whole body (or ran all at once under DuckDB's 80 %-of-RAM default)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -102,8 +103,10 @@ async def test_a_small_enough_result_still_arrives_whole(server: Server) -> None
 
 
 async def test_over_the_memory_limit_is_a_400_and_the_writer_loses_nothing(
-    server: Server,
+    server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The query and the writer share DuckDB's memory: when the writer runs short, the query
+    gives way; no write is lost or reported as a disk fault."""
     history = server.node.history
     stop = threading.Event()
     written = 0
@@ -131,6 +134,9 @@ async def test_over_the_memory_limit_is_a_400_and_the_writer_loses_nothing(
     assert_refused(response, 400, "QueryTooLarge", "--sql-memory-limit", "--sql-temp-limit")
     await asyncio.to_thread(history.flush)
     assert written > 0 and history.count("during") == written
+    errors = [r for r in caplog.records if r.name.startswith("dkron_lab.history")]
+    assert not [r.getMessage() for r in errors if r.levelno >= logging.ERROR]
+    assert history.storage_fault is None
     assert (await server.http.get("/health")).status_code == 200
 
 
@@ -151,3 +157,15 @@ async def test_queries_beyond_the_limit_wait_then_hear_the_node_is_busy(server: 
     assert_refused(await long, 400, "QueryTimeout")
     waited = await post_sql(server, "SELECT 1 AS one", timeout=5)  # the slot is free again
     assert waited.json()["rows"] == [[1]]
+
+
+async def test_a_query_gives_way_when_the_writer_runs_out_of_memory(server: Server) -> None:
+    """What the writer does on DuckDB's "Out of Memory" before it retries a write: the running
+    queries stop, each answered QueryTooLarge (a race to provoke for real, so called directly)."""
+    history = server.node.history
+    long = asyncio.ensure_future(post_sql(server, ENDLESS, timeout=30))
+    while not history._queries:
+        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(history._preempt_queries) is True
+    assert_refused(await long, 400, "QueryTooLarge", "--sql-memory-limit")
+    assert await asyncio.to_thread(history._preempt_queries) is False  # none left to stop
