@@ -31,7 +31,7 @@ from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
 from dkron_lab.errors import DkronError
 from dkron_lab.node import Node
 
-__all__ = ["HeadlessHandler", "make_app", "serve"]
+__all__ = ["HeadlessHandler", "make_app", "record_change", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +113,31 @@ class HeadlessHandler(tornado.web.RequestHandler):
         self.finish()
 
     def on_finish(self) -> None:
-        method = self.request.method or ""
-        if method in auth.READS or self.internal:
-            return
-        node: Node = self.settings["dkron_node"]
-        who = self.principal
-        try:
-            node.history.record_audit(
-                at=node.clock.now(),
-                actor=who.name if who else auth.ANONYMOUS.name,
-                role=who.role.value if who else None,
-                remote=self.request.remote_ip or "",
-                method=method,
-                path=self.request.path,
-                status=self.get_status(),
-            )
-        except RuntimeError as exc:  # the history is closed: the node is stopping
-            log.warning("audit: %s %s not recorded: %s", method, self.request.path, exc)
+        if not self.internal:
+            record_change(self, self.principal)
+
+
+def record_change(handler: tornado.web.RequestHandler, who: auth.Principal | None) -> None:
+    """Write the ``audit`` row of the request ``handler`` answered, unless it was a read:
+    ``who`` sent it (``None``: no valid credential). For ``on_finish`` of any handler base that
+    serves the public API (``settings["dkron_node"]`` is the node)."""
+    request = handler.request
+    method = request.method or ""
+    if method in auth.READS:
+        return
+    node: Node = handler.settings["dkron_node"]
+    try:
+        node.history.record_audit(
+            at=node.clock.now(),
+            actor=who.name if who else auth.ANONYMOUS.name,
+            role=who.role.value if who else None,
+            remote=request.remote_ip or "",
+            method=method,
+            path=request.path,
+            status=handler.get_status(),
+        )
+    except RuntimeError as exc:  # the history is closed: the node is stopping
+        log.warning("audit: %s %s not recorded: %s", method, request.path, exc)
 
 
 def make_app(node: Node) -> tornado.web.Application:
