@@ -1478,8 +1478,12 @@ def settle_heap() -> None:
 
 async def run_agent(config: Config) -> int:
     """Run a node with its HTTP API until SIGTERM/SIGINT; running jobs finish first."""
+    from dkron_lab.api import auth
     from dkron_lab.api.app import serve
 
+    auth.check_listen(config)  # before anything is started or written
+    if config.api_tokens_file is not None:
+        auth.read_tokens_file(config.api_tokens_file)
     tune_interpreter()
     node = Node(config)
     await node.start()

@@ -56,8 +56,8 @@ from jupyter_server.utils import ensure_async
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from dkron_lab.api import handlers
-from dkron_lab.api.app import HeadlessHandler
-from dkron_lab.api.auth import Role, role_needed
+from dkron_lab.api.app import HeadlessHandler, record_change
+from dkron_lab.api.auth import Principal, Role, role_needed
 from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_pattern
 from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.client import KERNEL_TOKEN_HEADER
@@ -162,6 +162,15 @@ class DkronHandler(APIHandler):
                 f"needs the {role_needed(method, self.route_template)} role); ask the admin "
                 "of this Jupyter server for that permission"
             )
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        user = self.current_user
+        if user is None or "dkron_node" not in self.settings:
+            return
+        method = self.request.method or "GET"
+        role = Role.ADMIN if self.kernel_request else role_needed(method, self.route_template)
+        record_change(self, Principal(name=user.username, role=role))
 
     def finish(self, *args: Any, **kwargs: Any) -> Any:
         # APIHandler.finish would label every body JSON: keep what the resource set (Arrow).

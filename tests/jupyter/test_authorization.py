@@ -66,3 +66,21 @@ def test_the_action_stands_for_the_role_the_headless_server_requires() -> None:
     assert auth_action("POST", "/v1/jobs") == "write"  # admin
     assert auth_action("DELETE", "/v1/jobs/{job}") == "write"
     assert auth_action("POST", None) == "write"  # no such route
+
+
+async def test_changes_through_jupyter_are_audited_with_the_jupyter_user(
+    dkron_app: DkronLab, jp_fetch: Any
+) -> None:
+    refused = await fetch(jp_fetch, "v1", "jobs", method="POST", body=json.dumps(JOB))
+    assert refused.code == 403
+    allowed = await fetch(jp_fetch, "v1", "pause", method="POST", body="")
+    assert allowed.code == 200
+    dkron_app.node.history.flush()
+    rows = dkron_app.node.history.query(
+        "SELECT actor, role, method, path, status FROM audit ORDER BY answered_at"
+    )
+    paths = [(method, path.rsplit("/dkron", 1)[-1], status) for _, _, method, path, status in rows]
+    assert paths == [("POST", "/v1/jobs", 403), ("POST", "/v1/pause", 200)]
+    # The Jupyter user who asked (a token-authenticated test client gets a generated name).
+    assert all(actor and actor != "anonymous" for actor, *_ in rows)
+    assert [role for _, role, *_ in rows] == ["admin", "operator"]  # the role each one needed
