@@ -179,6 +179,11 @@ class Node:
         (e.g. ``compaction_min_entries``, so a test can make the leader send snapshots)."""
         self.config = config
         self.name = config.node_name
+        if not __debug__:
+            raise credentials.ConfigError(
+                "dkron-lab does not run under python -O: pysyncobj checks the cluster key of "
+                "each connection with an assert, which -O removes; start it without -O"
+            )
         secure_data_dir(config.data_dir)
         self.encrypt = credentials.cluster_key(config)
         self.api_token = credentials.api_token(config)

@@ -445,6 +445,21 @@ def test_joining_without_the_key_exits_with_the_message(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_node_refuses_to_run_under_python_O(tmp_path: Path) -> None:
+    """pysyncobj's per-connection key check is an ``assert``: ``-O`` would drop it."""
+    args = [
+        sys.executable, "-O", "-m", "dkron_lab.cli", "agent", "--server", "--bootstrap-expect",
+        "1", "--data-dir", str(tmp_path / "s1"), "--http-addr", f"127.0.0.1:{free_port()}",
+        "--bind-addr", f"127.0.0.1:{free_port()}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        args, env=_clean_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert "does not run under python -O" in done.stderr
+    assert not (tmp_path / "s1" / "raft").exists()
+
+
 def test_a_node_with_the_wrong_key_says_it_cannot_authenticate(
     server: Server, procs: Processes, shared_dir: Path
 ) -> None:
