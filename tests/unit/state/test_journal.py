@@ -434,14 +434,14 @@ class _Applied:
 
 class _FailingWrites:
     """Injected into the journal module: its file writes fail with ENOSPC while ``full``
-    (only for paths containing ``only``, when set)."""
+    (only for paths containing ``only``, when set; Linux: a descriptor's path from /proc)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, only: str | None = None) -> None:
         self.full = False
         real_all, real_file = journal_module._write_all, journal_module._write_file
 
         def write_all(fd: int, data: bytes) -> None:
-            if self.full and only is None:
+            if self.full and (only is None or only in os.readlink(f"/proc/self/fd/{fd}")):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real_all(fd, data)
 
@@ -539,3 +539,54 @@ async def test_raft_node_refuses_writes_while_a_snapshot_cannot_be_written(
         assert again.ids[-1] == 1000 and set(acknowledged) <= set(again.ids)
     finally:
         node.stop()
+
+
+async def test_a_follower_with_a_full_disk_never_acknowledges_and_catches_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three voters; one follower's disk refuses writes: the others go on committing, the
+    follower refuses writes itself, does not disturb the leader, and catches up once healed."""
+    monkeypatch.setattr(raft_module, "STORAGE_RETRY", 0.05)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    machines = [_Applied() for _ in addresses]
+    fast = {"heartbeat_period": 0.05, "election_timeout_min": 0.3, "election_timeout_max": 0.6}
+    nodes = [
+        RaftNode(
+            RaftSettings(
+                data_dir=tmp_path / str(i),
+                self_address=address,
+                partners=tuple(addresses),
+                password="k",
+                connection_timeout=1.0,
+                **fast,
+            ),
+            machine,
+        )
+        for i, (address, machine) in enumerate(zip(addresses, machines, strict=True))
+    ]
+    for node in nodes:
+        node.start()
+    try:
+        await asyncio.gather(*(node.wait_ready(20) for node in nodes))
+        leader = next(n for n in nodes if n.is_leader)
+        follower = next(n for n in nodes if n is not leader)
+        term = leader.term
+        full_dir = str(tmp_path / str(nodes.index(follower)))
+        disk = _FailingWrites(monkeypatch, only=full_dir)
+        disk.full = True
+        for i in range(20):
+            await leader.submit({"id": i})  # the other follower makes the majority
+        await _until(lambda: follower.storage_fault is not None)
+        with pytest.raises(InsufficientStorage):
+            await follower.submit({"id": 99})
+        await asyncio.sleep(1.0)  # full for longer than an election timeout: the scenario
+        disk.full = False
+        await _until(lambda: follower.storage_fault is None)
+        await leader.submit({"id": 20})
+        following = machines[nodes.index(follower)]
+        await _until(lambda: following.ids[-1:] == [20])
+        assert following.ids == machines[nodes.index(leader)].ids
+        assert leader.is_leader and leader.term == term  # the stalled follower called no election
+    finally:
+        for node in nodes:
+            node.stop()
