@@ -22,7 +22,10 @@ while a tick can make progress without the network (entries to apply, a leader's
 a majority already holds), otherwise it sleeps in ``poll`` until a message, a wake-up from
 ``submit`` (a socket pair) or ``tick_period``. Results go back to the submitting loop with
 ``call_soon_threadsafe``, batched per round of applied entries. Snapshots are written
-synchronously on the raft thread.
+synchronously on the raft thread. While the journal holds records it could not write (a full
+disk, an I/O error) the raft thread does not tick, so nothing unwritten is counted, applied or
+acknowledged; ``storage_fault`` says why and ``submit`` raises ``InsufficientStorage`` until a
+retry (every ``STORAGE_RETRY`` s) writes them.
 
 pysyncobj 0.3.17 is patched here, not forked (docs/raft.md has the why): our journal replaces
 ``FileJournal`` (B2, B2b, B7), snapshot-mode AppendEntries cannot commit unapplied entries (B5),
