@@ -613,25 +613,42 @@ class DuckDBHistory:
         database = self._database
 
         cur, deadline = self._start_query(timeout)
+        watch = _SpillWatch(self._watch_cursor(), deadline, self._sql.temp)
         try:
             return _run_sandboxed(cur, query, database, views, max_rows, deadline, self._sql)
         finally:
+            watch.close()
             with self._con_lock:
                 self._sql_cursors.put(cur)
                 self._queries.discard(deadline)
                 self._queries_done.notify_all()
 
+    def _watch_cursor(self) -> duckdb.DuckDBPyConnection | None:
+        """A cursor for ``_SpillWatch`` (None when spill files are not limited)."""
+        if self._sql.temp is None:
+            return None
+        with self._con_lock:
+            if self._con is None:
+                raise Unavailable(f"history {self._path} is closed: send the query again later")
+            return self._con.cursor()
+
+    def _make_room(self) -> None:
+        """Stop the user queries; if none runs, give the one that just failed a moment to let
+        go of its memory."""
+        if not self._preempt_queries():
+            time.sleep(0.1)
+
     def _preempt_queries(self) -> bool:
         """Stop every user query (each answers ``QueryTooLarge``) and wait for them to let go
         of their memory; False if none was running. The writer calls it when DuckDB is out of
         memory: a query must never cost a write."""
+        deadline = time.monotonic() + 5.0
         with self._con_lock:
             running = list(self._queries)
-            for query in running:
-                query.stop(preempted=True)
-            while self._queries:
-                if not self._queries_done.wait(timeout=5.0):
-                    break
+            while self._queries and time.monotonic() < deadline:
+                for query in self._queries:  # again and again: one may not have begun yet
+                    query.stop(preempted=True)
+                self._queries_done.wait(timeout=0.05)
         if running:
             logger.warning(
                 "history: stopped %d SQL queries to leave memory to the writer", len(running)
@@ -696,13 +713,16 @@ class DuckDBHistory:
         ``storage_retry`` s (reporting ``storage_fault``, logged once). Closing gives up after
         one more attempt (the executions are still in the Raft log: no snapshot was taken
         meanwhile, since its ``flush()`` failed)."""
+        short_of_memory = 0
         while True:
             try:
                 _write_batch(cur, batch)
             except _StorageFailure as failure:
                 batch = failure.unwritten
-                if _out_of_memory_error(failure.reason) and self._preempt_queries():
-                    continue  # user SQL held the memory: it gives way, history goes first
+                if _out_of_memory_error(failure.reason) and short_of_memory < 3:
+                    short_of_memory += 1
+                    self._make_room()  # user SQL holds the memory: it gives way, history first
+                    continue
                 if self._storage_failed(failure.reason, len(batch)):
                     return
                 continue
@@ -812,6 +832,45 @@ class _Deadline:
             if not self._over:
                 self.fired = True
                 self._cur.interrupt()
+
+
+class _SpillWatch:
+    """Stops the query of ``deadline`` (as out of memory) once the spill files pass ``limit``
+    bytes: DuckDB's own cap is higher, and what is left of it belongs to the history writer.
+    Polls ``duckdb_temporary_files()`` on ``cur`` from a thread of its own until ``close()``."""
+
+    _POLL = 0.05  # s; DuckDB spills some 300 MB/s here, far less than WRITER_RESERVE per poll
+
+    def __init__(
+        self, cur: duckdb.DuckDBPyConnection | None, deadline: _Deadline, limit: int | None
+    ) -> None:
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cur is None or limit is None:
+            return
+        self._thread = threading.Thread(
+            target=self._watch, args=(cur, deadline, limit), name="dkron-sql-spill", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self, cur: duckdb.DuckDBPyConnection, deadline: _Deadline, limit: int) -> None:
+        try:
+            while not self._done.wait(self._POLL):
+                ((spilled,),) = cur.execute(
+                    "SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
+                ).fetchall()
+                if spilled > limit:
+                    deadline.stop(preempted=True)
+                    return
+        except duckdb.Error:
+            logger.exception("history: cannot watch the spill files of a query")
+        finally:
+            cur.close()
 
 
 def _run_sandboxed(
@@ -927,8 +986,10 @@ def _sql_config(path: Path, limits: SqlLimits) -> dict[str, str | bool | int | f
     if limits.memory is not None:
         config["memory_limit"] = f"{limits.memory + WRITER_RESERVE}B"
     if limits.temp is not None:
+        # Queries are stopped at limits.temp (_SpillWatch); the rest is the writer's, so that a
+        # commit or checkpoint can always evict: a failed checkpoint invalidates the database.
         config["temp_directory"] = f"{path}.tmp"
-        config["max_temp_directory_size"] = f"{limits.temp}B"
+        config["max_temp_directory_size"] = f"{limits.temp + WRITER_RESERVE}B"
     return config
 
 
