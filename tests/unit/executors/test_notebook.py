@@ -234,11 +234,11 @@ async def test_success_injects_parameters_and_ends_with_the_last_cell_output(
 @pytest.mark.slow
 async def test_output_path_and_cwd_keys(notebooks: Path, tmp_path: Path) -> None:
     (notebooks / "work").mkdir()
-    template = str(tmp_path / "out/{notebook}-{job}.ipynb")
+    template = str(notebooks / "out/{notebook}-{job}.ipynb")
     config = {"path": str(notebooks / "report.ipynb"), "output_path": template, "cwd": "work"}
     result, _ = await run(config, job="daily")
     assert result.success, result
-    saved = read(tmp_path / "out/report-daily.ipynb")
+    saved = read(notebooks / "out/report-daily.ipynb")
     assert outputs_text(saved.cells[2]) == f"report for us over 1 days in {notebooks / 'work'}\n"
 
 
@@ -246,7 +246,7 @@ async def test_output_path_and_cwd_keys(notebooks: Path, tmp_path: Path) -> None
 async def test_a_raising_cell_fails_with_its_traceback_and_the_notebook_is_saved(
     notebooks: Path, tmp_path: Path
 ) -> None:
-    output = tmp_path / "raised.ipynb"
+    output = notebooks / "raised.ipynb"
     config = {"path": str(notebooks / "raises.ipynb"), "output_path": str(output)}
     result, chunks = await run(config)
 
@@ -270,7 +270,7 @@ async def test_a_raising_cell_fails_with_its_traceback_and_the_notebook_is_saved
 async def test_timeout_fails_stops_the_kernel_and_saves_what_ran(
     notebooks: Path, tmp_path: Path, pids: list[int], runtime_dir: Path
 ) -> None:
-    output = tmp_path / "hung.ipynb"
+    output = notebooks / "hung.ipynb"
     config = {"path": str(notebooks / "hangs.ipynb"), "timeout": "10s", "output_path": str(output)}
     result, _ = await run(config)
 
@@ -327,7 +327,7 @@ async def test_cancellation_kills_the_runner_and_the_kernel(
 
 @pytest.mark.slow
 async def test_a_kernel_that_dies_fails_the_run(notebooks: Path, tmp_path: Path) -> None:
-    output = tmp_path / "died.ipynb"
+    output = notebooks / "died.ipynb"
     config = {"path": str(notebooks / "dies.ipynb"), "output_path": str(output)}
     result, _ = await run(config)
     assert not result.success
