@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
 
+from dkron_lab.dispatch import Peers
 from dkron_lab.errors import DkronError
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.membership import NodeInfo
@@ -27,18 +27,6 @@ PAGE = 500  # rows per page; outputs make rows up to a few KB
 _TABLES = {"executions": "executions", "skipped": "skipped-fire spans"}
 
 
-class _Poster(Protocol):
-    async def post(
-        self,
-        address: str,
-        path: str,
-        payload: dict[str, Any],
-        *,
-        target: str,
-        timeout: float | None = None,
-    ) -> Any: ...
-
-
 class HistoryCopy:
     """Runs at most one copy at a time, in the background; ``soon()`` while one runs makes it
     check again when it ends."""
@@ -46,7 +34,7 @@ class HistoryCopy:
     def __init__(
         self,
         history: DuckDBHistory,
-        peers: _Poster,
+        peers: Peers,
         *,
         finished: Callable[[], int],
         sources: Callable[[], Sequence[NodeInfo]],
