@@ -17,25 +17,22 @@ Each failed before this commit's fix: the API answered everyone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tornado.httpserver
 
 from dkron_lab.api import auth
-from dkron_lab.api.app import serve
 from dkron_lab.api.handlers import RESOURCES
-from dkron_lab.config import Config
 from dkron_lab.credentials import ConfigError
-from dkron_lab.node import Node
 from dkron_lab.testing import Processes, auth_headers, free_port, wait_for
+from tests.security.conftest import StartApi
 
 NODE_NAME = "victim-node-7"
 ALICE = "alice-operator-token-0123456789"
@@ -47,44 +44,10 @@ tokens:
 """
 
 
-@dataclass
-class Api:
-    node: Node
-    url: str
-
-
-StartApi = Callable[..., Awaitable[Api]]
-
-
 @pytest.fixture
-async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
-    started: list[tuple[Node, tornado.httpserver.HTTPServer]] = []
-
-    async def start(**options: Any) -> Api:
-        config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name=NODE_NAME,
-            data_dir=tmp_path / f"data{len(started)}",
-            http_addr=f"127.0.0.1:{free_port()}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-            **options,
-        )
-        node = Node(config)
-        await node.start()
-        try:
-            server = await serve(node)
-        except BaseException:
-            await node.stop(graceful=False)
-            raise
-        started.append((node, server))
-        return Api(node=node, url=f"http://{config.http_addr}")
-
-    yield start
-    for node, server in reversed(started):
-        server.stop()
-        await server.close_all_connections()
-        await node.stop(graceful=False)
+def start_api(start_api: StartApi) -> StartApi:
+    """Under a name that no answer to a stranger may contain."""
+    return functools.partial(start_api, node_name=NODE_NAME)
 
 
 @pytest.fixture

@@ -14,65 +14,17 @@ Each failed before this commit's fix: the API answered CORS ``*`` and checked ne
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import tornado.httpserver
 
-from dkron_lab.api.app import serve
-from dkron_lab.config import Config
-from dkron_lab.node import Node
-from dkron_lab.testing import auth_headers, free_port
+from dkron_lab.testing import auth_headers
+from tests.security.conftest import Api, StartApi
 
 EVIL = "http://evil.example"
 DASH = "https://dash.example"
-
-
-@dataclass
-class Api:
-    node: Node
-    url: str
-    port: int
-    marker: Path
-    """The file the attacker's job would create."""
-
-    def admin(self) -> dict[str, str]:
-        return auth_headers(self.node.api_token)
-
-
-StartApi = Callable[..., Awaitable[Api]]
-
-
-@pytest.fixture
-async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
-    started: list[tuple[Node, tornado.httpserver.HTTPServer]] = []
-
-    async def start(**options: Any) -> Api:
-        port = free_port()
-        config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="n1",
-            data_dir=tmp_path / f"data{len(started)}",
-            http_addr=f"127.0.0.1:{port}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-            **options,
-        )
-        node = Node(config)
-        await node.start()
-        server = await serve(node)
-        started.append((node, server))
-        return Api(node=node, url=f"http://127.0.0.1:{port}", port=port, marker=tmp_path / "pwned")
-
-    yield start
-    for node, server in reversed(started):
-        server.stop()
-        await server.close_all_connections()
-        await node.stop(graceful=False)
 
 
 @pytest.fixture
@@ -81,12 +33,21 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def admin(api: Api) -> dict[str, str]:
+    return auth_headers(api.node.api_token)
+
+
+def marker(api: Api) -> Path:
+    """The file the attacker's job would create (beside the node's data dir)."""
+    return api.node.config.data_dir.parent / "pwned"
+
+
 def attack_job(api: Api) -> bytes:
     job = {
         "name": "pwn",
         "schedule": "@manually",
         "executor": "shell",
-        "executor_config": {"command": f"touch {api.marker}", "shell": "true"},
+        "executor_config": {"command": f"touch {marker(api)}", "shell": "true"},
     }
     return json.dumps(job).encode()
 
@@ -97,7 +58,7 @@ def page_headers(origin: str, content_type: str = "text/plain;charset=UTF-8") ->
 
 
 async def jobs(http: httpx.AsyncClient, api: Api) -> list[str]:
-    response = await http.get(f"{api.url}/v1/jobs", headers=api.admin())
+    response = await http.get(f"{api.url}/v1/jobs", headers=admin(api))
     assert response.status_code == 200, response.text
     return [job["name"] for job in response.json()]
 
@@ -123,7 +84,7 @@ async def test_a_cross_origin_text_post_creates_and_runs_nothing(
         )
         assert null.status_code == 403
         assert await jobs(http, api) == []
-    assert not api.marker.exists()
+    assert not marker(api).exists()
 
 
 async def test_no_answer_carries_cors_headers_for_another_site(
@@ -164,12 +125,12 @@ async def test_cors_origin_allows_exactly_that_origin(
     created = await http.post(
         f"{api.url}/v1/jobs",
         content=attack_job(api).replace(b"pwn", b"dash"),
-        headers={**page_headers(DASH, "application/json"), **api.admin()},
+        headers={**page_headers(DASH, "application/json"), **admin(api)},
     )
     assert created.status_code == 201, created.text
     assert created.headers["Access-Control-Allow-Origin"] == DASH
     for other in (EVIL, "http://dash.example", "https://dash.example.evil.com", "null"):
-        refused = await http.get(f"{api.url}/v1/jobs", headers={"Origin": other, **api.admin()})
+        refused = await http.get(f"{api.url}/v1/jobs", headers={"Origin": other, **admin(api)})
         assert refused.status_code == 403, other
         assert "Access-Control-Allow-Origin" not in refused.headers
 
@@ -181,7 +142,7 @@ async def test_a_page_of_the_node_itself_is_same_origin(
     for origin in (api.url, f"http://localhost:{api.port}"):
         host = origin.removeprefix("http://")
         response = await http.get(
-            f"{api.url}/v1/jobs", headers={"Origin": origin, "Host": host, **api.admin()}
+            f"{api.url}/v1/jobs", headers={"Origin": origin, "Host": host, **admin(api)}
         )
         assert response.status_code == 200, response.text
         assert "Access-Control-Allow-Origin" not in response.headers  # not needed, not sent
@@ -205,7 +166,7 @@ async def test_dns_rebinding_is_refused_by_the_host_check(
     )
     assert write.status_code == 403
     assert await jobs(http, api) == []
-    assert not api.marker.exists()
+    assert not marker(api).exists()
     for host in ("127.0.0.1", f"localhost:{api.port}", f"[::1]:{api.port}", "LOCALHOST."):
         assert (await http.get(f"{api.url}/v1/jobs", headers={"Host": host})).status_code == 200
     assert (await http.get(f"{api.url}/health", headers={"Host": rebound})).status_code == 200
@@ -230,22 +191,22 @@ async def test_writes_must_be_json(start_api: StartApi, http: httpx.AsyncClient)
     form = await http.post(
         f"{api.url}/v1/jobs",
         content=b"name=pwn&schedule=%40manually",
-        headers={"Content-Type": "application/x-www-form-urlencoded", **api.admin()},
+        headers={"Content-Type": "application/x-www-form-urlencoded", **admin(api)},
     )
     assert form.status_code == 415
     assert form.json()["type"] == "UnsupportedMediaType"
     assert "Content-Type: application/json" in form.json()["error"]
-    untyped = await http.put(f"{api.url}/v1/jobs/pwn", content=attack_job(api), headers=api.admin())
+    untyped = await http.put(f"{api.url}/v1/jobs/pwn", content=attack_job(api), headers=admin(api))
     assert untyped.status_code == 415
     assert await jobs(http, api) == []
     typed = await http.post(
         f"{api.url}/v1/jobs",
         content=attack_job(api),
-        headers={"Content-Type": "application/json; charset=utf-8", **api.admin()},
+        headers={"Content-Type": "application/json; charset=utf-8", **admin(api)},
     )
     assert typed.status_code == 201
     # A write without a body needs no type: curl -X POST .../run, as Dkron's docs show.
-    run = await http.post(f"{api.url}/v1/jobs/pwn/run", headers=api.admin())
+    run = await http.post(f"{api.url}/v1/jobs/pwn/run", headers=admin(api))
     assert run.status_code == 202
 
 
@@ -273,5 +234,5 @@ async def test_restore_form_with_the_token_header(
     # Basic credentials are the one kind a browser re-sends by itself: they do not count.
     basic = await http.post(f"{api.url}/v1/restore", files=backup, auth=("me", api.node.api_token))
     assert basic.status_code == 415
-    bearer = await http.post(f"{api.url}/v1/restore", files=backup, headers=api.admin())
+    bearer = await http.post(f"{api.url}/v1/restore", files=backup, headers=admin(api))
     assert bearer.status_code == 200, bearer.text

@@ -17,8 +17,6 @@ a viewer could not query).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -31,10 +29,6 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from jupyter_server.auth import Authorizer
 
 # pytest-jupyter's fixtures (an in-process Jupyter server) for this module's tests only.
@@ -46,6 +40,7 @@ from dkron_lab.jupyter.extension import DkronLab
 from dkron_lab.testing import Processes, free_port, wait_for
 from tests.jupyter.conftest import extension_of, wait_ready
 from tests.jupyter.test_extension import fetch
+from tests.security.certs import make_pki
 
 CLI = str(Path(sys.executable).with_name("dkron-lab"))
 JOB = {
@@ -75,8 +70,9 @@ def _healthy(url: str, verify: ssl.SSLContext | bool = True) -> bool:
         return False
 
 
-def start_agent(procs: Processes, home: Path, *flags: str, scheme: str = "http") -> Agent:
-    """``dkron-lab agent --server`` with no token and no data dir given, started in ``home``."""
+def start_agent(procs: Processes, home: Path, *flags: str, tls_ca: Path | None = None) -> Agent:
+    """``dkron-lab agent --server`` with no token and no data dir given, started in ``home``;
+    over HTTPS (its certificate signed by ``tls_ca``) when ``flags`` give ``--tls-cert``."""
     home.mkdir(exist_ok=True)
     port = free_port()
     args = [
@@ -86,12 +82,12 @@ def start_agent(procs: Processes, home: Path, *flags: str, scheme: str = "http")
     ]  # fmt: skip
     (home / "empty.yml").write_text("")
     child = procs.start(args, env=clean_env(), cwd=home, stderr=home / "agent.log")
-    url = f"{scheme}://127.0.0.1:{port}"
+    url = f"{'https' if '--tls-cert' in flags else 'http'}://127.0.0.1:{port}"
     token = home / "dkron.data" / "api-token"
     wait_for(lambda: token.exists() or not child.alive, 60, "the agent to write its token")
     verify: ssl.SSLContext | bool = True
-    if "--tls-cert" in flags:
-        verify = ssl.create_default_context(cafile=flags[flags.index("--tls-cert") + 1])
+    if tls_ca is not None:
+        verify = ssl.create_default_context(cafile=str(tls_ca))
     wait_for(lambda: _healthy(url, verify) or not child.alive, 60, "the agent's /health")
     assert child.alive, (home / "agent.log").read_text()
     return Agent(url=url, home=home)
@@ -144,49 +140,16 @@ async def test_the_kernel_side_client_finds_it_too(
         client.jobs()
 
 
-def write_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dkron-lab test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 async def test_https_with_a_private_ca(tmp_path: Path) -> None:
-    cert, key = write_certificate(tmp_path)
+    pki = make_pki(tmp_path)
     with Processes() as procs:
         home = tmp_path / "home"
         tls = start_agent(
-            procs, home, "--tls-cert", str(cert), "--tls-key", str(key), scheme="https"
+            procs, home, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key), tls_ca=pki.ca
         )
         untrusted = cli("jobs", "list", "--address", tls.url, cwd=home)
         assert untrusted.returncode == 1 and "--tls-ca" in untrusted.stderr
-        trusted = cli("jobs", "list", "--address", tls.url, "--tls-ca", str(cert), cwd=home)
+        trusted = cli("jobs", "list", "--address", tls.url, "--tls-ca", str(pki.ca), cwd=home)
         assert trusted.returncode == 0, trusted.stderr
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import pickle
@@ -25,7 +24,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from cryptography.fernet import Fernet
 
 from dkron_lab import dispatch
 from dkron_lab.testing import Child, Processes, auth_headers, free_port, new_cluster_key, wait_for
+from tests.security.certs import make_pki
 
 pytestmark = pytest.mark.slow
 
@@ -496,44 +495,6 @@ def test_removing_the_only_voter_is_refused_at_once(server: Server) -> None:
 # -- TLS between nodes -------------------------------------------------------------------------
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dkron-lab cluster test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = directory / "cert.pem", directory / "key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private.chmod(0o600)
-    return cert, private
-
-
 async def test_nodes_call_each_other_over_verified_tls(tmp_path: Path) -> None:
     """A server and an agent with --tls-cert/--tls-key/--tls-ca: heartbeats and runs go over
     https (the agent's internal API answers nothing over plain http)."""
@@ -542,8 +503,8 @@ async def test_nodes_call_each_other_over_verified_tls(tmp_path: Path) -> None:
     from dkron_lab.model.job import Job
     from dkron_lab.node import Node
 
-    cert, private = _certificate(tmp_path)
-    tls: dict[str, Any] = {"tls_cert": cert, "tls_key": private, "tls_ca": cert}
+    pki = make_pki(tmp_path)
+    tls: dict[str, Any] = {"tls_cert": pki.cert, "tls_key": pki.key, "tls_ca": pki.ca}
     key, raft = new_cluster_key(), free_port()
     server = Node(
         Config(

@@ -24,11 +24,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.core.result import Ok
 
-from dkron_lab.api.app import serve
-from dkron_lab.config import Config
-from dkron_lab.node import Node
 from dkron_lab.plugins import Emit, ExecutionRequest, Executor, ExecutorResult, PluginRegistry
-from dkron_lab.testing import auth_headers, free_port, wait_for
+from dkron_lab.testing import auth_headers, wait_for
+from tests.security.conftest import serving
 
 EXAMPLES = 30
 SEED = "fuzz-seed"  # a job that exists, so operations on {job} get past the 404 too
@@ -68,15 +66,8 @@ class Server:
     """A node and its API on a loop of their own thread, so synchronous clients can call it."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="fuzz",
-            data_dir=data_dir,
-            http_addr=f"127.0.0.1:{free_port()}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-        )
-        self.url = f"http://{self.config.http_addr}"
+        self.data_dir = data_dir
+        self.url = ""
         self.token = ""
         self._started = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -106,17 +97,10 @@ class Server:
             self._loop.close()
 
     async def _serve(self) -> None:
-        node = Node(self.config, registry=inert_registry())
-        await node.start()
-        server = await serve(node)
-        self.token, self._stop = node.api_token, asyncio.Event()
-        self._started.set()
-        try:
+        async with serving(self.data_dir, node_name="fuzz", registry=inert_registry()) as api:
+            self.url, self.token, self._stop = api.url, api.node.api_token, asyncio.Event()
+            self._started.set()
             await self._stop.wait()
-        finally:
-            server.stop()
-            await server.close_all_connections()
-            await node.stop(graceful=False)
 
 
 @pytest.fixture

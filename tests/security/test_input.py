@@ -9,44 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from dkron_lab.api.app import serve
-from dkron_lab.config import Config
-from dkron_lab.node import Node
-from dkron_lab.testing import auth_headers, free_port
+from tests.security.conftest import StartApi
 
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="t1",
-        data_dir=tmp_path / "node",
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-        output_limit=1000,
-    )
-    node = Node(config)
-    await node.start()
-    server = await serve(node)
-    headers = auth_headers(node.api_token) | JSON
-    client = httpx.AsyncClient(base_url=f"http://{config.http_addr}", timeout=30, headers=headers)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        server.stop()
-        await server.close_all_connections()
-        await node.stop(graceful=False)
+async def api(start_api: StartApi) -> httpx.AsyncClient:
+    """A client that sends JSON, of a node that keeps the last 1000 bytes of a run's output."""
+    started = await start_api(output_limit=1000)
+    started.http.headers.update(JSON)
+    return started.http
 
 
 def job(name: str, **fields: Any) -> dict[str, Any]:

@@ -13,13 +13,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,59 +27,20 @@ import pytest
 import tornado.httpserver
 import tornado.web
 
-from dkron_lab.api.app import serve
 from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
-from dkron_lab.node import Node
 from dkron_lab.notify import Notifier
 from dkron_lab.testing import Processes, auth_headers, free_port, new_cluster_key, wait_for
+from tests.security.conftest import Api, StartApi, serving
 
 SECRET = "s3cret-env-value"
 BEARER = "tok-0123456789abcdef"
 
 
-@dataclass
-class Api:
-    node: Node
-    http: httpx.AsyncClient
-    data_dir: Path
-
-
-@contextlib.asynccontextmanager
-async def running(data_dir: Path, **settings: Any) -> AsyncIterator[Api]:
-    """A one-server node in this process behind ``serve``, and a client that sends its token."""
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="s1",
-        data_dir=data_dir,
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-        **settings,
-    )
-    node = Node(config)
-    await node.start()
-    server: tornado.httpserver.HTTPServer = await serve(node)
-    http = httpx.AsyncClient(
-        base_url=f"http://{config.http_addr}",
-        headers=auth_headers(node.api_token),
-        timeout=20,
-        trust_env=False,
-    )
-    try:
-        yield Api(node=node, http=http, data_dir=config.data_dir)
-    finally:
-        await http.aclose()
-        server.stop()
-        await server.close_all_connections()
-        await node.stop(graceful=False)
-
-
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with running(tmp_path / "data") as started:
-        yield started
+async def api(start_api: StartApi) -> Api:
+    return await start_api()
 
 
 def shell_job(name: str, command: str, **config: str) -> dict[str, Any]:
@@ -208,7 +167,7 @@ async def test_webhooks_carry_the_masked_output(tmp_path: Path) -> None:
         "webhook_payload": "{{.JobName}}: {{.Output}}",
     }
     try:
-        async with running(tmp_path / "data", **settings) as api:
+        async with serving(tmp_path / "data", **settings) as api:
             await save(api.http, shell_job("hooked", 'echo "$SECRET"', env=f"SECRET={SECRET}"))
             await run(api.http, "hooked")
 
@@ -276,17 +235,17 @@ async def test_data_dir_files_are_0600_and_dirs_0700(api: Api) -> None:
     await save(api.http, shell_job("filler", "echo hi", env=f"SECRET={SECRET}"))
     await run(api.http, "filler")
     api.node.history.flush()
-    assert_private(api.data_dir)
+    assert_private(api.node.config.data_dir)
 
 
 async def test_files_an_older_version_left_readable_are_made_0600(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    async with running(data_dir) as api:
+    async with serving(data_dir) as api:
         await save(api.http, shell_job("kept", "true", env=f"SECRET={SECRET}"))
     loose = [p for p in data_dir.rglob("*") if p.is_file()]
     for path in loose:
         path.chmod(0o644)  # as every version before issue 10 left them
-    async with running(data_dir) as api:
+    async with serving(data_dir) as api:
         assert (await api.http.get("/v1/jobs/kept")).status_code == 200
         assert_private(data_dir)
 

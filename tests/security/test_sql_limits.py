@@ -9,22 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tornado.httpserver
 
-from dkron_lab.api.app import make_app
 from dkron_lab.api.sql import ARROW_STREAM
-from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
-from dkron_lab.node import Node
-from dkron_lab.testing import auth_headers, free_port
+from tests.security.conftest import Api, StartApi
 
 MiB = 1024**2
 WIDE = "SELECT range AS n, repeat('x', 10000) AS pad FROM range(100000)"  # ~1 GB if built
@@ -35,45 +29,18 @@ HUNGRY = (  # a hash table of ~300 MB: far over 48 MiB of memory and 16 MiB of s
 ENDLESS = "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"
 
 
-@dataclass
-class Server:
-    node: Node
-    http: httpx.AsyncClient
-
-
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
+async def server(start_api: StartApi) -> Api:
+    return await start_api(
         node_name="t1",
-        data_dir=tmp_path / "node",
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
         sql_memory_limit=48 * MiB,
         sql_temp_limit=16 * MiB,
         sql_max_bytes=1 * MiB,
         sql_max_queries=1,
     )
-    node = Node(config)
-    await node.start()
-    http_server = tornado.httpserver.HTTPServer(make_app(node))
-    port = config.http_host_port[1]
-    http_server.listen(port, address="127.0.0.1")
-    headers = auth_headers(node.api_token)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers)
-    try:
-        yield Server(node=node, http=client)
-    finally:
-        await client.aclose()
-        http_server.stop()
-        await http_server.close_all_connections()
-        await node.stop(graceful=False)
 
 
-async def post_sql(
-    server: Server, query: str, *, arrow: bool = False, **body: Any
-) -> httpx.Response:
+async def post_sql(server: Api, query: str, *, arrow: bool = False, **body: Any) -> httpx.Response:
     headers = {"Accept": ARROW_STREAM} if arrow else {}
     return await server.http.post("/v1/sql", json={"query": query, **body}, headers=headers)
 
@@ -87,9 +54,7 @@ def assert_refused(response: httpx.Response, status: int, type_: str, *words: st
 
 
 @pytest.mark.parametrize("arrow", [False, True])
-async def test_a_wide_result_is_refused_before_its_body_is_built(
-    server: Server, arrow: bool
-) -> None:
+async def test_a_wide_result_is_refused_before_its_body_is_built(server: Api, arrow: bool) -> None:
     response = await post_sql(server, WIDE, arrow=arrow, max_rows=1_000_000)
     assert_refused(response, 400, "QueryTooLarge", "--sql-max-bytes", "LIMIT", "max_rows")
     assert len(response.content) < 4096  # the answer is the error, not a partial body
@@ -97,13 +62,13 @@ async def test_a_wide_result_is_refused_before_its_body_is_built(
     assert narrowed.status_code == 200 and narrowed.json()["rows"] == [[100000, 10000]]
 
 
-async def test_a_small_enough_result_still_arrives_whole(server: Server) -> None:
+async def test_a_small_enough_result_still_arrives_whole(server: Api) -> None:
     body = (await post_sql(server, "SELECT range FROM range(50000)", max_rows=50000)).json()
     assert body["row_count"] == 50000 and not body["truncated"]
 
 
 async def test_over_the_memory_limit_is_a_400_and_the_writer_loses_nothing(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The query and the writer share DuckDB's memory: when the writer runs short, the query
     gives way; no write is lost or reported as a disk fault."""
@@ -140,7 +105,7 @@ async def test_over_the_memory_limit_is_a_400_and_the_writer_loses_nothing(
     assert (await server.http.get("/health")).status_code == 200
 
 
-async def test_spill_files_stay_in_the_data_dir_under_the_temp_limit(server: Server) -> None:
+async def test_spill_files_stay_in_the_data_dir_under_the_temp_limit(server: Api) -> None:
     ((directory, size),) = server.node.history.query(
         "SELECT current_setting('temp_directory'), current_setting('max_temp_directory_size')"
     )
@@ -148,7 +113,7 @@ async def test_spill_files_stay_in_the_data_dir_under_the_temp_limit(server: Ser
     assert size == "272.0 MiB"  # queries are stopped at 16 MiB; the other 256 are the writer's
 
 
-async def test_queries_beyond_the_limit_wait_then_hear_the_node_is_busy(server: Server) -> None:
+async def test_queries_beyond_the_limit_wait_then_hear_the_node_is_busy(server: Api) -> None:
     long = asyncio.ensure_future(post_sql(server, ENDLESS, timeout=3))
     while not server.node.history._queries:  # the long query holds the slot
         await asyncio.sleep(0.01)
@@ -159,7 +124,7 @@ async def test_queries_beyond_the_limit_wait_then_hear_the_node_is_busy(server: 
     assert waited.json()["rows"] == [[1]]
 
 
-async def test_a_query_gives_way_when_the_writer_runs_out_of_memory(server: Server) -> None:
+async def test_a_query_gives_way_when_the_writer_runs_out_of_memory(server: Api) -> None:
     """What the writer does on DuckDB's "Out of Memory" before it retries a write: the running
     queries stop, each answered QueryTooLarge (a race to provoke for real, so called directly)."""
     history = server.node.history

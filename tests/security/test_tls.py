@@ -14,153 +14,24 @@ Each failed before this commit's fix: there was no TLS, and an open API listened
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import tornado.httpserver
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from dkron_lab.api.app import serve
-from dkron_lab.config import Config
 from dkron_lab.credentials import ConfigError
-from dkron_lab.node import Node
 from dkron_lab.testing import auth_headers, free_port
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+from tests.security.certs import Pki, make_pki
+from tests.security.conftest import StartApi
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A CA, and a certificate it signed for 127.0.0.1 and localhost."""
-    where = tmp_path_factory.mktemp("pki")
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("dkron-lab test CA"))
-        .issuer_name(_name("dkron-lab test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )  # fmt: skip
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = Pki(ca=where / "ca.pem", cert=where / "cert.pem", key=where / "key.pem")
-    pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(_pem_key(key))
-    pki.key.chmod(0o600)
-    return pki
-
-
-@dataclass
-class Api:
-    node: Node
-    port: int
-
-
-StartApi = Callable[..., Awaitable[Api]]
-
-
-@pytest.fixture
-async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
-    started: list[tuple[Node, tornado.httpserver.HTTPServer]] = []
-
-    async def start(host: str = "127.0.0.1", **options: Any) -> Api:
-        port = free_port()
-        config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="tls1",
-            data_dir=tmp_path / f"data{len(started)}",
-            http_addr=f"{host}:{port}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-            **options,
-        )
-        node = Node(config)
-        await node.start()
-        try:
-            server = await serve(node)
-        except BaseException:
-            await node.stop(graceful=False)
-            raise
-        started.append((node, server))
-        return Api(node=node, port=port)
-
-    yield start
-    for node, server in reversed(started):
-        server.stop()
-        await server.close_all_connections()
-        await node.stop(graceful=False)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def test_https_with_the_ca_and_nothing_in_clear(start_api: StartApi, pki: Pki) -> None:
