@@ -916,6 +916,7 @@ class _Authenticating:
         self._fernet = fernet
         self._remote = remote
         self._incoming = incoming
+        self.trusted = False  # a frame from the other side has authenticated
 
     def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
         return bytes(self._fernet.encrypt_at_time(data, current_time))
@@ -924,7 +925,9 @@ class _Authenticating:
         return int(self._authenticated(self._fernet.extract_timestamp, token))
 
     def decrypt(self, token: bytes) -> bytes:
-        return bytes(self._authenticated(self._fernet.decrypt, token))
+        data = bytes(self._authenticated(self._fernet.decrypt, token))
+        self.trusted = True
+        return data
 
     def _authenticated(self, step: Callable[[bytes], Any], token: bytes) -> Any:
         try:
@@ -948,6 +951,36 @@ class _Authenticating:
 def _authenticating(conn: TcpConnection, remote: str, *, incoming: bool) -> None:
     if conn.encryptor is not None and not isinstance(conn.encryptor, _Authenticating):
         conn.encryptor = _Authenticating(conn.encryptor, remote, incoming=incoming)
+        _bound_untrusted(conn, remote)
+
+
+MAX_UNTRUSTED_BYTES = 64 * 1024
+"""What a connection may make this node buffer before a frame of it has authenticated: the
+first frames of pysyncobj's key exchange are a few hundred bytes."""
+
+
+def _bound_untrusted(conn: TcpConnection, remote: str) -> None:
+    """pysyncobj reads a frame whose header announces up to 2 GiB into memory before it checks
+    it: a connection that has not authenticated a frame yet is dropped past
+    ``MAX_UNTRUSTED_BYTES`` instead (anyone who can reach the port could otherwise make the
+    node hold gigabytes)."""
+    read = conn._TcpConnection__processRead
+    encryptor = conn.encryptor
+
+    def bounded_read() -> bool:
+        more = bool(read())
+        buffered = len(conn._TcpConnection__readBuffer)
+        if not encryptor.trusted and buffered > MAX_UNTRUSTED_BYTES:
+            _warn_unauthenticated(
+                remote,
+                "raft: dropped a connection from %s: it sent more than 64 KiB without "
+                "authenticating (wrong or missing cluster key?)",
+            )
+            conn.disconnect()
+            return False
+        return more
+
+    conn._TcpConnection__processRead = bounded_read
 
 
 def _remote_of(conn: TcpConnection) -> str:
@@ -1049,6 +1082,8 @@ class _Transport(TCPTransport):  # type: ignore[misc]
 
     def _onOutgoingConnected(self, conn: Any) -> None:
         conn._dk_handshaking = bool(self._syncObj.encryptor)
+        if isinstance(conn.encryptor, _Authenticating):
+            conn.encryptor.trusted = False  # a new peer process may listen there now
         super()._onOutgoingConnected(conn)
 
     def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:

@@ -282,6 +282,27 @@ def test_raw_bytes_to_the_raft_port_are_never_unpickled(server: Server, shared_d
     assert server.child is not None and server.child.alive
 
 
+def test_a_huge_unauthenticated_frame_is_dropped_not_buffered(server: Server) -> None:
+    """A header announcing a 1 GiB frame, then bytes: pysyncobj alone would buffer them all
+    (up to 2 GiB) before checking anything; the node hangs up past 64 KiB."""
+    with socket.create_connection(("127.0.0.1", server.raft_port), timeout=5) as conn:
+        conn.sendall(struct.pack("i", 2**30))
+        sent, closed = 0, False
+        chunk = b"\0" * 65536
+        while sent < 64 * 2**20 and not closed:  # at most 64 MiB
+            try:
+                conn.sendall(chunk)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        if not closed:  # everything went into socket buffers: the close must follow
+            with contextlib.suppress(ConnectionResetError):
+                closed = conn.recv(1) == b""
+    assert closed and sent < 64 * 2**20
+    wait_for(lambda: server.logged("sent more than 64 KiB"), 5, "the drop to be logged")
+    assert server.child is not None and server.child.alive
+
+
 def _send_raw(port: int, data: bytes) -> None:
     """Send ``data`` and wait until the node hangs up (or 2 s pass)."""
     with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
