@@ -47,7 +47,8 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_single_node import RawHTTP, percentile, print_table
+from _http import RawHTTP
+from bench_single_node import percentile, print_table
 
 from dkron_lab.testing import Cluster, install_plugin
 
@@ -77,10 +78,10 @@ def install_noop_plugin(directory: Path) -> None:
 # -- 1. sequential creates -------------------------------------------------------------------------
 
 
-async def sequential_creates(url: str, prefix: str, count: int) -> list[float]:
+async def sequential_creates(url: str, token: str, prefix: str, count: int) -> list[float]:
     """Milliseconds per create, one after another on one keep-alive connection."""
     hour = (datetime.now(UTC).hour + 12) % 24  # far from now: nothing fires meanwhile
-    http = await RawHTTP.connect(url)
+    http = await RawHTTP.connect(url, token)
     times = []
     try:
         for i in range(count):
@@ -103,8 +104,9 @@ def bench_creates(cluster: Cluster, count: int, results: dict[str, str]) -> None
     follower = cluster.followers()[0]
     leader = cluster.leader()
     for label, name in (("follower", follower), ("leader", leader)):
-        asyncio.run(sequential_creates(cluster.url(name), f"warm-{name}", 20))
-        times = asyncio.run(sequential_creates(cluster.url(name), f"seq-{name}", count))
+        url, token = cluster.url(name), cluster.api_token
+        asyncio.run(sequential_creates(url, token, f"warm-{name}", 20))
+        times = asyncio.run(sequential_creates(url, token, f"seq-{name}", count))
         results[f"creates one after another through the {label} ({name})"] = (
             f"median {statistics.median(times):.2f} ms, p99 {percentile(times, 0.99):.2f} ms "
             f"({count} creates)"
@@ -119,11 +121,13 @@ def phase(i: int, jobs: int) -> str:
     return f"2026-01-01T00:00:00.{i * 1_000_000 // jobs:06d}Z"
 
 
-async def create_ticking_jobs(url: str, jobs: int, *, burst: bool, connections: int = 8) -> None:
+async def create_ticking_jobs(
+    url: str, token: str, jobs: int, *, burst: bool, connections: int = 8
+) -> None:
     pending = iter(range(jobs))
 
     async def worker() -> None:
-        http = await RawHTTP.connect(url)
+        http = await RawHTTP.connect(url, token)
         try:
             for i in pending:
                 body = {
@@ -249,7 +253,7 @@ def bench_throughput(
 ) -> None:
     leader = cluster.leader()
     created = time.perf_counter()
-    asyncio.run(create_ticking_jobs(cluster.url(leader), jobs, burst=burst))
+    asyncio.run(create_ticking_jobs(cluster.url(leader), cluster.api_token, jobs, burst=burst))
     results["throughput: jobs created"] = (
         f"{jobs} x @every 1s, noop, tag dc: dc1:1, "
         f"{'all due on the whole second' if burst else 'phases spread over the second'} "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _http import RawHTTP
 
 from dkron_lab.state.raft import RaftNode, RaftSettings
 from dkron_lab.testing import free_port, new_cluster_key
@@ -76,44 +77,12 @@ def job(name: str) -> bytes:
     return json.dumps(body).encode()
 
 
-class Connection:
-    """One HTTP/1.1 keep-alive connection, request written in one piece. The load generator
-    shares the cores with the server, so it must cost far less than the server per request
-    (``bench_single_node.RawHTTP`` says why); httpx also added ~20 ms per request here."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, url: str) -> Connection:
-        host, port = url.removeprefix("http://").split(":")
-        return cls(*await asyncio.open_connection(host, int(port)))
-
-    async def post(self, url: str, path: str, body: bytes) -> tuple[int, bytes]:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {url.removeprefix('http://')}\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) != b"\r\n":
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 async def create(url: str, names: list[str], latencies: list[float]) -> None:
-    http = await Connection.open(url)
+    http = await RawHTTP.connect(url, TOKEN)
     try:
         for name in names:
             started = time.perf_counter()
-            status, text = await http.post(url, "/v1/jobs", job(name))
+            status, text = await http.request("POST", "/v1/jobs", job(name))
             latencies.append((time.perf_counter() - started) * 1000)
             if status != 201:
                 raise SystemExit(f"create {name} answered {status}: {text!r}")

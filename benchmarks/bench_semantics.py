@@ -45,8 +45,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _http import RawHTTP
 from bench_cluster import CLK_TCK, cpu_ticks, install_noop_plugin, stop_gracefully
-from bench_single_node import RawHTTP, percentile, print_table
+from bench_single_node import percentile, print_table
 
 from dkron_lab.testing import Cluster
 
@@ -94,12 +95,12 @@ def phase(i: int, jobs: int, period: int) -> str:
 
 
 async def create_jobs(
-    url: str, size: Size, fields: Mapping[str, Any], connections: int = 8
+    url: str, token: str, size: Size, fields: Mapping[str, Any], connections: int = 8
 ) -> None:
     pending = iter(range(size.jobs))
 
     async def worker() -> None:
-        http = await RawHTTP.connect(url)
+        http = await RawHTTP.connect(url, token)
         try:
             for i in pending:
                 body = {
@@ -241,7 +242,8 @@ def bench_lateness(base: Path, size: Size, results: dict[str, str]) -> None:
                 cluster.start("s1")
             if setup.fields != written:
                 took = time.perf_counter()
-                asyncio.run(create_jobs(cluster.url("s1"), size, setup.fields))
+                url = cluster.url("s1")
+                asyncio.run(create_jobs(url, cluster.api_token, size, setup.fields))
                 took = time.perf_counter() - took
                 written = setup.fields
                 results[f"{setup.label}: jobs written through the API"] = (

@@ -21,17 +21,19 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from _http import RawHTTP
 
 from dkron_lab.config import Config
 from dkron_lab.model.job import Job
@@ -126,14 +128,18 @@ async def bench_herd(jobs: int, results: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def server_process(data_dir: Path) -> tuple[str, int]:
+def server_process(data_dir: Path, token: str) -> Iterator[tuple[str, int]]:
+    """A ``dkron-lab agent --server`` child whose admin token is ``token``: (its URL, its pid)."""
     http_port, raft_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "dkron_lab.cli", "agent", "--server", "--bootstrap-expect", "1",
         "--node-name", "bench", "--data-dir", str(data_dir), "--log-level", "warn",
         "--http-addr", f"127.0.0.1:{http_port}", "--bind-addr", f"127.0.0.1:{raft_port}",
+        "--api-token", token,
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    # The defaults are measured, not whatever DKRON_* the caller's shell sets.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 30
@@ -169,41 +175,11 @@ def job_body(i: int, hour: int) -> Mapping[str, object]:
     }
 
 
-class RawHTTP:
-    """A minimal HTTP/1.1 keep-alive connection. The load generator shares the 2 cores with the
-    server, so it must cost far less per request than the server does: aiohttp costs about a
-    third of a core at 1,000 requests/s here, httpx's async client more than a whole one."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, url: str) -> RawHTTP:
-        host, port = url.removeprefix("http://").split(":")
-        return cls(*await asyncio.open_connection(host, int(port)))
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) != b"\r\n":
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 async def bench_api(count: int, clients: int, results: dict[str, str]) -> None:
     hour = (datetime.now(UTC).hour + 12) % 24  # far from now: nothing fires meanwhile
-    with tempfile.TemporaryDirectory() as tmp, server_process(Path(tmp)) as (url, pid):
-        connections = [await RawHTTP.connect(url) for _ in range(clients)]
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory() as tmp, server_process(Path(tmp), token) as (url, pid):
+        connections = [await RawHTTP.connect(url, token) for _ in range(clients)]
         queue = iter(range(count))
 
         async def post(http: RawHTTP, i: int) -> None:

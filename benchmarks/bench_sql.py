@@ -34,8 +34,9 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 
+from dkron_lab.credentials import API_TOKEN_FILE, read_secret
 from dkron_lab.history.duckdb import DuckDBHistory
-from dkron_lab.testing import Processes, free_port, wait_for
+from dkron_lab.testing import Processes, auth_headers, free_port, wait_for
 
 QUERY = (
     "SELECT job_name, avg(success::int) AS success_rate, count(*) AS runs "
@@ -75,7 +76,8 @@ def build(path: Path, rows: int) -> float:
 
 
 def serve(data_dir: Path, port: int) -> None:
-    """Child mode: a one-node server on ``data_dir`` with /v1/sql, until SIGTERM."""
+    """Child mode: a one-node server on ``data_dir`` with /v1/sql, until SIGTERM. It keeps its
+    admin token in ``data_dir`` (generated on its first start), where the parent reads it."""
     from dkron_lab.api.app import make_app
     from dkron_lab.config import Config
     from dkron_lab.node import Node
@@ -153,7 +155,7 @@ def bench(workdir: Path, rows: int, repeat: int) -> None:
     data_dir = workdir / "node"
     path = data_dir / "history.duckdb"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the node wants it: no warning
         print(f"building {rows:,} executions in {path} ...", flush=True)
         print(f"built in {build(path, rows):.1f} s, {path.stat().st_size / 1e6:,.0f} MB")
     port = free_port()
@@ -161,7 +163,9 @@ def bench(workdir: Path, rows: int, repeat: int) -> None:
     with Processes() as processes:
         child = processes.start([sys.executable, __file__, "--serve", str(data_dir), str(port)])
         wait_for(lambda: child.readline(timeout=120) == "ready" or None, 120, "the server")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+        token = read_secret(data_dir / API_TOKEN_FILE)
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, headers=auth_headers(token), timeout=120) as http:
             frame = arrow_frame(http)
             assert len(frame) == min(JOBS, rows) and int(frame["runs"].sum()) == rows, frame
             table.append(
