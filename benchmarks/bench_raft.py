@@ -1,8 +1,10 @@
 """Benchmark the Raft adapter: ``python benchmarks/bench_raft.py`` prints one table.
 
-Rows: a one-node server (the embedded default) with synchronous submits (one at a time, latency
-percentiles), pipelined submits (many in flight from one asyncio loop, commits/s) and idle CPU;
-the same with ``fsync=True``; and a 3-node loopback cluster (this process + two follower
+Rows: a one-node server with ``fsync="never"`` (the adapter's own cost) with synchronous submits
+(one at a time, latency percentiles), pipelined submits (many in flight from one asyncio loop,
+commits/s) and idle CPU; synchronous submits with ``fsync="batch"`` (the embedded default, one
+fsync per commit when they come one at a time; ``bench_fsync.py`` measures the modes under
+load); and a 3-node loopback cluster (this process + two follower
 processes) measured on the leader. Payload: a ~200-byte command; the state machine is a counter.
 ``--quick`` runs fewer commands, ``--no-cluster`` skips the 3-node rows.
 """
@@ -106,7 +108,7 @@ async def idle_cpu(seconds: float) -> float:
     return (time.process_time() - before) / seconds * 100
 
 
-async def one_node(args: argparse.Namespace, *, fsync: bool) -> list[Row]:
+async def one_node(args: argparse.Namespace, *, fsync: str) -> list[Row]:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = RaftSettings(
             password=KEY, data_dir=Path(data_dir), self_address=free_address(), fsync=fsync
@@ -115,10 +117,11 @@ async def one_node(args: argparse.Namespace, *, fsync: bool) -> list[Row]:
         node.start()
         try:
             await node.wait_ready(10)
-            latencies = await sync_latencies(node, args.sync_count // (10 if fsync else 1))
-            label = "1 node, fsync=True" if fsync else "1 node"
+            synced = fsync != "never"
+            latencies = await sync_latencies(node, args.sync_count // (10 if synced else 1))
+            label = f"1 node, fsync={fsync}"
             rows = [Row(scenario=f"{label}: sync submit", **_latency(latencies))]
-            if fsync:
+            if synced:
                 return rows
             rates = [await pipelined_rate(node, args.pipelined_count, 2000) for _ in range(3)]
             rows.append(_rate_row(f"{label}: pipelined (<=2000 in flight)", rates))
@@ -244,8 +247,8 @@ def follower(data_dir: str, address: str, partners: list[str]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(format="bench process: %(levelname)s %(name)s %(message)s")
-    rows = await one_node(args, fsync=False)
-    rows += await one_node(args, fsync=True)
+    rows = await one_node(args, fsync="never")
+    rows += await one_node(args, fsync="batch")
     if not args.no_cluster:
         rows += await three_nodes(args)
     print(
