@@ -364,7 +364,7 @@ def doc_section(heading: str) -> str:
 
 
 def test_docs_list_every_column_of_every_view(history: DuckDBHistory) -> None:
-    for view in ("executions", "jobs", "members"):
+    for view in ("executions", "jobs", "members", "audit"):
         section = doc_section(f"### `{view}`")
         section = section[: section.find("\n### ", 4) if "\n### " in section[4:] else None]
         documented = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
