@@ -720,11 +720,14 @@ class TcpProxy:
         await self._stop.wait()
         server.close()
         await server.wait_closed()
-        while self._links:  # the pumps see their sockets close and end; no task is cancelled
-            links = list(self._links)
-            for link in links:
+        # A connection accepted just before the close may have a handler that has not started
+        # yet: ending the loop then would leak its socket. Shut every link as it appears, until
+        # no handler is left; the pumps see their sockets close and end (nothing is cancelled).
+        me = asyncio.current_task()
+        while handlers := [task for task in asyncio.all_tasks() if task is not me]:
+            for link in list(self._links):
                 link.shut()
-            await asyncio.gather(*(link.done.wait() for link in links))
+            await asyncio.wait(handlers, timeout=0.05)
 
     def _request_stop(self) -> None:
         if self._stop is not None:
@@ -753,6 +756,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = _Link(peer=writer.get_extra_info("peername")[:2], streams=[writer])
+        link.closing = self._stop is not None and self._stop.is_set()  # accepted while closing
         self._links.add(link)
         try:
             self._gate(link)
