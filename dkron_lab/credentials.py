@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "api_token",
     "cluster_key",
+    "keep_private",
     "read_secret",
     "secure_data_dir",
     "write_private",
@@ -63,11 +64,22 @@ def write_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def keep_private(path: Path, *, quiet: bool = False) -> None:
+    """Make the file ``path`` ``0600`` if others may read it (nothing if it does not exist);
+    say so in the log unless ``quiet`` (for files a library re-creates at will)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        if not quiet:
+            log.warning("%s was mode %o: made 0600 (only this user may read it)", path, mode)
+        path.chmod(0o600)
+
+
 def read_secret(path: Path) -> str:
     """The secret in ``path`` (stripped), tightening its mode to ``0600`` if it is looser."""
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        log.warning("%s was readable by others: made 0600", path)
-        path.chmod(0o600)
+    keep_private(path)
     return path.read_text(encoding="utf-8").strip()
 
 

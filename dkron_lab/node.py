@@ -15,14 +15,12 @@ import logging
 import math
 import random
 import signal
-import stat
 import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from pathlib import Path
 from typing import Any
 
 from dkron_lab import codec, credentials
@@ -203,7 +201,9 @@ class Node:
         )
         settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
         secure_data_dir(settings.data_dir)  # the journal holds every job's secrets
-        _keep_private(settings.data_dir)
+        for path in settings.data_dir.iterdir():  # new files are 0600; an older version's were not
+            if path.is_file() and not path.is_symlink():
+                credentials.keep_private(path)
         self.raft = RaftNode(
             settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
         )
@@ -221,8 +221,7 @@ class Node:
         self.role = "server" if config.server else "agent"
         self.liveness = Liveness()
         self.cluster_key = cluster_key(self.encrypt)
-        tls = config.tls_cert is not None or config.tls_ca is not None
-        self.peers = Peers(self.cluster_key, tls=tls, tls_ca=config.tls_ca)
+        self.peers = Peers(self.cluster_key, tls=config.tls_cert is not None, tls_ca=config.tls_ca)
         self.verifier = Verifier(self.cluster_key, self.name)
         self._accepted: dict[tuple[int, int], None] = {}  # (group, attempt) started, newest last
         self._loops: set[asyncio.Task[None]] = set()  # background work, cancelled at stop
@@ -1450,15 +1449,6 @@ def _raft_settings(config: Config, encrypt: str) -> RaftSettings:
         password=encrypt,
         fsync=config.fsync,
     )
-
-
-def _keep_private(directory: Path) -> None:
-    """Make the files in ``directory`` 0600: new ones are, ones an older version wrote were not."""
-    for path in directory.iterdir():
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        if path.is_file() and not path.is_symlink() and mode & 0o077:
-            log.warning("%s was mode %o: made 0600 (only this user may read it)", path, mode)
-            path.chmod(0o600)
 
 
 def tune_interpreter() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import tornado.httpserver
@@ -20,6 +21,7 @@ import tornado.web
 from dkron_lab.api import auth
 from dkron_lab.api.handlers import (
     RESOURCES,
+    ApiMixin,
     Health,
     NotFound,
     PrometheusMetrics,
@@ -56,11 +58,7 @@ class HeadlessHandler(tornado.web.RequestHandler):
 
     @property
     def policy(self) -> auth.Policy:
-        policy: auth.Policy | None = self.settings.get("dkron_policy")
-        if policy is None:  # an application not built by make_app (the Jupyter internal API)
-            node: Node = self.settings["dkron_node"]
-            policy = auth.Policy.from_config(node.config, node.api_token)
-            self.settings["dkron_policy"] = policy
+        policy: auth.Policy = self.settings["dkron_policy"]
         return policy
 
     @property
@@ -140,16 +138,21 @@ def record_change(handler: tornado.web.RequestHandler, who: auth.Principal | Non
         log.warning("audit: %s %s not recorded: %s", method, request.path, exc)
 
 
-def make_app(node: Node) -> tornado.web.Application:
+def make_app(
+    node: Node, *, public: Sequence[tuple[str, type[ApiMixin]]] | None = None
+) -> tornado.web.Application:
     """The REST API of ``node`` as a tornado application (tokens and guards from its config).
 
-    Every node serves the internal API; only servers serve the public one (agents answer
-    ``/health`` and ``/metrics`` too, for their supervisors and scrapers). Raises
-    ``ConfigError`` for a bad ``--api-tokens-file``.
+    Every node serves the internal API, and ``public`` beside it: by default, on servers the
+    public API, on agents ``/health`` and ``/metrics`` (for their supervisors and scrapers).
+    Raises ``ConfigError`` for a bad ``--api-tokens-file``.
     """
-    public = (
-        RESOURCES if node.config.server else (("/health", Health), ("/metrics", PrometheusMetrics))
-    )
+    if public is None:
+        public = (
+            RESOURCES
+            if node.config.server
+            else (("/health", Health), ("/metrics", PrometheusMetrics))
+        )
     rules: list[Any] = [
         (route_pattern(template), mount(resource, HeadlessHandler), {"route": template})
         for template, resource in (*public, *INTERNAL_RESOURCES)

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
+from dkron_lab.credentials import keep_private
 from dkron_lab.errors import (
     BadRequest,
     DkronError,
@@ -320,7 +321,7 @@ class DuckDBHistory:
         spill.chmod(0o700)
         con = duckdb.connect(str(self._path), config=_CONFIG | _sql_config(self._path, self._sql))
         try:
-            _keep_private(self._path)
+            keep_private(self._path, quiet=True)  # history holds every job's output
             # Global, so every cursor returns UTC whatever the machine's zone is.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
             _migrate(con, self._clock())
@@ -698,7 +699,7 @@ class DuckDBHistory:
                 batch, stopping = self._next_batch()
                 if batch:
                     self._store(cur, batch)
-                    _keep_private(Path(f"{self._path}.wal"))  # DuckDB makes a new one at will
+                    keep_private(Path(f"{self._path}.wal"), quiet=True)  # DuckDB makes new ones
                     self._prune_if_due(cur)
                 with self._lock:
                     self._committed += len(batch)
@@ -973,13 +974,6 @@ def result_too_large(max_bytes: int, *, rows: int) -> QueryTooLarge:
     )
 
 
-def _keep_private(path: Path) -> None:
-    """History holds every job's output: its files are the node user's alone (0600)."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-
-
 def _sql_config(path: Path, limits: SqlLimits) -> dict[str, str | bool | int | float | list[str]]:
     """The global DuckDB settings of ``limits`` (the per-query ones are in _sql_cursors)."""
     config: dict[str, str | bool | int | float | list[str]] = {}
@@ -1046,7 +1040,7 @@ def _query_error(exc: BaseException, deadline: _Deadline, limits: SqlLimits) -> 
             f"the query ran for more than {deadline.seconds:g} s and was stopped: narrow it (a "
             'WHERE on started_at or finished_at skips old data cheaply) or send a larger "timeout"'
         )
-    if isinstance(exc, duckdb.OutOfMemoryException | MemoryError) or "Out of Memory" in message:
+    if isinstance(exc, duckdb.OutOfMemoryException | MemoryError) or _out_of_memory_error(message):
         return _out_of_memory(limits)
     if isinstance(exc, duckdb.PermissionException):
         return QueryRefused(

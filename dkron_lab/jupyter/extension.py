@@ -56,10 +56,9 @@ from jupyter_server.utils import ensure_async
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from dkron_lab.api import handlers
-from dkron_lab.api.app import HeadlessHandler, record_change
+from dkron_lab.api.app import make_app, record_change
 from dkron_lab.api.auth import Principal, Role, role_needed
 from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_pattern
-from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.client import KERNEL_TOKEN_HEADER
 from dkron_lab.config import Config, resolve_config
 from dkron_lab.errors import DkronError, Forbidden, Unavailable
@@ -214,16 +213,6 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     return [*found, (PREFIX + r"(?:/.*)?", _guarded(NotFound, RESOURCE_JOBS, None))]
 
 
-def _internal_app(node: Node) -> tornado.web.Application:
-    rules = [
-        (route_pattern(template), mount(resource, HeadlessHandler))
-        for template, resource in (("/health", Health), *INTERNAL_RESOURCES)
-    ]
-    return tornado.web.Application(
-        rules, default_handler_class=mount(NotFound, HeadlessHandler), dkron_node=node
-    )
-
-
 def _listen(node: Node) -> tornado.httpserver.HTTPServer:
     """Serve the internal API on the node's ``http_addr`` (a socket that fails to bind is
     closed, unlike ``HTTPServer.listen``'s)."""
@@ -238,7 +227,7 @@ def _listen(node: Node) -> tornado.httpserver.HTTPServer:
         ) from None
     sock.setblocking(False)
     server = tornado.httpserver.HTTPServer(
-        _internal_app(node), max_body_size=node.config.max_body_size
+        make_app(node, public=(("/health", Health),)), max_body_size=node.config.max_body_size
     )
     server.add_sockets([sock])
     return server
