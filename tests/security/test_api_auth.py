@@ -143,13 +143,18 @@ async def test_bearer_x_dkron_token_and_basic_with_the_token_as_password(
     assert (await http.get(f"{api.url}/health")).status_code == 200  # probes need no token
 
 
+def tokens_file(directory: Path) -> Path:
+    """``TOKENS_FILE`` written as an operator would keep it (0600)."""
+    tokens = directory / "tokens.yml"
+    tokens.write_text(TOKENS_FILE)
+    tokens.chmod(0o600)
+    return tokens
+
+
 async def test_a_viewer_cannot_write_and_an_operator_cannot_delete(
     start_api: StartApi, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens.yml"
-    tokens.write_text(TOKENS_FILE)
-    tokens.chmod(0o600)
-    api = await start_api(api_tokens_file=tokens)
+    api = await start_api(api_tokens_file=tokens_file(tmp_path))
     admin, alice, grafana = (auth_headers(t) for t in (api.node.api_token, ALICE, GRAFANA))
     assert (await http.post(f"{api.url}/v1/jobs", json=job("j"), headers=admin)).status_code == 201
 
@@ -242,10 +247,7 @@ def test_every_route_and_method_needs_a_role() -> None:
 async def test_every_change_is_an_audit_row_readable_with_sql(
     start_api: StartApi, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens.yml"
-    tokens.write_text(TOKENS_FILE)
-    tokens.chmod(0o600)
-    api = await start_api(api_tokens_file=tokens)
+    api = await start_api(api_tokens_file=tokens_file(tmp_path))
     admin, alice = auth_headers(api.node.api_token), auth_headers(ALICE)
     await http.post(f"{api.url}/v1/jobs", json=job("audited"), headers=admin)
     await http.post(f"{api.url}/v1/jobs/audited/run", headers=alice)
