@@ -16,8 +16,8 @@ import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
 
 from dkron_lab._version import __version__
-from dkron_lab.api.app import HeadlessHandler
-from dkron_lab.api.handlers import NotFound, PrometheusMetrics, mount, route_pattern
+from dkron_lab.api.app import make_app
+from dkron_lab.api.handlers import PrometheusMetrics
 from dkron_lab.config import Config
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.node import Node
@@ -44,11 +44,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
         node = Node(config)
         metrics = Metrics.from_config(config, lambda: Gauges(is_leader=True, raft_term=3))
         node.metrics = metrics
-        app = tornado.web.Application(
-            [(route_pattern("/metrics"), mount(PrometheusMetrics, HeadlessHandler))],
-            default_handler_class=mount(NotFound, HeadlessHandler),
-            dkron_node=node,
-        )
+        app = make_app(node, public=(("/metrics", PrometheusMetrics),))
         port = free_port()
         server = tornado.httpserver.HTTPServer(app)
         server.listen(port, address="127.0.0.1")
