@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from dkron_lab import codec, credentials
@@ -43,6 +43,7 @@ from dkron_lab.errors import (
 )
 from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory, SqlLimits
+from dkron_lab.leader import CatchUpSettings, Leader, fire_command
 from dkron_lab.membership import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TTL,
@@ -53,13 +54,12 @@ from dkron_lab.membership import (
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model import schedule, secrets
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats, parse_job_schedule, validate_job
-from dkron_lab.model.planning import CatchUp, effective_policy, plan_catchup
+from dkron_lab.model.job import Job, JobStats, validate_job
 from dkron_lab.model.targeting import Candidate, select_targets
 from dkron_lab.notify import Notifier, check_notify_on
 from dkron_lab.plugins import PluginRegistry
 from dkron_lab.runner import Runner
-from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
+from dkron_lab.scheduler import Fire, ScheduleIndex
 from dkron_lab.state.machine import (
     ChildrenDue,
     Event,
@@ -230,8 +230,8 @@ class Node:
         self.on_leave: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scheduler_task: asyncio.Task[None] | None = None
-        self._scheduler: Scheduler | None = None
+        self._leader_task: asyncio.Task[None] | None = None
+        self._leader: Leader | None = None
         self._done: Batcher[dict[str, Any], None] = Batcher(self._submit_done, retry=True)
         self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(
             self._submit_writes, check=codec.check_command
@@ -377,6 +377,11 @@ class Node:
     def _record_skipped(self, event: FiresSkipped) -> None:
         if self.raft.is_leader:
             self.metrics.skipped(sum(int(span["count"]) for span in event.spans))
+        else:  # skipped instants are handled: a later leader must not settle them again
+            instants = (codec.parse_time(span["last"], "last") for span in event.spans)
+            last = max((at for at in instants if at is not None), default=None)
+            if last is not None:
+                self.index.fired(event.job_name, last)
         recorded = self.clock.now()
         for span in event.spans:
             self.history.record_skipped(
@@ -403,8 +408,8 @@ class Node:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _poke_scheduler(self) -> None:
-        if self._scheduler is not None:
-            self._call_soon(self._scheduler.poke)
+        if self._leader is not None:
+            self._call_soon(self._leader.scheduler.poke)
 
     def _group_finished(self, event: GroupFinished) -> None:
         waiter = self._waiting.pop(event.group, None)
@@ -495,7 +500,7 @@ class Node:
             if job.retry_on == "any":
                 with self.state.lock:
                     taken = set(self.state.groups.get(gid, {}).get("targets", ()))
-                others = [target for target in self._targets(job) if target not in taken]
+                others = [target for target in self.targets(job) if target not in taken]
                 if others:
                     to = self._rng.choice(others)
             claim = command("retry", group=gid, node=node, attempt=attempt, to=to)
@@ -539,7 +544,7 @@ class Node:
             job = self.state.jobs.get(entry["child"])
             if job is None:
                 continue
-            run = _Run(job, self._new_group(), self._targets(job))
+            run = _Run(job, self.new_group(), self.targets(job))
             runs.append(run)
             fires.append(
                 {
@@ -573,61 +578,32 @@ class Node:
         # Until start() has rebuilt the schedule index, there is nothing to schedule from.
         if not self._ready:
             return
-        running = self._scheduler_task is not None and not self._scheduler_task.done()
+        running = self._leader_task is not None and not self._leader_task.done()
         if self.raft.is_leader and not running:
-            self._scheduler = Scheduler(
-                self.index, self.clock, claim=self._claim_scheduled, start=self._start_scheduled
+            self._leader = Leader(
+                state=self.state,
+                index=self.index,
+                clock=self.clock,
+                submit=functools.partial(self._submit, fenced=True),
+                starts=self,
+                catch_up=CatchUpSettings(
+                    policy=self.config.catchup, window=self.config.catchup_window
+                ),
+                on_won=self.metrics.fired,
+                caught_up=self._resume_follow_ups,
             )
-            self._scheduler_task = asyncio.ensure_future(self._lead(self._scheduler))
+            self._leader_task = asyncio.ensure_future(self._leader.run())
             log.info("leader (term %d): scheduling", self.raft.term)
         elif not self.raft.is_leader and running:
-            assert self._scheduler_task is not None
-            self._scheduler_task.cancel()
-            self._scheduler_task = self._scheduler = None
+            assert self._leader_task is not None
+            self._leader_task.cancel()
+            self._leader_task = self._leader = None
             log.info("no longer leader: scheduling stopped")
 
-    async def _lead(self, scheduler: Scheduler) -> None:
-        """First settle the fires missed while there was no leader, then schedule."""
-        try:
-            await self._catch_up(self.clock.now())
-        except DkronError as exc:
-            log.warning("catch-up after the election failed: %s", exc)
-        self._resume_follow_ups()
-        await scheduler.run()
-
-    async def _catch_up(self, now: datetime) -> None:
-        """Apply each job's catch-up policy to the fires its schedule held before ``now``."""
-        with self.state.lock:
-            jobs = list(self.state.jobs.values())
-        fires: list[Fire] = []
-        for job in jobs:
-            due = self.index.next_of(job.name)
-            if due is None or due > now:
-                continue
-            plan = self._plan_catch_up(job, due, now)
-            fires += [Fire(job=job.name, scheduled_at=at) for at in plan.fire]
-            if plan.skipped:
-                spans = [_span_record(span) for span in plan.skipped]
-                await self._submit(command("skip", job=job.name, spans=spans), fenced=True)
-            self.index.update(job.name, job, now)
-        if fires:
-            log.info("catching up %d missed fire(s)", len(fires))
-            self._start_scheduled(await self._claim_scheduled(fires))
-
-    def _plan_catch_up(self, job: Job, due: datetime, now: datetime) -> CatchUp:
-        return plan_catchup(
-            job,
-            parse_job_schedule(job),
-            last_fired=due - timedelta(microseconds=1),
-            now=now,
-            policy=effective_policy(job, self.config.catchup),
-            window=self.config.catchup_window,
-        )
-
     async def _stop_scheduler(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.abandon()
-        task, self._scheduler_task, self._scheduler = self._scheduler_task, None, None
+        if self._leader is not None:
+            self._leader.abandon()
+        task, self._leader_task, self._leader = self._leader_task, None, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -635,11 +611,11 @@ class Node:
 
     # -- firing --------------------------------------------------------------------------------
 
-    def _new_group(self) -> int:
+    def new_group(self) -> int:
         self._last_group = max(time.time_ns(), self._last_group + 1)
         return self._last_group
 
-    def _targets(self, job: Job) -> list[str]:
+    def targets(self, job: Job) -> tuple[str, ...]:
         with self.state.lock:
             nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
         candidates = [
@@ -647,7 +623,7 @@ class Node:
             for n in nodes
             if not n.left and (n.name == self.name or self.liveness.is_alive(n.name))
         ]
-        return select_targets(job.tags, candidates, region=self.config.region, rng=self._rng)
+        return tuple(select_targets(job.tags, candidates, region=self.config.region, rng=self._rng))
 
     @property
     def limits(self) -> Limits:
@@ -662,47 +638,19 @@ class Node:
     async def _claim(self, fires: list[dict[str, Any]]) -> tuple[list[bool], set[int]]:
         """Claim ``fires`` through Raft: which were won, and which of those wait in the queue
         of the concurrency limits (their runs start when a ``GroupStarted`` says so)."""
-        cmd = command("fire", fires=fires)
-        limits = self.limits
-        if limits.active or self.state.limits.active:
-            cmd["limits"] = limits.to_json()
-        result = await self._submit(cmd, fenced=True)
+        result = await self._submit(fire_command(self.state, self.limits, fires), fenced=True)
         self.metrics.fired(sum(result["won"]))
         return list(result["won"]), set(result.get("queued", ()))
 
-    async def _claim_scheduled(self, due: list[Fire]) -> list[Fire]:
-        """Claim due fires; an untargeted fire is claimed for this node and reported failed."""
-        fires = []
-        for fire in due:
-            job = self.state.jobs.get(fire.job)
-            targets = tuple(self._targets(job)) if job is not None else ()
-            fires.append(replace(fire, group=self._new_group(), targets=targets))
-        won, queued = await self._claim(
-            [
-                {
-                    "job": fire.job,
-                    "scheduled_at": codec.format_time(fire.scheduled_at),
-                    "group": fire.group,
-                    "targets": list(fire.targets) or [self.name],
-                }
-                for fire in fires
-            ]
-        )
-        claimed = [
-            fire for fire, ok in zip(fires, won, strict=True) if ok and fire.group not in queued
-        ]
-        # Other nodes get their runs now, with the instant to start them at: the call then
-        # costs no lateness (the claim is committed, so running them is right whatever
-        # becomes of this leader before the instant).
-        self._start_runs(self._runs_of(claimed), local=False)
-        return claimed
-
-    def _start_scheduled(self, fires: list[Fire]) -> None:
-        for fire in fires:
-            job = self.state.jobs.get(fire.job)
-            if job is not None and not fire.targets:
-                self._report_untargeted(job, fire.group, fire.scheduled_at)
-        self._start_runs(self._runs_of(fires), remote=False)
+    def start_fires(self, fires: list[Fire], *, local: bool, remote: bool) -> None:
+        """The leader's claimed fires: start them on their targets; a fire no live node
+        could take is recorded failed for the node its claim names."""
+        if local:
+            for fire in fires:
+                job = self.state.jobs.get(fire.job)
+                if job is not None and not fire.targets:
+                    self._report_untargeted(job, fire.group, fire.scheduled_at)
+        self._start_runs(self._runs_of(fires), local=local, remote=remote)
 
     def _runs_of(self, fires: list[Fire]) -> list[_Run]:
         runs = []
@@ -769,21 +717,21 @@ class Node:
                 f"run request from an old leader (term {payload.get('term')} < {self.raft.term})"
             )
         for run in payload["runs"]:
-            group, attempt = int(run["group"]), int(run.get("attempt", 1))
-            if (group, attempt) in self._accepted:
-                continue
-            self._accepted[(group, attempt)] = None
             job, _ = codec.job_from_json(run["job"])
             scheduled_at = codec.parse_time(run.get("scheduled_at"), "scheduled_at")
-            self._start_here(job, group, attempt, scheduled_at)
-        while len(self._accepted) > 10_000:
-            del self._accepted[next(iter(self._accepted))]
+            self._start_here(job, int(run["group"]), int(run.get("attempt", 1)), scheduled_at)
 
     def _start_here(
         self, job: Job, group: int, attempt: int, scheduled_at: datetime | None
     ) -> None:
         """Run ``job`` on this node, on its instant if that is still ahead (claimed early, or
-        queued under a limit and let through before it)."""
+        queued under a limit and let through before it). A run already started here, asked
+        for again (a leader settling a claim another term made), is not started twice."""
+        if (group, attempt) in self._accepted:
+            return
+        self._accepted[(group, attempt)] = None
+        while len(self._accepted) > 10_000:
+            del self._accepted[next(iter(self._accepted))]
         if scheduled_at is not None and scheduled_at > self.clock.now():
             self._spawn(self._start_at(job, group, attempt, scheduled_at))
         else:
@@ -1223,12 +1171,12 @@ class Node:
         job = self.get_job(name).job
         if not self.is_leader:
             return await self._run_on_leader(name, wait, node)
-        targets = self._targets(job) if node is None else [self._live_node(node)]
+        targets = self.targets(job) if node is None else [self._live_node(node)]
         if not targets:
             raise NotFoundError(
                 f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
             )
-        group = self._new_group()
+        group = self.new_group()
         claim = {"job": name, "scheduled_at": None, "group": group, "targets": targets}
         finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting[group] = finished
@@ -1407,15 +1355,6 @@ class Node:
 
 
 _STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
-
-
-def _span_record(span: Any) -> dict[str, Any]:
-    return {
-        "reason": span.reason,
-        "first": codec.format_time(span.first),
-        "last": codec.format_time(span.last),
-        "count": span.count,
-    }
 
 
 def _descending(order: str) -> bool:

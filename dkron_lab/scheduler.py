@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Claims go through Raft this long before their instant, so the commit costs no lateness.
 CLAIM_AHEAD = timedelta(milliseconds=200)
+# How long the loop waits before claiming again fires whose claim went unanswered.
+RETRY_CLAIM = timedelta(milliseconds=100)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +179,8 @@ class Scheduler:
         drops them when the node itself stops."""
         while True:
             await self._sleep_until_due()
-            await self.tick(self._clock.now())
+            if not await self.tick(self._clock.now()):
+                await self._clock.sleep_until(self._clock.now() + RETRY_CLAIM)
 
     def abandon(self) -> None:
         for task in self._pending:
@@ -200,26 +203,33 @@ class Scheduler:
                 sleeper.cancel()
                 waker.cancel()
 
-    async def tick(self, now: datetime) -> None:
-        """Claim what falls due within ``CLAIM_AHEAD`` of ``now``; start each on its instant."""
+    async def tick(self, now: datetime) -> bool:
+        """Claim what falls due within ``CLAIM_AHEAD`` of ``now``; start each on its instant.
+
+        The index moves past an instant only once its claim has an answer: a claim cut short
+        or whose outcome is unknown puts its fires back and answers false (try again later).
+        The claim answers what to start; every other instant it was given is settled in the
+        replicated state (claimed by someone else, skipped with a reason)."""
         due = self._index.pop_due(now + CLAIM_AHEAD)
         if not due:
-            return
+            return True
         try:
             won = await self._claim(due)
         except asyncio.CancelledError:
             self._index.restore(due)
             raise
         except DkronError as exc:
-            # Unknown outcome: never start what might not be ours (skip rather than double).
-            log.warning("could not claim %d fire(s): %s", len(due), exc)
-            won = []
+            log.warning("claim of %d fire(s) unsettled (trying again): %s", len(due), exc)
+            self._index.restore(due)
+            return False
+        won = sorted(won, key=lambda fire: fire.scheduled_at)
         for instant, fires in itertools.groupby(won, key=lambda fire: fire.scheduled_at):
             task = asyncio.ensure_future(self._start_at(instant, list(fires)))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         claimed = {(fire.job, fire.scheduled_at) for fire in won}
         self._index.advance([f for f in due if (f.job, f.scheduled_at) not in claimed])
+        return True
 
     async def _start_at(self, instant: datetime, fires: list[Fire]) -> None:
         await self._clock.sleep_until(instant)

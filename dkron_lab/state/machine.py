@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dkron_lab import codec
-from dkron_lab.errors import DkronError, InvalidJob, JobHasDependents, JobNotFound
+from dkron_lab.errors import BadRequest, DkronError, InvalidJob, JobHasDependents, JobNotFound
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, retry_interval
 
@@ -458,10 +458,17 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
         if last is not None and scheduled <= last:
             return False
     if job.concurrency == "forbid" and state.running.get(job.name):
+        if scheduled is not None:
+            _skip_instant(state, job.name, scheduled, fire["scheduled_at"], "running")
         return False
     if scheduled is not None:
         state.last_fired[job.name] = scheduled
         state._emit(FireClaimed(job.name, scheduled))
+    _open_claimed(state, job, fire)
+    return True
+
+
+def _open_claimed(state: JobState, job: Job, fire: dict[str, Any]) -> None:
     group = int(fire["group"])
     record: dict[str, Any] = {
         "job": job.name,
@@ -471,11 +478,19 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
     }
     if job.concurrency_group:
         record["limit_group"] = job.concurrency_group
+    if fire.get("untargeted"):  # no live node had its tags: its one target is the claimer
+        record["untargeted"] = True
     if state.limits.active:
         record["queued"] = True
         state.queue.append(group)
     state._open_group(group, record)
-    return True
+
+
+def _skip_instant(state: JobState, name: str, instant: datetime, at: str, reason: str) -> None:
+    """An instant the job will not run: it is handled (``last_fired`` moves), and said so once."""
+    state.last_fired[name] = instant
+    span = {"reason": reason, "first": at, "last": at, "count": 1}
+    state._emit(FiresSkipped(name, (span,)))
 
 
 def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
@@ -655,13 +670,25 @@ def _skip(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     """Record missed fires as not run; they count as handled (``last_fired`` moves past them)."""
     name = cmd["job"]
     state.job(name)
-    spans = tuple(cmd["spans"])
-    instants = (codec.parse_time(span["last"], "last") for span in spans)
-    last = max((when for when in instants if when is not None), default=None)
-    if last is not None and (name not in state.last_fired or state.last_fired[name] < last):
+    handled = state.last_fired.get(name)
+    spans = tuple(span for span in cmd["spans"] if _after(_span_last(span), handled))
+    last = max((_span_last(span) for span in spans), default=None)
+    if last is not None and _after(last, handled):
         state.last_fired[name] = last
-    state._emit(FiresSkipped(name, spans))
+    if spans:  # spans already handled (a catch-up made twice) are not recorded twice
+        state._emit(FiresSkipped(name, spans))
     return {}
+
+
+def _span_last(span: dict[str, Any]) -> datetime:
+    last = codec.parse_time(span["last"], "last")
+    if last is None:
+        raise BadRequest("a skipped span needs its last instant")
+    return last
+
+
+def _after(instant: datetime, handled: datetime | None) -> bool:
+    return handled is None or instant > handled
 
 
 def _batch(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dkron_lab.state.machine import (
     ExecutionFinished,
     ExecutionsCleared,
     FireClaimed,
+    FiresSkipped,
     GroupFinished,
     JobChanged,
     JobState,
@@ -112,6 +113,23 @@ def test_forbid_refuses_a_second_run_while_one_is_in_flight():
     assert state.apply(command("fire", fires=[manual]))["won"] == [False]
     state.apply(command("done", executions=[done("a", 1)]))
     assert state.apply(command("fire", fires=[manual]))["won"] == [True]
+
+
+def test_a_scheduled_instant_refused_by_forbid_is_skipped_once_with_its_reason():
+    """Every due instant ends run or skipped with a reason: one that ``forbid`` refuses is
+    recorded as skipped ("running"), and a second claim of it (a new leader) records nothing."""
+    events = []
+    state = state_with(job("a", concurrency="forbid"))
+    state.apply(command("fire", fires=[fire("a", 1)]))
+    state.subscribe(events.append)
+    later = T0 + timedelta(minutes=1)
+    assert state.apply(command("fire", fires=[fire("a", 2, at=later)]))["won"] == [False]
+    assert state.apply(command("fire", fires=[fire("a", 3, at=later)]))["won"] == [False]
+    at = codec.format_time(later)
+    assert events == [
+        FiresSkipped("a", ({"reason": "running", "first": at, "last": at, "count": 1},))
+    ]
+    assert state.last_fired["a"] == later
 
 
 def test_done_counts_once_and_sets_status():

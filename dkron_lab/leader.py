@@ -1,0 +1,256 @@
+"""What a leader does from its election to its deposition: settle the fires missed while
+nobody led (the catch-up), then fire every schedule (``Scheduler``).
+
+It owns one rule: **every due instant ends as exactly one of: run, or skipped with a reason.**
+
+- The schedule index moves past an instant only once a claim of it has committed. A claim
+  whose outcome is unknown (refused by the fencing, timed out, cut short by a lost election)
+  puts its instants back and is made again: the state machine's answer to the second claim
+  settles it (the first claim of an instant wins).
+- A claim that loses to a committed claim of the same instant (another term's, or another
+  leader's) starts that committed group on its targets that have not reported: a claim the
+  fencing refused is started by nobody else. A node ignores a group it has already started,
+  so starting one twice is harmless.
+- Missed fires are settled per job by the catch-up policy: the skipped ones and the ones to
+  run go in one Raft entry, so they commit (and the index moves) together or not at all.
+
+May call: the replicated state (reads under its lock), ``submit`` (a fenced Raft write) and
+the ``Starts`` the node gives it. It takes no decision about where a run goes beyond asking
+``Starts.targets``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from dkron_lab import codec
+from dkron_lab.clock import Clock
+from dkron_lab.errors import DkronError
+from dkron_lab.model.job import Job, parse_job_schedule
+from dkron_lab.model.planning import effective_policy, plan_catchup
+from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
+from dkron_lab.state.machine import JobState, Limits, command
+
+__all__ = ["CATCH_UP_CHUNK", "Leader", "Starts", "fire_command"]
+
+log = logging.getLogger(__name__)
+
+# Jobs settled per catch-up entry: bounds an entry's size when thousands of jobs missed fires.
+CATCH_UP_CHUNK = 500
+# How long a leader waits before making again a catch-up whose claim went unanswered.
+RETRY_CATCH_UP = timedelta(milliseconds=200)
+
+Submit = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Starts(Protocol):
+    """What the node does for the leader: choose targets, start runs, report untargeted ones."""
+
+    name: str
+
+    def targets(self, job: Job) -> tuple[str, ...]: ...
+
+    def new_group(self) -> int: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def start_fires(self, fires: list[Fire], *, local: bool, remote: bool) -> None:
+        """Start each fire on its targets here (``local``) and elsewhere (``remote``); a fire
+        without targets is reported failed (no live node has its tags)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchUpSettings:
+    policy: str
+    window: timedelta
+
+
+def fire_command(state: JobState, limits: Limits, fires: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``fire`` command claiming ``fires`` under the cluster's concurrency ``limits``."""
+    cmd = command("fire", fires=fires)
+    if limits.active or state.limits.active:
+        cmd["limits"] = limits.to_json()
+    return cmd
+
+
+class Leader:
+    """Created on each election won; ``run`` until cancelled (deposition or stop)."""
+
+    def __init__(
+        self,
+        *,
+        state: JobState,
+        index: ScheduleIndex,
+        clock: Clock,
+        submit: Submit,
+        starts: Starts,
+        catch_up: CatchUpSettings,
+        on_won: Callable[[int], None] = lambda n: None,
+        caught_up: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._state = state
+        self._index = index
+        self._clock = clock
+        self._submit = submit
+        self._starts = starts
+        self._settings = catch_up
+        self._on_won = on_won
+        self._caught_up = caught_up
+        self.scheduler = Scheduler(index, clock, claim=self.claim, start=self._start_due)
+
+    async def run(self) -> None:
+        """Catch up (again until a claim of it commits), then schedule until cancelled."""
+        while True:
+            try:
+                # A read barrier: once an entry of this term has committed, every entry of
+                # an earlier term that ever will has too (the catch-up plans from them).
+                await self._submit(command("batch", commands=[]))
+                self._start_unstarted()
+                await self.catch_up(self._clock.now())
+                break
+            except DkronError as exc:
+                log.warning("catch-up after the election unsettled (trying again): %s", exc)
+                await self._clock.sleep_until(self._clock.now() + RETRY_CATCH_UP)
+        self._caught_up()
+        await self.scheduler.run()
+
+    def abandon(self) -> None:
+        """This node stops: drop the starts still waiting for their instant."""
+        self.scheduler.abandon()
+
+    # -- claims --------------------------------------------------------------------------------
+
+    async def claim(self, due: list[Fire], *, before: Iterable[dict[str, Any]] = ()) -> list[Fire]:
+        """Claim ``due`` (after the commands ``before``, in the same Raft entry) and answer the
+        fires to start: those won, and the committed claims of those lost that may still be
+        unstarted. Runs on other nodes are sent at once, with their instant; the local ones
+        are the caller's to start on it. Raises ``DkronError`` when the outcome is unknown."""
+        fires = [replace(f, group=self._starts.new_group(), targets=self._targets(f)) for f in due]
+        records = [self._record(fire) for fire in fires]
+        cmd = fire_command(self._state, self._starts.limits, records)
+        before = list(before)
+        if before:
+            result = (await self._submit(command("batch", commands=[*before, cmd])))["results"]
+            result = result[-1]
+        else:
+            result = await self._submit(cmd)
+        self._on_won(sum(result["won"]))
+        queued = set(result.get("queued", ()))
+        won = [f for f, ok in zip(fires, result["won"], strict=True) if ok]
+        lost = [f for f, ok in zip(fires, result["won"], strict=True) if not ok]
+        claimed = [f for f in won if f.group not in queued] + self.committed(lost)
+        self._starts.start_fires(claimed, local=False, remote=True)
+        return claimed
+
+    def committed(self, lost: list[Fire]) -> list[Fire]:
+        """The committed claims of the instants in ``lost`` that may be unstarted."""
+        wanted = {(f.job, codec.format_time(f.scheduled_at)): f for f in lost}
+        return self._unstarted(lambda group: wanted.get((group["job"], group["scheduled_at"])))
+
+    def unstarted(self) -> list[Fire]:
+        """Every open, scheduled claim with targets that have not reported: a new leader
+        starts them all again, since it cannot know which ones a fenced-out leader dropped."""
+
+        def scheduled(group: dict[str, Any]) -> Fire | None:
+            at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
+            return Fire(job=group["job"], scheduled_at=at) if at is not None else None
+
+        return self._unstarted(scheduled)
+
+    def _unstarted(self, match: Callable[[dict[str, Any]], Fire | None]) -> list[Fire]:
+        """The open, unqueued claims ``match`` names, each with the targets that have not
+        reported yet (none: the claim found no target; report it)."""
+        found = []
+        with self._state.lock:
+            for gid, group in self._state.groups.items():
+                fire = match(group)
+                if fire is None or group.get("queued"):
+                    continue
+                pending = tuple(t for t in group["targets"] if t not in group["results"])
+                if group.get("untargeted"):  # its one target stands for the claimer: report it
+                    if pending != (self._starts.name,):
+                        continue
+                    pending = ()
+                elif not pending:
+                    continue
+                found.append(replace(fire, group=gid, targets=pending))
+        return found
+
+    def _targets(self, fire: Fire) -> tuple[str, ...]:
+        job = self._state.jobs.get(fire.job)
+        return self._starts.targets(job) if job is not None else ()
+
+    def _record(self, fire: Fire) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "job": fire.job,
+            "scheduled_at": codec.format_time(fire.scheduled_at),
+            "group": fire.group,
+            "targets": list(fire.targets) or [self._starts.name],
+        }
+        if not fire.targets:
+            record["untargeted"] = True
+        return record
+
+    def _start_unstarted(self) -> None:
+        fires = self.unstarted()
+        self._starts.start_fires(fires, local=False, remote=True)
+        self._start_due(fires)
+
+    def _start_due(self, fires: list[Fire]) -> None:
+        self._starts.start_fires(fires, local=True, remote=False)
+
+    # -- catch-up ------------------------------------------------------------------------------
+
+    async def catch_up(self, now: datetime) -> None:
+        """Apply each job's catch-up policy to the instants its schedule held before ``now``,
+        a chunk of jobs per Raft entry; a job's index moves once its chunk has committed."""
+        with self._state.lock:
+            jobs = list(self._state.jobs.values())
+        behind = [job for job in jobs if (due := self._index.next_of(job.name)) and due <= now]
+        for start in range(0, len(behind), CATCH_UP_CHUNK):
+            await self._catch_up_chunk(behind[start : start + CATCH_UP_CHUNK], now)
+
+    async def _catch_up_chunk(self, jobs: list[Job], now: datetime) -> None:
+        skips: list[dict[str, Any]] = []
+        fires: list[Fire] = []
+        for job in jobs:
+            due = self._index.next_of(job.name)
+            if due is None or due > now:
+                continue
+            # From what the state says is handled, if that is later (a catch-up made again
+            # after its first answer was lost settles only what is left).
+            handled = due - timedelta(microseconds=1)
+            with self._state.lock:
+                handled = max(handled, self._state.last_fired.get(job.name, handled))
+            plan = plan_catchup(
+                job,
+                parse_job_schedule(job),
+                last_fired=handled,
+                now=now,
+                policy=effective_policy(job, self._settings.policy),
+                window=self._settings.window,
+            )
+            fires += [Fire(job=job.name, scheduled_at=at) for at in plan.fire]
+            if plan.skipped:
+                spans = [_span_record(span) for span in plan.skipped]
+                skips.append(command("skip", job=job.name, spans=spans))
+        if fires:
+            log.info("catching up %d missed fire(s)", len(fires))
+        if fires or skips:
+            self._start_due(await self.claim(fires, before=skips))
+        for job in jobs:
+            self._index.fired(job.name, now)
+
+
+def _span_record(span: Any) -> dict[str, Any]:
+    return {
+        "reason": span.reason,
+        "first": codec.format_time(span.first),
+        "last": codec.format_time(span.last),
+        "count": span.count,
+    }
