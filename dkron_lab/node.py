@@ -38,7 +38,6 @@ from dkron_lab.errors import (
     ExecutionNotFound,
     InsufficientStorage,
     NotFoundError,
-    Paused,
     error_class,
 )
 from dkron_lab.history.copy import HistoryCopy
@@ -1141,8 +1140,6 @@ class Node:
         self.registry.validate(job.executor, job.executor_config, job.processors)
 
     async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
-        if self.paused:
-            raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
         with self.state.lock:
             stored = self.state.jobs.get(job.name)
         job = secrets.unmask_job(job, stored)  # a job read from the API, saved back

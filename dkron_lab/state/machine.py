@@ -22,7 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dkron_lab import codec
-from dkron_lab.errors import BadRequest, DkronError, InvalidJob, JobHasDependents, JobNotFound
+from dkron_lab.errors import (
+    BadRequest,
+    DkronError,
+    InvalidJob,
+    JobHasDependents,
+    JobNotFound,
+    Paused,
+)
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, retry_interval
 
@@ -399,6 +406,8 @@ def _check_parent(state: JobState, job: Job) -> None:
 
 
 def _set_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+    if state.paused:  # decided here, in log order: a follower may not have applied the pause
+        raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
     job, sent = codec.job_from_json(cmd["job"])
     _check_parent(state, job)
     previous = state._put_job(job)

@@ -248,3 +248,14 @@ def test_nodes_register_replace_and_leave_and_survive_snapshots():
     assert copy.nodes == {"a1": {**node, "http": "127.0.0.1:2"}}
     state.apply(command("deregister", name="a1"))
     assert state.nodes == {}
+
+
+def test_a_pause_refuses_every_job_saved_after_it_in_log_order():
+    """Decided by the state machine, so a follower that has not applied the pause yet cannot
+    let a job through: the write is refused wherever it entered the cluster."""
+    state = state_with(job("a"))
+    state.apply(command("pause", paused=True))
+    refused = state.apply(command("set_job", job=job("b")))
+    assert refused["error"]["type"] == "Paused" and "b" not in state.jobs
+    state.apply(command("pause", paused=False))
+    assert state.apply(command("set_job", job=job("b"))) == {"created": True}
