@@ -667,8 +667,11 @@ class Node:
                 here = target == self.name
                 if not (local if here else remote):
                     continue
+                # A first attempt sent again (a new term restarting open claims) is announced
+                # once per leader.
+                again = run.attempt == 1 and (run.group, target) in self._dispatched
                 self._dispatched[(run.group, target)] = time.time()
-                if self.notifier.enabled:
+                if self.notifier.enabled and not again:
                     self._spawn(self._notify_started(run, target))
                 if here:
                     self._start_here(run.job, run.group, run.attempt, run.scheduled_at)
