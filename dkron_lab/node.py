@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
@@ -1103,12 +1104,13 @@ class Node:
 
     def info(self) -> dict[str, Any]:
         status = self.raft.status()
+        members = Counter(member["statusText"] for member in self.members())
         return {
             "agent": {"name": self.name, "version": __version__},
             "serf": {
-                "members": str(len(self.state.nodes)),
-                "failed": "0",
-                "left": "0",
+                "members": str(members.total()),
+                "failed": str(members["failed"]),
+                "left": str(members["left"]),
                 "encrypted": "true",
             },
             "raft": {key: str(value) for key, value in status.items()},

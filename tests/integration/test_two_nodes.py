@@ -106,6 +106,9 @@ async def test_a_silent_agent_has_its_runs_failed_and_a_leaving_one_shows_left(
     failed = await eventually(lambda: server.state.stats["long"].error_count == 1, 15)
     assert failed, "the lease did not fail the run of a silent agent"
     assert {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "failed"
+    assert server.info()["serf"] | {"encrypted": "-"} == {
+        "members": "2", "failed": "1", "left": "0", "encrypted": "-"
+    }  # fmt: skip
     server.history.flush()
     runs, _, _ = await server.list_executions("long")
     assert "stopped answering heartbeats" in runs[0].output
@@ -121,6 +124,7 @@ async def test_graceful_stop_marks_the_node_left(pair: tuple[Node, Node]) -> Non
         lambda: {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "left"
     )
     assert status
+    assert (server.info()["serf"]["failed"], server.info()["serf"]["left"]) == ("0", "1")
 
 
 async def test_a_server_is_added_to_a_running_cluster(tmp_path: Path) -> None:
