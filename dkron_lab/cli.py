@@ -22,18 +22,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 import click
-import yaml
 from click.core import ParameterSource
 
 from dkron_lab._version import __version__
 from dkron_lab.client import DEFAULT_URL, Client, local_token, token_file
 from dkron_lab.config import LOG_LEVELS, Config, resolve_config
-from dkron_lab.errors import DkronError, NotFoundError, Unauthorized, ValidationError
+from dkron_lab.errors import BadRequest, DkronError, NotFoundError, Unauthorized, ValidationError
+from dkron_lab.jobfiles import read_jobs
 
 __all__ = ["cli", "main"]
 
@@ -574,32 +573,10 @@ def jobs_apply(target: _Target, source: IO[str]) -> None:
 
 
 def _read_jobs(source: IO[str]) -> list[dict[str, Any]]:
-    name = getattr(source, "name", "-")
     try:
-        documents = [doc for doc in yaml.safe_load_all(source) if doc is not None]
-    except yaml.YAMLError as exc:
-        raise click.ClickException(f"{name} is neither JSON nor YAML: {exc}") from None
-    found = [job for doc in documents for job in (doc if isinstance(doc, list) else [doc])]
-    for job in found:
-        if not isinstance(job, dict) or not isinstance(job.get("name"), str):
-            raise click.ClickException(
-                f"{name}: every job must be a mapping with a name, e.g. "
-                '{"name": "hello", "schedule": "@every 1m", "executor": "shell", ...}'
-            )
-    if not found:
-        raise click.ClickException(f"{name} holds no job")
-    return [_plain(job) for job in found]
-
-
-def _plain(value: Any) -> Any:
-    """YAML reads unquoted timestamps as datetimes; the API wants RFC3339 strings."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat().replace("+00:00", "Z")
-    return value
+        return read_jobs(source.read(), getattr(source, "name", "-"))
+    except BadRequest as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def _exists(client: Client, name: str) -> bool:

@@ -51,6 +51,7 @@ from traitlets.config import Configurable
 
 from dkron_lab.client import Client
 from dkron_lab.errors import DkronError, ExecutionNotFound
+from dkron_lab.jobfiles import looks_like_job
 from dkron_lab.jupyter.results import Record, Table, Text
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ EXECUTION_COLUMNS = ("id", "started_at", "finished_at", "success", "node_name", 
                      "output")  # fmt: skip
 MEMBER_COLUMNS = ("Name", "Addr", "Port", "statusText", "Tags")
 SQL_OUTPUTS = ("df", "dataframe", "arrow", "relation")
-_JOB_KEYS = frozenset({"name", "schedule", "executor", "executor_config"})
 
 
 class _Done(Exception):
@@ -174,17 +174,6 @@ def _tags(pairs: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def _spec(body: str) -> dict[str, Any] | None:
-    """The body as a YAML/JSON job (a mapping with a job key), else ``None`` (a command)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(body)
-    except yaml.YAMLError:
-        return None
-    return data if isinstance(data, dict) and _JOB_KEYS & set(data) else None
-
-
 def _notebook_config(options: argparse.Namespace) -> dict[str, str]:
     # The node wants an absolute path; a relative one means the notebook's, beside this kernel.
     config = {"path": os.path.abspath(options.notebook)}
@@ -206,7 +195,7 @@ def job_from_cell(
 ) -> dict[str, Any]:
     """The job a ``%%dkron job`` cell defines: the body is a YAML/JSON job, or the shell command
     (run by ``/bin/sh``), or empty with ``--notebook``; options override the spec's fields."""
-    spec = _spec(body)
+    spec = looks_like_job(body)
     if spec is not None and spec.get("name", options.name) != options.name:
         raise UsageError(f"the cell names job {options.name!r} but its body names {spec['name']!r}")
     job: dict[str, Any] = {**(spec or {}), "name": options.name}
