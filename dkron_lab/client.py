@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import ipaddress
 import json
 import os
 import ssl
@@ -65,6 +64,7 @@ from dkron_lab.errors import (
     ValidationError,
     error_class,
 )
+from dkron_lab.netaddr import is_loopback
 
 if TYPE_CHECKING:
     import pyarrow
@@ -194,13 +194,7 @@ def local_token(
 
 
 def _is_loopback(url: str) -> bool:
-    host = httpx.URL(url).host if "://" in url else url.rsplit(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(httpx.URL(url).host if "://" in url else url.rsplit(":", 1)[0])
 
 
 def _from_runtime_file(env: Mapping[str, str]) -> Connection | None:

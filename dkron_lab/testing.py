@@ -17,7 +17,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,8 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+
+from dkron_lab.netaddr import free_port
 
 __all__ = [
     "Child",
@@ -91,22 +92,6 @@ def new_cluster_key() -> str:
 def auth_headers(token: str) -> dict[str, str]:
     """The headers that authenticate with ``token`` (none for ``""``)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``, and that this process was not given
-    before: the kernel may hand the same free port to two binds in a row, and a test that asks
-    for two ports (HTTP and Raft) before binding either would then get one port twice."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 # -- child processes ------------------------------------------------------------------------------

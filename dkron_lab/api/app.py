@@ -31,6 +31,7 @@ from dkron_lab.api.handlers import (
 from dkron_lab.api.internal import INTERNAL_RESOURCES
 from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
 from dkron_lab.errors import DkronError
+from dkron_lab.netaddr import is_loopback
 from dkron_lab.node import Node
 
 __all__ = ["HeadlessHandler", "make_app", "record_change", "serve"]
@@ -206,10 +207,10 @@ def _log_start(node: Node) -> None:
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     url = f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
     if config.no_auth:
-        _warn_open(config.http_addr, port, loopback=auth.is_loopback(host))
+        _warn_open(config.http_addr, port, loopback=is_loopback(host))
         log.info("HTTP API listening on %s (no authentication): %s/v1/jobs", url, url)
         return
-    if not auth.is_loopback(host) and scheme == "http":
+    if not is_loopback(host) and scheme == "http":
         log.warning(
             "the HTTP API listens on %s over plain HTTP: API tokens cross the network in "
             "clear; serve HTTPS with --tls-cert and --tls-key",

@@ -47,6 +47,7 @@ from tornado.httputil import HTTPHeaders
 from dkron_lab.config import Config
 from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
 from dkron_lab.errors import Forbidden, Unauthorized, UnsupportedMediaType
+from dkron_lab.netaddr import is_loopback
 
 __all__ = [
     "ADMIN_NAME",
@@ -64,7 +65,6 @@ __all__ = [
     "check_role",
     "cors_headers",
     "credential",
-    "is_loopback",
     "read_tokens_file",
     "role_needed",
 ]
@@ -333,16 +333,6 @@ def _machine_names() -> tuple[str, ...]:
 
 
 # -- the listener -------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` (a listen host) is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "" (every interface) or a host name that may resolve anywhere
 
 
 def check_listen(config: Config) -> None:

@@ -62,6 +62,7 @@ from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_patt
 from dkron_lab.client import KERNEL_TOKEN_HEADER
 from dkron_lab.config import Config, resolve_config
 from dkron_lab.errors import DkronError, Forbidden, Unavailable
+from dkron_lab.netaddr import free_port
 from dkron_lab.node import Node
 
 __all__ = [
@@ -449,10 +450,3 @@ def kernel_url(serverapp: ServerApp) -> str | None:
         host = f"[{ip}]" if ":" in ip else ip
     scheme = "https" if serverapp.certfile else "http"
     return f"{scheme}://{host}:{serverapp.port}{serverapp.base_url}{PREFIX}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

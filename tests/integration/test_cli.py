@@ -29,17 +29,11 @@ from dkron_lab.errors import (
     Unavailable,
     ValidationError,
 )
+from dkron_lab.testing import free_port
 
 CLI = [sys.executable, "-m", "dkron_lab.cli"]
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from dkron_lab.errors import ClusterError, NotLeaderError
 from dkron_lab.state import journal as journal_module
 from dkron_lab.state.journal import RaftJournal, write_snapshot
 from dkron_lab.state.raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftSettings
+from dkron_lab.testing import free_port
 
 KEY = "raft-test-cluster-key"  # the raft port never runs without one
 
@@ -63,12 +63,6 @@ class Recorder:
     def read(self) -> list[int]:
         with self.lock:
             return list(self.ids)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def loopback() -> str:
