@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import math
@@ -62,8 +63,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -158,7 +159,7 @@ class RaftSettings:
     election_timeout_max: float = 1.4
     connection_timeout: float = 3.5
     connection_retry: float = 1.0
-    leader_fallback_timeout: float = 2.0  # B8: pysyncobj's 30 s means 28 s of two leaders
+    leader_fallback_timeout: float = 1.4  # CheckQuorum (B8): >= election_timeout_max
     compaction_min_entries: int = 50_000
     compaction_min_time: float = 3600.0
     compaction_split: bool = False
@@ -1129,6 +1130,20 @@ class _Core(SyncObj):  # type: ignore[misc]
         self._dk_sending: set[Any] = set()  # snapshot files open for followers
         self._dk_knocked: Callable[[str], None] = lambda address: None
         self._dk_leaderless_since: float | None = None
+        # PreVote and leader stickiness (set before pysyncobj's __init__, which records the
+        # attribute names it must not snapshot)
+        self._dk_lease = settings.election_timeout_min
+        self._dk_leader_heard = -math.inf  # when a live leader was last heard from
+        self._dk_round: _PreVoteRound | None = None
+        self._dk_rounds = itertools.count(1)
+        self._dk_may_stand = 0  # the term a majority of pre-votes allows this node to stand in
+        self._dk_transfer_votes: dict[Any, int] = {}  # voter -> term of its transfer election
+        self._dk_own_messages: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+            _PRE_VOTE: self._dk_on_pre_vote,
+            _PRE_VOTE_REPLY: self._dk_on_pre_vote_reply,
+            _TRANSFER_VOTE: self._dk_on_transfer_vote,
+            _NEWER_TERM: self._dk_on_newer_term,
+        }
         super().__init__(
             settings.self_address, list(settings.partners), conf, transportClass=_Transport
         )
@@ -1138,11 +1153,15 @@ class _Core(SyncObj):  # type: ignore[misc]
         """The leader's connection closed: a killed leader's kernel closes its sockets at once,
         so the followers need not wait out a whole election timeout to notice. The election is
         brought forward to a random instant within ``EARLY_ELECTION`` (random, so that the
-        followers rarely split the vote). A hung or cut-off leader closes nothing and is found
-        by the timeout as before; Raft's safety never rests on timing."""
+        followers rarely split the vote), and this node stops counting that leader as live, so
+        it grants the other followers' pre-votes. The election still starts with a pre-vote:
+        if only this node's connection closed, the others still hear from the leader and deny
+        it. A hung or cut-off leader closes nothing and is found by the timeout as before;
+        Raft's safety never rests on timing."""
         SyncObj._SyncObj__onNodeDisconnected(self, node)
         if self._isLeader() or node != self._getLeader():
             return
+        self._dk_leader_heard = -math.inf
         soon = time.monotonic() + random.uniform(*EARLY_ELECTION)
         deadline = float(getattr(self, "_SyncObj__raftElectionDeadline"))  # noqa: B009 (mangled)
         if soon < deadline:
@@ -1238,11 +1257,26 @@ class _Core(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "append_entries" and "prevLogIdx" not in message:
-            self._snapshot_mode_append(node, message)
+        own = self._dk_own_messages.get(kind) if isinstance(kind, str) else None
+        if own is not None:
+            own(node, message)  # pysyncobj ignores types it does not know; never reaches it
+        elif kind == "append_entries":
+            self._append_entries(node, message)
         elif kind == "next_node_idx" and message.get("success") and not message.get("reset"):
             self._success_reply(node, message)
+        elif kind == "request_vote" and self._dk_ignores_vote(node, message):
+            return
         else:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _append_entries(self, node: Any, message: dict[str, Any]) -> None:
+        if not self._dk_from_leader(node, message):
+            return
+        if "prevLogIdx" not in message:
+            self._snapshot_mode_append(node, message)
+        elif "transmission" not in message:
+            self._regular_append(node, message)
+        else:  # one big entry in chunks: pysyncobj unpickles it at the last one
             SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     def _SyncObj__sendNextNodeIdx(
@@ -1274,6 +1308,211 @@ class _Core(SyncObj):  # type: ignore[misc]
         SyncObj._SyncObj__onMessageReceived(self, node, message)
         if before is not None and node in next_index and next_index[node] < before:
             next_index[node] = before
+
+    def _regular_append(self, node: Any, message: dict[str, Any]) -> None:
+        """B1: Raft (§5.3) deletes a follower's entries only from the first one that conflicts
+        with the leader's; pysyncobj deletes everything after ``prevLogIdx`` and appends the
+        message's entries again. A leader re-sends entries a follower already holds whenever a
+        stale reply rewinds its ``nextIndex``, and the follower may have applied them by then
+        ("truncating already-applied log entries", and a log shorter than it acknowledged).
+        So the entries this node holds already (same index and term) are dropped from the
+        message; if it holds them all and more, nothing in its log changes."""
+        entries = message.get("entries") or []
+        held = _held_prefix(entries, self._dk_journal.entry_term)
+        if held == 0:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            return
+        _, last, last_term = entries[held - 1]
+        if held < len(entries) or last == self._dk_journal.last_index:
+            rest = {**message, "prevLogIdx": last, "prevLogTerm": last_term}
+            SyncObj._SyncObj__onMessageReceived(self, node, {**rest, "entries": entries[held:]})
+        elif message["term"] == self.raftCurrentTerm and node == self._getLeader():
+            self._acknowledge_held(node, message, last)
+        else:  # the first message of a new leader or term, which re-sends nothing: unreachable
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _acknowledge_held(self, node: Any, message: dict[str, Any], last: int) -> None:
+        """What pysyncobj does for an AppendEntries of its leader, minus the log change: the
+        timer, the leader's commit index, this node's commit index up to ``last`` (what the
+        message showed it shares with the leader; its entries after that are not checked),
+        and the success reply."""
+        if not self._SyncObj__transferInProgress:
+            timeout = self._SyncObj__generateRaftTimeout()
+            self._SyncObj__raftElectionDeadline = time.monotonic() + timeout
+        self._SyncObj__leaderCommitIndex = message["commit_index"]
+        commit = min(message["commit_index"], last)
+        if commit > self.raftCommitIndex:
+            self._SyncObj__raftCommitIndex = commit
+            self._dk_journal.setRaftCommitIndex(commit)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last + 1, success=True)
+
+    # -- elections: PreVote, leader stickiness (docs/raft.md, "Elections") ----------------------
+
+    guarded_elections = True
+    """PreVote, leader stickiness and the newer-term answer; False gives pysyncobj's elections
+    (tests show the difference)."""
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        self._before_election()
+        SyncObj._onTick(self, timeToWait)
+
+    def _before_election(self) -> None:
+        """pysyncobj makes a follower whose election timer fired a candidate in a new term, in
+        ``_onTick``. That election now runs only for a leadership transfer (the leader asked
+        for it; the voters are told first, so that stickiness lets its vote requests through)
+        or once a majority granted a pre-vote for that term. Otherwise the timer is re-armed
+        and pre-votes are asked for; term and state stay as they are (Raft thesis §9.6)."""
+        if not self._election_due():
+            return
+        term = self.raftCurrentTerm + 1
+        if self._SyncObj__transferInProgress:
+            self._send_voters({"type": _TRANSFER_VOTE, "term": term})
+        elif self.guarded_elections and self._dk_may_stand != term and self.otherNodes:
+            self._ask_pre_votes(term)
+
+    def _election_due(self) -> bool:
+        """pysyncobj's condition for starting an election."""
+        return bool(
+            self.selfNode is not None
+            and not self._isLeader()
+            and self._SyncObj__raftElectionDeadline < time.monotonic()
+            and self._SyncObj__connectedToAnyone()
+        )
+
+    def _ask_pre_votes(self, term: int) -> None:
+        timeout = self._SyncObj__generateRaftTimeout()
+        self._SyncObj__raftElectionDeadline = time.monotonic() + timeout
+        self._dk_round = _PreVoteRound(term=term, number=next(self._dk_rounds))
+        self._send_voters(
+            {
+                "type": _PRE_VOTE,
+                "term": term,
+                "round": self._dk_round.number,
+                "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                "last_log_term": self._SyncObj__getCurrentLogTerm(),
+            }
+        )
+
+    def _send_voters(self, message: dict[str, Any]) -> None:
+        for node in self.otherNodes:
+            self._SyncObj__transport.send(node, message)
+
+    def _dk_on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        """Answer a pre-vote; nothing here changes (term, vote, timer), granted or not."""
+        if self.selfNode is None:
+            return  # read-only replicas do not vote
+        log_ok = _log_up_to_date(
+            (message["last_log_term"], message["last_log_index"]),
+            (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()),
+        )
+        granted = _grant_pre_vote(
+            term=message["term"], our_term=self.raftCurrentTerm, log_ok=log_ok, lease=self._lease()
+        )
+        reply = {"type": _PRE_VOTE_REPLY, "term": message["term"], "granted": granted}
+        self._SyncObj__transport.send(node, {**reply, "round": message["round"]})
+
+    def _dk_on_pre_vote_reply(self, node: Any, message: dict[str, Any]) -> None:
+        ask = self._dk_round
+        if ask is None or message["round"] != ask.number or not message["granted"]:
+            return
+        voters = self._SyncObj__otherNodes
+        if node in voters:
+            ask.granted.add(node)
+        if ask.term != self.raftCurrentTerm + 1 or self._isLeader():
+            self._dk_round = None  # this node's term moved on meanwhile
+        elif _majority(len(ask.granted) + 1, len(voters) + 1):
+            self._dk_round = None
+            self._dk_may_stand = ask.term
+            self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's election, next tick
+
+    def _dk_on_transfer_vote(self, node: Any, message: dict[str, Any]) -> None:
+        self._dk_transfer_votes[node] = message["term"]
+
+    def _dk_ignores_vote(self, node: Any, message: dict[str, Any]) -> bool:
+        """Leader stickiness: while this node hears from a live leader it ignores vote requests
+        (their term is not adopted either), unless they are for a leadership transfer."""
+        transfer = self._dk_transfer_votes.pop(node, None) == message.get("term")
+        return self.guarded_elections and not transfer and self._lease()
+
+    def _lease(self) -> bool:
+        return _in_lease(
+            leading=self._isLeader(),
+            leader_known=self._getLeader() is not None,
+            since_heard=time.monotonic() - self._dk_leader_heard,
+            lease=self._dk_lease,
+        )
+
+    def _dk_from_leader(self, node: Any, message: dict[str, Any]) -> bool:
+        """An AppendEntries of this node's term or a newer one is a live leader's: it renews
+        the lease and ends a pre-vote round. pysyncobj ignores one of an older term without a
+        word; it is answered with this node's term, so that a deposed leader steps down and a
+        node stranded on a higher term (its election failed, and stickiness keeps the others
+        from adopting its term) is not ignored for ever. Whether pysyncobj should see it."""
+        if message["term"] >= self.raftCurrentTerm:
+            self._dk_leader_heard = time.monotonic()
+            self._dk_round = None
+            return True
+        if self.guarded_elections:
+            self._SyncObj__transport.send(node, {"type": _NEWER_TERM, "term": self.raftCurrentTerm})
+        return False
+
+    def _dk_on_newer_term(self, node: Any, message: dict[str, Any]) -> None:
+        """Raft's rule for any reply carrying a newer term, which pysyncobj's do not carry:
+        adopt it and follow (as pysyncobj does for a vote request of a newer term)."""
+        if message["term"] > self.raftCurrentTerm:
+            self._SyncObj__setCurrentTerm(message["term"], None)
+            self._SyncObj__setState(_FOLLOWER)
+            self._SyncObj__raftLeader = None
+
+
+_PRE_VOTE = "dk_pre_vote"  # our message types; pysyncobj ignores types it does not know
+_PRE_VOTE_REPLY = "dk_pre_vote_reply"
+_TRANSFER_VOTE = "dk_transfer_vote"
+_NEWER_TERM = "dk_newer_term"
+_FOLLOWER = _pysyncobj._RAFT_STATE.FOLLOWER
+
+
+@dataclass(slots=True, kw_only=True)
+class _PreVoteRound:
+    term: int  # the term this node would stand in
+    number: int  # tells this round's replies from an earlier round's
+    granted: set[Any] = field(default_factory=set)  # the voters that granted it
+
+
+def _log_up_to_date(theirs: tuple[int, int], ours: tuple[int, int]) -> bool:
+    """Raft §5.4.1: whether a log ending at ``theirs`` (last term, last index) is at least as
+    up to date as one ending at ``ours``."""
+    return theirs >= ours
+
+
+def _in_lease(*, leading: bool, leader_known: bool, since_heard: float, lease: float) -> bool:
+    """Whether a node hears from a live leader: it leads, or it heard from the leader it knows
+    less than ``lease`` (the minimum election timeout) ago."""
+    return leading or (leader_known and since_heard < lease)
+
+
+def _grant_pre_vote(*, term: int, our_term: int, log_ok: bool, lease: bool) -> bool:
+    """A pre-vote for ``term`` is granted if that term is newer than ours, the candidate's log
+    is at least as up to date, and no live leader is heard from (thesis §9.6)."""
+    return term > our_term and log_ok and not lease
+
+
+def _majority(votes: int, voters: int) -> bool:
+    return votes > voters / 2
+
+
+def _held_prefix(
+    entries: Sequence[tuple[bytes, int, int]], term_at: Callable[[int], int | None]
+) -> int:
+    """How many of ``entries`` (command, index, term), from the first, a log already holds:
+    an entry at the same index with the same term (by Raft's Log Matching property the same
+    entry, and the same log before it)."""
+    held = 0
+    for _, index, term in entries:
+        if term_at(index) != term:
+            break
+        held += 1
+    return held
 
 
 def _sync_obj_conf(
@@ -1578,7 +1817,10 @@ def _check_timing(s: RaftSettings) -> None:
         (s.heartbeat_period * 3 < s.election_timeout_min, "election_timeout_min > 3 heartbeats"),
         (s.election_timeout_min < s.election_timeout_max, "election_timeout_max > _min"),
         (s.connection_timeout >= s.election_timeout_max, "connection_timeout >= election max"),
-        (s.leader_fallback_timeout > s.heartbeat_period, "leader_fallback_timeout > heartbeat"),
+        (
+            s.leader_fallback_timeout >= s.election_timeout_max,
+            "leader_fallback_timeout >= election_timeout_max",
+        ),
         (s.connection_retry >= 0, "connection_retry must be >= 0"),
         (s.compaction_min_entries >= 2, "compaction_min_entries must be >= 2"),
         (s.compaction_min_time > 0, "compaction_min_time must be > 0"),

@@ -1,6 +1,7 @@
 """A RaftNode in a child process, driven over stdin/stdout with JSON lines, for cluster tests.
 
-Run as ``python raft_child.py --data-dir D --self ADDR [--bind REAL] [--partners A B ...]``.
+Run as ``python raft_child.py --data-dir D [--self ADDR [--bind REAL]] [--partners A B ...]``
+(without ``--self``: a read-only replica of the partners).
 The child prints ``{"event": "started", "pid": ...}``, then answers each request line
 ``{"id": n, "op": ..., ...}`` with ``{"re": n, ...}`` (requests run concurrently, so answers
 may come out of order) and reports ``{"event": "at", "point": ...}`` when a crash point is hit.
@@ -22,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,12 +186,19 @@ class RaftCluster:
         self.nodes: dict[str, RaftProc] = {}
 
     def start(
-        self, name: str, *, partners: list[str] | None = None, extra: tuple[str, ...] = ()
+        self,
+        name: str,
+        *,
+        partners: list[str] | None = None,
+        extra: tuple[str, ...] = (),
+        replica: bool = False,
     ) -> RaftProc:
+        """Start ``name`` as a voter, or (``replica``) as a read-only replica of the voters."""
         others = [self.address[n] for n in (partners or self.initial) if n != name]
+        me = () if replica else ("--self", self.address[name], "--bind", self.real[name])
         args = [
-            *("--data-dir", str(self.root / name), "--self", self.address[name]),
-            *("--bind", self.real[name], "--settings", json.dumps(self.settings)),
+            *("--data-dir", str(self.root / name), *me),
+            *("--settings", json.dumps(self.settings)),
             *("--partners", *others),
             *extra,
         ]
@@ -264,6 +273,15 @@ def _unpatch_b5() -> None:
     _Core._snapshot_mode_append = raw  # type: ignore[method-assign]
 
 
+def _unpatch_b1() -> None:
+    """pysyncobj's handling of AppendEntries a follower holds already: it truncates them."""
+
+    def raw(self: _Core, node: Any, message: dict[str, Any]) -> None:
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    _Core._regular_append = raw  # type: ignore[method-assign]
+
+
 def _install_crash_hook(spec: str | None) -> None:
     """``point@n``: the n-th time the journal reaches ``point``, report it and hang there."""
     if not spec:
@@ -279,15 +297,18 @@ def _install_crash_hook(spec: str | None) -> None:
     journal_module.set_crash_hook(hook)
 
 
+_READS: dict[str, Callable[[RaftNode, Claims], Any]] = {
+    "status": lambda node, _: node.status(),
+    "peers": lambda node, _: node.peers(),
+    "state": lambda _, machine: machine.read(),
+}
+
+
 async def _answer(node: RaftNode, machine: Claims, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     try:
-        if op == "status":
-            return {"result": node.status()}
-        if op == "peers":
-            return {"result": node.peers()}
-        if op == "state":
-            return {"result": machine.read()}
+        if op in _READS:
+            return {"result": _READS[op](node, machine)}
         if op == "submit":
             return await _submit(node, request)
         if op == "writes":
@@ -298,12 +319,23 @@ async def _answer(node: RaftNode, machine: Claims, request: dict[str, Any]) -> d
         if op == "remove_peer":
             await node.remove_peer(request["address"], timeout=request.get("timeout", 5.0))
             return {"result": None}
+        if op == "drop_leader_connection":
+            return {"result": await node._on_raft_thread(_drop_leader_connection, 5.0)}
         if op == "transfer":
             to, timeout = request.get("to"), request.get("timeout", 3.0)
             return {"result": await node.transfer_leadership(to, timeout=timeout)}
     except DkronError as exc:
         return {"error": type(exc).__name__, "message": str(exc), "leader": _hint(exc)}
     return {"error": "BadRequest", "message": f"unknown op {op}"}
+
+
+def _drop_leader_connection(core: _Core, settle: Any) -> None:
+    """Close this node's connection to its leader, as a reset link would (the leader lives)."""
+    leader = core._getLeader()
+    connection = core._SyncObj__transport._connections.get(leader)
+    if connection is not None:
+        connection.disconnect()
+    settle(None if leader is None else str(leader.id))
 
 
 def _hint(exc: DkronError) -> str | None:
@@ -382,17 +414,21 @@ async def _serve(args: argparse.Namespace) -> None:
 def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--self", dest="self_address", required=True)
+    parser.add_argument("--self", dest="self_address", help="none: a read-only replica")
     parser.add_argument("--bind")
     parser.add_argument("--partners", nargs="*", default=[])
     parser.add_argument("--password", default=KEY)
     parser.add_argument("--settings", default="{}", help="RaftSettings overrides as JSON")
     parser.add_argument("--crash-at", help="point@n: hang at the n-th crash point")
-    parser.add_argument("--unpatched", choices=["b5"], action="append", default=[])
+    parser.add_argument("--unpatched", choices=["b1", "b5", "prevote"], action="append", default=[])
     args = parser.parse_args()
     _record_callbacks()
+    if "b1" in args.unpatched:
+        _unpatch_b1()
     if "b5" in args.unpatched:
         _unpatch_b5()
+    if "prevote" in args.unpatched:
+        _Core.guarded_elections = False  # pysyncobj's elections: no PreVote, no stickiness
     _install_crash_hook(args.crash_at)
     asyncio.run(_serve(args))
 

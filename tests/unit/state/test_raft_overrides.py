@@ -33,6 +33,11 @@ from dkron_lab.state.raft import (
     RaftNode,
     RaftSettings,
     _Core,
+    _grant_pre_vote,
+    _held_prefix,
+    _in_lease,
+    _log_up_to_date,
+    _majority,
     _sync_obj_conf,
 )
 
@@ -65,24 +70,52 @@ class Recorder:
 
 class ManualCore:
     """A patched SyncObj whose journal holds ``entries`` (index 2..) of term 1, never ticked
-    by a thread; its only partner does not exist, so it never elects itself."""
+    by a thread; its partners do not exist, so it never elects itself (unless a test marks
+    them connected). What it sends is kept in ``outbox`` as (partner address, message)."""
 
-    def __init__(self, tmp_path: Path, entries: int) -> None:
-        self.partner = f"127.0.0.1:{free_port()}"
+    def __init__(
+        self,
+        tmp_path: Path,
+        entries: int,
+        *,
+        me: str | None = None,
+        partners: tuple[str, ...] | None = None,
+    ) -> None:
+        self.me = me or f"127.0.0.1:{free_port()}"
+        self.partners = partners or (f"127.0.0.1:{free_port()}",)
+        self.partner = self.partners[0]
         settings = RaftSettings(
-            password=KEY,
-            data_dir=tmp_path,
-            self_address=f"127.0.0.1:{free_port()}",
-            partners=(self.partner,),
+            password=KEY, data_dir=tmp_path, self_address=self.me, partners=self.partners
         )
+        tmp_path.mkdir(exist_ok=True)
         journal = RaftJournal(tmp_path / JOURNAL_FILE)
         journal.add(b"\x01", 1, 0)  # pysyncobj's initial no-op
         for i in range(2, entries + 2):
             journal.add(b'\x00{"id":%d}' % i, i, 1)
         journal.setCurrentTerm(1, None)
+        self.journal = journal
         self.applied: list[int] = []
         conf = _sync_obj_conf(settings, journal, None, None)
         self.core = _Core(settings, conf, journal, self._apply)
+        self.outbox: list[tuple[str, dict[str, Any]]] = []
+        transport = self.core._SyncObj__transport
+        transport.send = lambda node, message: self.outbox.append((str(node.id), message))
+
+    def node(self, address: str) -> TCPNode:
+        """pysyncobj's node object for a partner (as messages from it arrive)."""
+        return next(n for n in self.core.otherNodes if str(n.id) == address)
+
+    def connect_all(self) -> None:
+        """Count every partner as connected, and keep them so: the transport's attempts to
+        reach the (absent) partners fail in every tick."""
+        self.core._SyncObj__transport.setOnNodeDisconnectedCallback(lambda node: None)
+        self.core._SyncObj__connectedNodes.update(self.core.otherNodes)
+
+    def sent(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        """The messages of type ``kind`` sent so far, taken out of the outbox."""
+        taken = [(to, m) for to, m in self.outbox if m["type"] == kind]
+        self.outbox = [(to, m) for to, m in self.outbox if m["type"] != kind]
+        return taken
 
     def _apply(self, payload: bytes) -> dict[str, Any]:
         self.applied.append(json.loads(payload)["id"])
@@ -146,12 +179,203 @@ def test_b1_reset_reply_still_moves_next_index_back(manual: ManualCore) -> None:
     assert core._SyncObj__raftNextIndex[partner] == 3  # the follower's log really is shorter
 
 
+def _addresses(count: int) -> list[str]:
+    return [f"127.0.0.1:{free_port()}" for _ in range(count)]
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_b1_a_stale_reset_reply_resends_applied_entries_which_are_kept(
+    tmp_path: Path, patched: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15's "truncating already-applied log entries", step by step. A leader sends a
+    lagging follower (a replica after a reconnection, a server rejoining, any follower of a
+    new leader) a second AppendEntries before the follower's reset reply to the first comes
+    back; both are answered with the same reset. The first moves ``nextIndex`` back, the
+    follower catches up and applies; the second moves it back again (B1's guard covers only
+    success replies) and the leader re-sends what the follower applied. pysyncobj truncates
+    those entries and appends them again; ours keeps them and acknowledges."""
+    a, b = _addresses(2)
+    leader = ManualCore(tmp_path / "leader", entries=11, me=a, partners=(b,))  # 1..12
+    follower = ManualCore(tmp_path / "follower", entries=5, me=b, partners=(a,))  # 1..6
+    try:
+        leader.connect_all()
+        leader.core._SyncObj__raftCommitIndex = 12
+        leader.core._SyncObj__onBecomeLeader()  # appends 13; AppendEntries twice, nextIndex 14
+        first, second = [m for _, m in leader.sent("append_entries")]
+        for message in (first, second):
+            deliver(follower.core, follower.node(a), message, patched=patched)
+        reset, stale_reset = [m for _, m in follower.sent("next_node_idx")]
+        assert reset == stale_reset == {**reset, "next_node_idx": 7, "reset": True}
+
+        deliver(leader.core, leader.node(b), reset, patched=True)
+        leader.core._SyncObj__sendAppendEntries()
+        (catch_up,) = [m for _, m in leader.sent("append_entries")]
+        deliver(follower.core, follower.node(a), catch_up, patched=patched)
+        follower.core.doTick(0.0)
+        assert follower.applied == list(range(2, 13))
+        follower.sent("next_node_idx")
+
+        deliver(leader.core, leader.node(b), stale_reset, patched=True)  # nextIndex back to 7
+        leader.core._SyncObj__sendAppendEntries()
+        (again,) = [m for _, m in leader.sent("append_entries")]
+        assert again["prevLogIdx"] == 6 and [e[1] for e in again["entries"]] == list(range(7, 14))
+        deliver(follower.core, follower.node(a), again, patched=patched)
+        (reply,) = [m for _, m in follower.sent("next_node_idx")]
+    finally:
+        leader.close()
+        follower.close()
+
+    truncated = "truncating already-applied log entries from index 7" in caplog.text
+    assert truncated is not patched
+    assert reply["success"] and reply["next_node_idx"] == 14
+    assert follower.journal.last_index == 13
+
+
+@pytest.mark.parametrize(
+    ("entries", "held"),
+    [
+        ([], 0),
+        ([(b"", 3, 1)], 1),
+        ([(b"", 3, 1), (b"", 4, 1), (b"", 5, 2)], 2),  # 5 conflicts: deleted from there on
+        ([(b"", 5, 1), (b"", 6, 1)], 1),  # 6 is beyond the log
+        ([(b"", 2, 2)], 0),
+    ],
+)
+def test_held_prefix_counts_the_entries_a_log_holds_already(
+    entries: list[tuple[bytes, int, int]], held: int
+) -> None:
+    terms = {1: 0, 2: 1, 3: 1, 4: 1, 5: 1}  # index -> term of a log ending at 5
+    assert _held_prefix(entries, terms.get) == held
+
+
+def test_pre_vote_decisions() -> None:
+    assert _log_up_to_date((2, 5), (2, 5)) and _log_up_to_date((3, 1), (2, 9))
+    assert not _log_up_to_date((2, 4), (2, 5)) and not _log_up_to_date((1, 9), (2, 1))
+    assert _in_lease(leading=True, leader_known=True, since_heard=99.0, lease=0.4)
+    assert _in_lease(leading=False, leader_known=True, since_heard=0.39, lease=0.4)
+    assert not _in_lease(leading=False, leader_known=True, since_heard=0.4, lease=0.4)
+    assert not _in_lease(leading=False, leader_known=False, since_heard=0.0, lease=0.4)
+    assert _grant_pre_vote(term=3, our_term=2, log_ok=True, lease=False)
+    assert not _grant_pre_vote(term=3, our_term=2, log_ok=True, lease=True)  # stickiness
+    assert not _grant_pre_vote(term=3, our_term=2, log_ok=False, lease=False)
+    assert not _grant_pre_vote(term=2, our_term=2, log_ok=True, lease=False)
+    assert [_majority(votes, 3) for votes in (1, 2, 3)] == [False, True, True]
+    assert [_majority(votes, 4) for votes in (2, 3)] == [False, True]
+
+
+@pytest.fixture
+def voter(tmp_path: Path) -> Iterator[ManualCore]:
+    """A follower in term 1 with a log ending at (index 4, term 1) and two connected partners."""
+    core = ManualCore(tmp_path, entries=3, partners=tuple(_addresses(2)))
+    core.connect_all()
+    yield core
+    core.close()
+
+
+def _heartbeat(term: int, prev: int = 4) -> dict[str, Any]:
+    return {"type": "append_entries", "term": term, "commit_index": 1, "entries": []} | {
+        "prevLogIdx": prev,
+        "prevLogTerm": 1,
+    }
+
+
+def _vote_request(kind: str, term: int, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "term": term, "last_log_index": 4, "last_log_term": 1, **extra}
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_a_timed_out_follower_asks_for_pre_votes_before_it_stands(
+    voter: ManualCore, patched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not patched:
+        monkeypatch.setattr(_Core, "guarded_elections", False)
+    core = voter.core
+    core._SyncObj__raftElectionDeadline = 0.0
+    core.doTick(0.0)
+    if not patched:
+        assert core.raftCurrentTerm == 2 and len(voter.sent("request_vote")) == 2
+        return
+    asked = voter.sent("dk_pre_vote")
+    assert sorted(to for to, _ in asked) == sorted(voter.partners)
+    assert asked[0][1] == _vote_request("dk_pre_vote", 2, round=asked[0][1]["round"])
+    assert core.raftCurrentTerm == 1 and not voter.sent("request_vote")  # nothing changed
+    assert core._SyncObj__raftElectionDeadline > 0  # re-armed
+    denial = {"type": "dk_pre_vote_reply", "term": 2, "round": asked[0][1]["round"]}
+    core._SyncObj__onMessageReceived(voter.node(voter.partners[0]), {**denial, "granted": False})
+    core.doTick(0.0)
+    assert core.raftCurrentTerm == 1 and not voter.sent("request_vote")
+
+    core._SyncObj__onMessageReceived(voter.node(voter.partners[1]), {**denial, "granted": True})
+    core.doTick(0.0)  # a majority (itself and one partner): pysyncobj's election
+    assert core.raftCurrentTerm == 2 and len(voter.sent("request_vote")) == 2
+
+
+def test_a_pre_vote_is_denied_while_a_leader_is_heard_and_changes_nothing(
+    voter: ManualCore,
+) -> None:
+    core, leader, candidate = voter.core, *(voter.node(a) for a in voter.partners)
+    core._SyncObj__onMessageReceived(leader, _heartbeat(1))
+    voter.outbox.clear()
+
+    def answer(**request: Any) -> bool:
+        core._SyncObj__onMessageReceived(
+            candidate, _vote_request("dk_pre_vote", round=7, **request)
+        )
+        ((to, reply),) = voter.sent("dk_pre_vote_reply")
+        assert to == str(candidate.id) and reply["round"] == 7 and reply["term"] == request["term"]
+        return bool(reply["granted"])
+
+    assert not answer(term=2)  # the leader was heard just now
+    core._dk_leader_heard -= core._dk_lease  # the lease ran out
+    assert answer(term=2)
+    assert not answer(term=2, last_log_index=3)  # a shorter log
+    assert not answer(term=1)  # not a newer term
+    assert core.raftCurrentTerm == 1 and core._SyncObj__votedForNodeId is None
+    assert core._getLeader() == leader and not voter.outbox
+
+
+@pytest.mark.parametrize("patched", [True, False])
+def test_stickiness_ignores_vote_requests_but_lets_a_transfer_through(
+    voter: ManualCore, patched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not patched:
+        monkeypatch.setattr(_Core, "guarded_elections", False)
+    core, leader, candidate = voter.core, *(voter.node(a) for a in voter.partners)
+    core._SyncObj__onMessageReceived(leader, _heartbeat(1))
+    core._SyncObj__onMessageReceived(candidate, _vote_request("request_vote", 5))
+    if patched:
+        assert core.raftCurrentTerm == 1 and not voter.sent("response_vote")
+    else:
+        assert core.raftCurrentTerm == 5 and voter.sent("response_vote")
+
+    core._SyncObj__onMessageReceived(leader, _heartbeat(core.raftCurrentTerm))
+    term = core.raftCurrentTerm + 1
+    core._SyncObj__onMessageReceived(candidate, {"type": "dk_transfer_vote", "term": term})
+    core._SyncObj__onMessageReceived(candidate, _vote_request("request_vote", term))
+    assert core.raftCurrentTerm == term
+    assert voter.sent("response_vote") == [
+        (str(candidate.id), {"type": "response_vote", "term": term})
+    ]
+
+
+def test_a_deposed_leader_is_told_the_newer_term_and_steps_down(voter: ManualCore) -> None:
+    core, peer = voter.core, voter.node(voter.partners[0])
+    core._SyncObj__setCurrentTerm(3, None)
+    core._SyncObj__onMessageReceived(peer, _heartbeat(2))  # from a leader of term 2
+    assert voter.sent("dk_newer_term") == [(str(peer.id), {"type": "dk_newer_term", "term": 3})]
+    assert core._getLeader() is None  # pysyncobj ignores it
+
+    core._SyncObj__onBecomeLeader()
+    core._SyncObj__onMessageReceived(peer, {"type": "dk_newer_term", "term": 4})
+    assert not core._isLeader() and core.raftCurrentTerm == 4 and core._getLeader() is None
+
+
 def test_b8_b9_defaults_reach_pysyncobj(tmp_path: Path) -> None:
     settings = RaftSettings(password=KEY, data_dir=tmp_path, self_address="127.0.0.1:7001")
     journal = RaftJournal(tmp_path / JOURNAL_FILE)
     conf = _sync_obj_conf(settings, journal, None, None)
     journal.close()
-    assert conf.leaderFallbackTimeout == 2.0
+    assert conf.leaderFallbackTimeout == settings.election_timeout_max == 1.4  # CheckQuorum
     assert conf.bindAddress == "127.0.0.1:7001"
     assert conf.appendEntriesUseBatch is False
     assert conf.connectionRetryTime == 1.0
