@@ -29,9 +29,12 @@ retry (every ``STORAGE_RETRY`` s) writes them.
 
 pysyncobj 0.3.17 is patched here, not forked (docs/raft.md has the why): our journal replaces
 ``FileJournal`` (B2, B2b, B7), snapshot-mode AppendEntries cannot commit unapplied entries (B5),
-a success reply cannot rewind ``nextIndex`` (B1), every submit has a deadline (B6), the leader
-steps down after ``leader_fallback_timeout`` (B8), the port binds only to ``self_address`` (B9)
-and it never starts without a password (B10). Commands in the log are
+a success reply cannot rewind ``nextIndex`` and a follower keeps the entries it holds already
+(B1), every submit has a deadline (B6), the leader steps down after ``leader_fallback_timeout``
+(CheckQuorum, B8), the port binds only to ``self_address`` (B9) and it never starts without a
+password (B10). Elections start with a pre-vote, and a voter that hears from a live leader
+ignores vote requests (PreVote and leader stickiness: a server cut off from the others keeps
+its term and cannot depose the leader when it comes back). Commands in the log are
 ``b"\\x00" + compact JSON`` and membership entries ``b"\\x02" + JSON``: no pickled objects in
 the log or in snapshots, and none is ever loaded from them. pysyncobj's utility commands that
 change the cluster (add, remove, transfer, set_version), sent to the raft port, are refused:
@@ -1110,7 +1113,8 @@ class _Transport(TCPTransport):  # type: ignore[misc]
 
 
 class _Core(SyncObj):  # type: ignore[misc]
-    """SyncObj with B1 and B5 fixed, JSON commands, and an fsync point before every ack.
+    """SyncObj with B1 and B5 fixed, JSON commands, an fsync point before every ack, and
+    elections with PreVote and leader stickiness.
 
     pysyncobj calls its private methods through ``self``, so defining the mangled names
     (``_SyncObj__...``) here overrides them.
@@ -1139,10 +1143,10 @@ class _Core(SyncObj):  # type: ignore[misc]
         self._dk_may_stand = 0  # the term a majority of pre-votes allows this node to stand in
         self._dk_transfer_votes: dict[Any, int] = {}  # voter -> term of its transfer election
         self._dk_own_messages: dict[str, Callable[[Any, dict[str, Any]], None]] = {
-            _PRE_VOTE: self._dk_on_pre_vote,
-            _PRE_VOTE_REPLY: self._dk_on_pre_vote_reply,
-            _TRANSFER_VOTE: self._dk_on_transfer_vote,
-            _NEWER_TERM: self._dk_on_newer_term,
+            _PRE_VOTE: self._on_pre_vote,
+            _PRE_VOTE_REPLY: self._on_pre_vote_reply,
+            _TRANSFER_VOTE: self._on_transfer_vote,
+            _NEWER_TERM: self._on_newer_term,
         }
         super().__init__(
             settings.self_address, list(settings.partners), conf, transportClass=_Transport
@@ -1264,13 +1268,13 @@ class _Core(SyncObj):  # type: ignore[misc]
             self._append_entries(node, message)
         elif kind == "next_node_idx" and message.get("success") and not message.get("reset"):
             self._success_reply(node, message)
-        elif kind == "request_vote" and self._dk_ignores_vote(node, message):
+        elif kind == "request_vote" and self._ignores_vote(node, message):
             return
         else:
             SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     def _append_entries(self, node: Any, message: dict[str, Any]) -> None:
-        if not self._dk_from_leader(node, message):
+        if not self._from_leader(node, message):
             return
         if "prevLogIdx" not in message:
             self._snapshot_mode_append(node, message)
@@ -1328,7 +1332,7 @@ class _Core(SyncObj):  # type: ignore[misc]
             SyncObj._SyncObj__onMessageReceived(self, node, {**rest, "entries": entries[held:]})
         elif message["term"] == self.raftCurrentTerm and node == self._getLeader():
             self._acknowledge_held(node, message, last)
-        else:  # the first message of a new leader or term, which re-sends nothing: unreachable
+        else:  # a new leader's or term's first message re-sends nothing: not seen, but safe
             SyncObj._SyncObj__onMessageReceived(self, node, message)
 
     def _acknowledge_held(self, node: Any, message: dict[str, Any], last: int) -> None:
@@ -1397,7 +1401,7 @@ class _Core(SyncObj):  # type: ignore[misc]
         for node in self.otherNodes:
             self._SyncObj__transport.send(node, message)
 
-    def _dk_on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         """Answer a pre-vote; nothing here changes (term, vote, timer), granted or not."""
         if self.selfNode is None:
             return  # read-only replicas do not vote
@@ -1411,7 +1415,7 @@ class _Core(SyncObj):  # type: ignore[misc]
         reply = {"type": _PRE_VOTE_REPLY, "term": message["term"], "granted": granted}
         self._SyncObj__transport.send(node, {**reply, "round": message["round"]})
 
-    def _dk_on_pre_vote_reply(self, node: Any, message: dict[str, Any]) -> None:
+    def _on_pre_vote_reply(self, node: Any, message: dict[str, Any]) -> None:
         ask = self._dk_round
         if ask is None or message["round"] != ask.number or not message["granted"]:
             return
@@ -1425,10 +1429,10 @@ class _Core(SyncObj):  # type: ignore[misc]
             self._dk_may_stand = ask.term
             self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's election, next tick
 
-    def _dk_on_transfer_vote(self, node: Any, message: dict[str, Any]) -> None:
+    def _on_transfer_vote(self, node: Any, message: dict[str, Any]) -> None:
         self._dk_transfer_votes[node] = message["term"]
 
-    def _dk_ignores_vote(self, node: Any, message: dict[str, Any]) -> bool:
+    def _ignores_vote(self, node: Any, message: dict[str, Any]) -> bool:
         """Leader stickiness: while this node hears from a live leader it ignores vote requests
         (their term is not adopted either), unless they are for a leadership transfer."""
         transfer = self._dk_transfer_votes.pop(node, None) == message.get("term")
@@ -1442,7 +1446,7 @@ class _Core(SyncObj):  # type: ignore[misc]
             lease=self._dk_lease,
         )
 
-    def _dk_from_leader(self, node: Any, message: dict[str, Any]) -> bool:
+    def _from_leader(self, node: Any, message: dict[str, Any]) -> bool:
         """An AppendEntries of this node's term or a newer one is a live leader's: it renews
         the lease and ends a pre-vote round. pysyncobj ignores one of an older term without a
         word; it is answered with this node's term, so that a deposed leader steps down and a
@@ -1456,7 +1460,7 @@ class _Core(SyncObj):  # type: ignore[misc]
             self._SyncObj__transport.send(node, {"type": _NEWER_TERM, "term": self.raftCurrentTerm})
         return False
 
-    def _dk_on_newer_term(self, node: Any, message: dict[str, Any]) -> None:
+    def _on_newer_term(self, node: Any, message: dict[str, Any]) -> None:
         """Raft's rule for any reply carrying a newer term, which pysyncobj's do not carry:
         adopt it and follow (as pysyncobj does for a vote request of a newer term)."""
         if message["term"] > self.raftCurrentTerm:
