@@ -30,7 +30,7 @@ from click.core import ParameterSource
 
 from dkron_lab._version import __version__
 from dkron_lab.client import DEFAULT_URL, Client, local_token, token_file
-from dkron_lab.config import LOG_LEVELS, Config, resolve_config
+from dkron_lab.config import OPTIONS, Config, Option, resolve_config
 from dkron_lab.errors import BadRequest, DkronError, NotFoundError, Unauthorized, ValidationError
 from dkron_lab.jobfiles import read_jobs
 
@@ -69,278 +69,41 @@ def cli() -> None:
 
 _Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-_AGENT_OPTIONS: list[_Decorator] = [
-    click.option(
-        "--server",
-        is_flag=True,
-        help="Run as a server: a Raft voter that holds the "
-        "job state, serves the REST API and schedules when leader. [default: false]",
-    ),
-    click.option(
-        "--bootstrap-expect",
-        metavar="N",
-        help="Servers to wait for before "
-        "bootstrapping the cluster; 1 starts a single-node cluster. [default: 0]",
-    ),
-    click.option(
-        "--node-name",
-        metavar="NAME",
-        help="Unique name of this node; also its Raft id. [default: the host name]",
-    ),
-    click.option(
-        "--data-dir",
-        metavar="DIR",
-        help="Directory for the Raft log, snapshots and the DuckDB history. [default: dkron.data]",
-    ),
-    click.option(
-        "--http-addr",
-        metavar="HOST:PORT",
-        help="Address of the REST API and UI (servers); ':8080' listens on every interface. "
-        "[default: 127.0.0.1:8080]",
-    ),
-    click.option(
-        "--bind-addr",
-        metavar="HOST:PORT",
-        help="Address of the cluster (Raft) listener. [default: 127.0.0.1:8946]",
-    ),
-    click.option(
-        "--advertise-addr",
-        metavar="HOST:PORT",
-        help="Cluster address other nodes "
-        "use to reach this one, behind NAT. [default: the bind address]",
-    ),
-    click.option(
-        "--join",
-        metavar="HOST:PORT",
-        multiple=True,
-        help="Address of a node to join at start; repeat for several. A failed join only warns.",
-    ),
-    click.option(
-        "--retry-join",
-        metavar="HOST:PORT",
-        multiple=True,
-        help="Like --join, but retry until it succeeds; repeat for several.",
-    ),
-    click.option(
-        "--retry-max",
-        metavar="N",
-        help="Give up --retry-join after N attempts; 0 retries for ever. [default: 0]",
-    ),
-    click.option(
-        "--retry-interval",
-        metavar="DURATION",
-        help="Wait between --retry-join attempts, a Go duration. [default: 30s]",
-    ),
-    click.option(
-        "--tag",
-        metavar="KEY=VALUE",
-        multiple=True,
-        help="Node tag for job targeting; repeat for several. Replaces the config file's tags.",
-    ),
-    click.option(
-        "--datacenter", metavar="NAME", help="Datacenter of this node (tag dc). [default: dc1]"
-    ),
-    click.option(
-        "--region",
-        metavar="NAME",
-        help="Region of this node; jobs target nodes of the leader's region. [default: global]",
-    ),
-    click.option(
-        "--encrypt",
-        metavar="KEY",
-        help="Cluster key, base64 of 16, 24 or 32 bytes (see `dkron-lab keygen`). [default: none]",
-    ),
-    click.option(
-        "--raft-multiplier",
-        metavar="N",
-        help="Scale Raft timeouts, 1 (fast, LAN) to 10. [default: 1]",
-    ),
-    click.option(
-        "--ui/--no-ui", default=None, help="Serve the web UI at /ui (servers). [default: --ui]"
-    ),
-    click.option(
-        "--log-level", metavar="LEVEL", help="One of " + "|".join(LOG_LEVELS) + ". [default: info]"
-    ),
-    click.option(
-        "--api-token",
-        metavar="TOKEN",
-        help="The admin bearer token of the REST API (env DKRON_API_TOKEN). [default: "
-        "generated on first start into <data-dir>/api-token]",
-    ),
-    click.option(
-        "--no-auth",
-        is_flag=True,
-        default=None,
-        help="Serve the REST API without any token, as Dkron OSS does: anyone who can reach "
-        "the port can run commands as this user. Off loopback it also needs "
-        "--allow-insecure-remote or TLS.",
-    ),
-    click.option(
-        "--api-tokens-file",
-        metavar="PATH",
-        help="YAML file of named tokens with roles admin, operator or viewer (docs/security.md).",
-    ),
-    click.option(
-        "--allow-insecure-remote",
-        is_flag=True,
-        default=None,
-        help="Allow --no-auth on an address beyond loopback without TLS.",
-    ),
-    click.option(
-        "--cors-origin",
-        metavar="ORIGIN",
-        multiple=True,
-        help="Answer CORS for this origin, e.g. https://dash.example.com; repeat for several. "
-        "[default: none, no cross-origin access]",
-    ),
-    click.option(
-        "--allowed-host",
-        metavar="HOST",
-        multiple=True,
-        help="Also accept requests whose Host header names HOST (DNS rebinding guard); "
-        "repeat for several. [default: loopback names, this host's names, IP addresses]",
-    ),
-    click.option("--tls-cert", metavar="PATH", help="PEM certificate: serve the API over HTTPS."),
-    click.option("--tls-key", metavar="PATH", help="PEM private key of --tls-cert."),
-    click.option(
-        "--tls-ca",
-        metavar="PATH",
-        help="PEM CA bundle that other nodes' certificates are checked against.",
-    ),
-    click.option(
-        "--fsync",
-        metavar="MODE",
-        help="When writes reach the disk before they are acknowledged: always (each write), "
-        "batch (one fsync per group of writes) or never (a power cut may lose "
-        "acknowledged writes). [default: batch]",
-    ),
-    click.option(
-        "--sql-memory-limit",
-        metavar="SIZE",
-        help="Memory one /v1/sql query may use, e.g. 1GB. [default: 1GB]",
-    ),
-    click.option(
-        "--sql-temp-limit",
-        metavar="SIZE",
-        help="Disk a /v1/sql query may spill to. [default: 1GB]",
-    ),
-    click.option(
-        "--sql-max-bytes",
-        metavar="SIZE",
-        help="Largest /v1/sql response body. [default: 64MB]",
-    ),
-    click.option(
-        "--sql-max-queries",
-        metavar="N",
-        help="/v1/sql queries run at once; more wait their turn. [default: 2]",
-    ),
-    click.option(
-        "--max-body-size",
-        metavar="SIZE",
-        help="Largest request body accepted, e.g. 8MB. [default: 8MB]",
-    ),
-    click.option(
-        "--output-limit",
-        metavar="SIZE",
-        help="Output kept per execution in the "
-        "history (the tail), e.g. 256KB. [default: 256000 bytes]",
-    ),
-    click.option(
-        "--history-retention",
-        metavar="DURATION",
-        help="Delete executions older than this, e.g. 720h; 0 keeps all. [default: keep all]",
-    ),
-    click.option(
-        "--catchup",
-        metavar="POLICY",
-        help="What the leader does with fires missed while there was none (after a failover "
-        "or a restart), for jobs that set no catchup: skip (as Dkron), once (run the latest) "
-        "or all (run each). Skipped fires are recorded. [default: once]",
-    ),
-    click.option(
-        "--catchup-window",
-        metavar="DURATION",
-        help="Catch up only fires missed this recently, a Go duration; older ones are "
-        "recorded as skipped. [default: 1h]",
-    ),
-    click.option(
-        "--executor-concurrency",
-        metavar="N",
-        help="Run at most N executions at once on this node; the rest queue (shown in "
-        "/v1/busy). [default: 0, no limit]",
-    ),
-    click.option(
-        "--executor-limits",
-        metavar="EXECUTOR=N,...",
-        help="At most N executions at once per executor on this node, e.g. shell=4,http=16.",
-    ),
-    click.option(
-        "--concurrency-limit",
-        metavar="N",
-        help="Cluster-wide: at most N executions running at once; the leader queues the "
-        "rest in order. [default: 0, no limit]",
-    ),
-    click.option(
-        "--concurrency-groups",
-        metavar="GROUP=N,...",
-        help="Cluster-wide limits per job concurrency_group, e.g. etl=2,reports=1.",
-    ),
-    click.option(
-        "--notify-on",
-        metavar="WHEN",
-        help="When post-run notifications go out: always (as Dkron), failure, recovery "
-        "(a failure and the first success after one) or never; a job's metadata "
-        "notify_on overrides it. [default: always]",
-    ),
-    click.option("--webhook-endpoint", metavar="URL", help="POST here after each run."),
-    click.option(
-        "--webhook-payload", metavar="TEMPLATE", help="Body template of the post-run webhook."
-    ),
-    click.option(
-        "--webhook-headers",
-        metavar="'NAME: VALUE'",
-        multiple=True,
-        help="Header of the post-run webhook; repeat for several.",
-    ),
-    click.option("--pre-webhook-endpoint", metavar="URL", help="POST here as each run starts."),
-    click.option(
-        "--pre-webhook-payload", metavar="TEMPLATE", help="Body template of the pre-run webhook."
-    ),
-    click.option(
-        "--pre-webhook-headers",
-        metavar="'NAME: VALUE'",
-        multiple=True,
-        help="Header of the pre-run webhook; repeat for several.",
-    ),
-    click.option("--mail-host", metavar="HOST", help="SMTP server for run reports by email."),
-    click.option("--mail-port", metavar="PORT", help="SMTP port. [default: 25]"),
-    click.option("--mail-username", metavar="USER", help="SMTP user name."),
-    click.option("--mail-password", metavar="PASSWORD", help="SMTP password."),
-    click.option("--mail-from", metavar="ADDRESS", help="Sender of run reports."),
-    click.option("--mail-payload", metavar="TEMPLATE", help="Body template of run reports."),
-    click.option(
-        "--mail-subject-prefix", metavar="TEXT", help="Subject prefix. [default: [Dkron]]"
-    ),
-    click.option(
-        "--enable-prometheus/--no-enable-prometheus",
-        default=None,
-        help="Serve Prometheus metrics at /metrics. [default: off]",
-    ),
-    click.option("--statsd-addr", metavar="HOST:PORT", help="Also send metrics to statsd."),
-    click.option(
-        "--config",
-        "config_file",
-        metavar="PATH",
-        type=click.Path(path_type=Path),
-        help="Config file (YAML or JSON). [default: dkron.yml|yaml|json in "
-        "/etc/dkron, ~/.dkron, ./config]",
-    ),
-]
+
+def _flag(option: Option) -> _Decorator:
+    """The ``dkron-lab agent`` flag of a config option, with its help and default from the
+    option's declaration (``dkron_lab.config.OPTIONS``)."""
+    name = option.flag_name or option.key
+    text = option.help + (" Repeat for several." if option.flag == "many" else "")
+    shown = option.shown
+    if option.flag == "toggle":
+        shown = "on" if option.default else "off"
+    if shown:
+        text += f" [default: {shown}]"
+    if option.flag == "toggle":
+        return click.option(f"--{name}/--no-{name}", default=None, help=text)
+    if option.flag == "switch":
+        return click.option(f"--{name}", is_flag=True, default=None, help=text)
+    return click.option(
+        f"--{name}", metavar=option.metavar, multiple=option.flag == "many", help=text
+    )
+
+
+_CONFIG_FILE = click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="Config file (YAML or JSON). [default: dkron.yml|yaml|json in "
+    "/etc/dkron, ~/.dkron, ./config]",
+)
 
 
 def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(_AGENT_OPTIONS):
-        command = option(command)
+    """Every config option as a flag, in ``Config``'s order, then ``--config``."""
+    flags: list[_Decorator] = [*map(_flag, OPTIONS.values()), _CONFIG_FILE]
+    for flag in reversed(flags):
+        command = flag(command)
     return command
 
 

@@ -1,7 +1,9 @@
 """The Jupyter server extension: a dkron-lab node inside the Jupyter server's process and loop.
 
 ``DkronLab`` (an ``ExtensionApp``, config section ``c.DkronLab``) builds one ``Config`` from its
-traits, checked by the same ``resolve_config`` as the CLI's flags, and one ``Node`` from it. By
+traits, checked by the same ``resolve_config`` as the CLI's flags, and one ``Node`` from it. The
+traits that name an agent option take their type and help from its declaration
+(``dkron_lab.config.OPTIONS``); only their defaults are the extension's own. By
 default the node is a one-node server whose data lives in ``<jupyter data dir>/dkron-lab``; with
 ``join`` (and ``server=False`` for an agent) it is a member of an existing cluster.
 
@@ -43,7 +45,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import tornado.httpserver
 import tornado.web
@@ -53,14 +55,14 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import ensure_async
-from traitlets import Bool, Dict, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Integer, List, TraitType, Unicode, default
 
 from dkron_lab.api import handlers
 from dkron_lab.api.app import make_app, record_change
 from dkron_lab.api.auth import Principal, Role, role_needed
 from dkron_lab.api.handlers import ApiMixin, Health, NotFound, mount, route_pattern
 from dkron_lab.client import KERNEL_TOKEN_HEADER
-from dkron_lab.config import Config, resolve_config
+from dkron_lab.config import OPTIONS, Config, resolve_config
 from dkron_lab.errors import DkronError, Forbidden, Unavailable
 from dkron_lab.netaddr import free_port
 from dkron_lab.node import Node
@@ -234,55 +236,76 @@ def _listen(node: Node) -> tornado.httpserver.HTTPServer:
     return server
 
 
+_TRAIT_TYPES: dict[Any, Callable[..., TraitType[Any, Any]]] = {
+    bool: Bool,
+    int: Integer,
+    str: Unicode,
+    Path: Unicode,
+}
+
+
+def _trait(key: str, default: Any = None, *, help: str = "", note: str = "") -> Any:
+    """The ``c.DkronLab`` trait of the agent option ``key``, typed and worded from its
+    declaration (``dkron_lab.config.OPTIONS``). ``default`` is the extension's: ``None`` leaves
+    the option unset, so ``node_flags`` or the option's own default decides; ``help`` replaces
+    the option's words where Jupyter gives it another meaning, ``note`` says the default."""
+    option = OPTIONS[key]
+    if not note and default is None and option.shown:
+        note = f"Default: {option.shown}."
+    words = " ".join(part for part in (help or option.help, note) if part)
+    container, items = get_origin(option.type), get_args(option.type)
+    trait: TraitType[Any, Any]
+    if container is tuple:
+        trait = List(_TRAIT_TYPES[items[0]](), help=words)
+    elif container is dict:
+        trait = Dict(value_trait=_TRAIT_TYPES[items[1]](), help=words)
+    elif option.type is int:
+        trait = Integer(default, allow_none=True, help=words)
+    else:
+        trait = _TRAIT_TYPES[option.type](default if default is not None else "", help=words)
+    return trait.tag(config=True, option=key)
+
+
+def _plain(value: Any) -> Any:
+    """A trait's value as a flag's: lists as tuples, dicts copied."""
+    if isinstance(value, list):
+        return tuple(value)
+    return dict(value) if isinstance(value, dict) else value
+
+
 class DkronLab(ExtensionApp):
     """A dkron-lab node in the Jupyter server (``c.DkronLab.*``)."""
 
     name = "dkron_lab"
     description = "dkron-lab: a distributed cron in the Jupyter server"
 
-    server = Bool(
-        True,
-        config=True,
-        help="A server (Raft voter, runs the scheduler when leader) rather than an agent.",
+    server = _trait("server", True)
+    bootstrap_expect = _trait(
+        "bootstrap-expect",
+        note="Default: 1 for a server with no join or retry_join (a one-node cluster), else 0.",
     )
-    bootstrap_expect = Integer(
-        None,
-        allow_none=True,
-        config=True,
-        help="Servers to wait for before bootstrapping. Default: 1 for a server with no "
-        "join/retry_join (a one-node cluster), else 0.",
+    join = _trait("join")
+    retry_join = _trait("retry-join")
+    bind_addr = _trait(
+        "bind-addr",
+        note="Default: 127.0.0.1 and a free port (set it for a server that other nodes join).",
     )
-    join = List(Unicode(), config=True, help="Cluster (Raft) addresses of servers to join.")
-    retry_join = List(Unicode(), config=True, help="Like join, retried until it succeeds.")
-    bind_addr = Unicode(
-        "",
-        config=True,
-        help="host:port of this node's cluster (Raft) listener. Default: 127.0.0.1 and a "
-        "free port (set it for a server that other nodes join).",
+    advertise_addr = _trait("advertise-addr")
+    http_addr = _trait(
+        "http-addr",
+        help="host:port where other nodes call this node's internal API.",
+        note="Default: 127.0.0.1 and a free port. The public API is served by Jupyter under "
+        "{base_url}dkron/.",
     )
-    advertise_addr = Unicode("", config=True, help="Cluster address other nodes use, behind NAT.")
-    http_addr = Unicode(
-        "",
-        config=True,
-        help="host:port where other nodes call this node's internal API. Default: 127.0.0.1 "
-        "and a free port. The public API is served by Jupyter under {base_url}dkron/.",
-    )
-    node_name = Unicode("", config=True, help="Unique node name. Default: the host name.")
-    tags = Dict(value_trait=Unicode(), config=True, help="Node tags, e.g. {'role': 'notebook'}.")
-    encrypt = Unicode(
-        "",
-        config=True,
-        help="Cluster key (base64, `dkron-lab keygen`); the same on every node. A standalone "
-        "server without one makes one on first start and keeps it in <data_dir>/cluster-key.",
-    )
-    data_dir = Unicode(
-        config=True,
-        help="Raft log, snapshots and DuckDB history. Default: <jupyter data>/dkron-lab.",
-    )
+    node_name = _trait("node-name")
+    tags = _trait("tags")
+    encrypt = _trait("encrypt")
+    data_dir = _trait("data-dir", note="Default: <jupyter data dir>/dkron-lab.")
     options = Dict(
         config=True,
         help="Any other dkron-lab config key (dkron.yml names), e.g. {'history-retention': "
-        "'720h', 'catchup': 'skip'}.",
+        "'720h', 'catchup': 'skip'}. The traits named after a key (server, join, tags, ...) win "
+        "over it here when they are set.",
     )
 
     @default("data_dir")
@@ -305,25 +328,17 @@ class DkronLab(ExtensionApp):
     # -- configuration ----------------------------------------------------------------------
 
     def node_flags(self) -> dict[str, Any]:
-        """The traits as config flags (``resolve_config`` checks them like the CLI's)."""
-        standalone = not self.join and not self.retry_join
-        expect = self.bootstrap_expect
-        if expect is None:
-            expect = 1 if self.server and standalone else 0
+        """``options`` and the traits that are set, as config flags (``resolve_config`` checks
+        them like the CLI's), with the extension's own defaults for the rest."""
         flags: dict[str, Any] = {str(k).replace("_", "-"): v for k, v in self.options.items()}
-        flags |= {
-            "server": self.server,
-            "bootstrap-expect": expect,
-            "data-dir": self.data_dir,
-            "bind-addr": self.bind_addr or f"127.0.0.1:{free_port()}",
-            "http-addr": self.http_addr or f"127.0.0.1:{free_port()}",
-            "join": tuple(self.join),
-            "retry-join": tuple(self.retry_join),
-            "tags": dict(self.tags) or None,
-            "node-name": self.node_name or None,
-            "advertise-addr": self.advertise_addr or None,
-            "encrypt": self.encrypt or None,
-        }
+        for name, trait in self.traits(option=lambda key: key is not None).items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool | int) or value):
+                flags[trait.metadata["option"]] = _plain(value)
+        standalone = not flags.get("join") and not flags.get("retry-join")
+        flags.setdefault("bootstrap-expect", 1 if self.server and standalone else 0)
+        flags.setdefault("bind-addr", f"127.0.0.1:{free_port()}")
+        flags.setdefault("http-addr", f"127.0.0.1:{free_port()}")
         return flags
 
     def node_config(self) -> Config:

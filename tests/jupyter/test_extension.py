@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tornado.httpclient import HTTPClientError, HTTPResponse
 
 from dkron_lab.api.handlers import RESOURCES
 from dkron_lab.client import KERNEL_TOKEN_HEADER
+from dkron_lab.config import OPTIONS
 from dkron_lab.errors import ValidationError
 from dkron_lab.jupyter.extension import (
     RESOURCE_CLUSTER,
@@ -175,6 +177,24 @@ async def test_the_internal_api_listens_on_the_node_s_own_address(dkron_app: Dkr
         assert public.status_code == 404
         unsigned = await http.post("/internal/v1/heartbeat", json={"node": "x"})
         assert unsigned.status_code == 401  # a standalone node has a cluster key of its own
+
+
+def test_every_trait_is_a_declared_option() -> None:
+    """The node's traits are made from the agent options (``dkron_lab.config.OPTIONS``): each is
+    named after one, says what it says, and reaches the node's flags under its key. The
+    names are the ones docs/jupyter.md lists, so users' ``c.DkronLab.*`` settings keep working."""
+    traits = DkronLab.class_own_traits(config=True)
+    docs = (Path(__file__).parents[2] / "docs" / "jupyter.md").read_text(encoding="utf-8")
+    table = docs.split("## Configuration: `c.DkronLab`")[1].split("\n## ")[0]
+    assert traits.keys() == set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+    samples = {"Bool": False, "Int": 3, "Unicode": "x", "List": ["a:1"], "Dict": {"k": "v"}}
+    given = {name: samples[type(t).__name__] for name, t in traits.items() if name != "options"}
+    flags = DkronLab(**given).node_flags()
+    for name, value in given.items():
+        option = OPTIONS[traits[name].metadata["option"]]
+        assert option.name == name
+        assert traits[name].help.startswith(option.help) or name == "http_addr", name
+        assert flags[option.key] == (tuple(value) if isinstance(value, list) else value), name
 
 
 def test_traits_are_checked_like_cli_flags() -> None:

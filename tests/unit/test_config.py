@@ -8,14 +8,16 @@ from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
+from dkron_lab import cli as cli_module
 from dkron_lab.cli import cli
 from dkron_lab.config import _CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
-from dkron_lab.config import _OPTIONS as OPTIONS
 from dkron_lab.config import (
     NOT_YET_SUPPORTED,
+    OPTIONS,
     Config,
     env_name,
     find_config_file,
@@ -45,6 +47,43 @@ def yml(tmp_path: Path) -> Path:
 def test_every_config_field_has_exactly_one_key() -> None:
     assert {key.replace("-", "_") for key in OPTIONS} == {f.name for f in fields(Config)}
     assert not NOT_YET_SUPPORTED & OPTIONS.keys()
+
+
+def test_the_agent_flags_are_the_declared_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dkron-lab agent`` has one flag per option of ``Config`` and only ``--config`` besides,
+    each handing its value to ``resolve_config`` under the option's key; its help is the
+    option's. With the flags made from ``OPTIONS``, a second list of options cannot creep in."""
+    given: dict[str, object] = {}
+
+    def capture(flags: dict[str, object], **_: object) -> None:
+        given.update(flags)
+        raise ValidationError("captured")
+
+    monkeypatch.setattr(cli_module, "resolve_config", capture)
+    argv = ["agent"]
+    for option in OPTIONS.values():
+        flag = "--" + (option.flag_name or option.key)
+        argv += [flag] if option.flag in ("switch", "toggle") else [flag, "x"]
+    assert "captured" in CliRunner().invoke(cli, argv).output
+    assert {key.replace("_", "-") for key in given} == {
+        option.flag_name or option.key for option in OPTIONS.values()
+    }
+    params = {param.name: param for param in cli.commands["agent"].params}
+    assert params.keys() - {"config_file"} == {
+        (option.flag_name or option.key).replace("-", "_") for option in OPTIONS.values()
+    }
+    for option in OPTIONS.values():
+        param = params[(option.flag_name or option.key).replace("-", "_")]
+        assert isinstance(param, click.Option)
+        assert param.help is not None and param.help.startswith(option.help), option.key
+        assert param.multiple is (option.flag == "many"), option.key
+        assert param.is_flag is (option.flag in ("switch", "toggle")), option.key
+
+
+def test_every_option_is_a_config_key(tmp_path: Path) -> None:
+    every_key = write(tmp_path / "dkron.yml", "".join(f"{key}:\n" for key in OPTIONS))
+    loaded = resolve_config({}, env={}, config_file=every_key)
+    assert loaded.warnings == () and loaded.config == Config(node_name=loaded.config.node_name)
 
 
 def test_defaults_without_any_source(tmp_path: Path) -> None:
