@@ -475,9 +475,9 @@ class DkronMagics(Magics, Configurable):
         if output == "relation":
             # The kernel side: a DuckDB relation over the Arrow result the server sent (the
             # kernel never opens the server's DuckDB file).
-            import duckdb  # noqa: TID251
+            from dkron_lab.history.results import relation_from_arrow
 
-            return duckdb.from_arrow(table)
+            return relation_from_arrow(table)
         return table.to_pandas()
 
 

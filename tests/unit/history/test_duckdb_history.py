@@ -343,7 +343,7 @@ def test_flush_from_many_threads(tmp_path: Path) -> None:
 def test_unencodable_output_is_sanitised_not_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dkron_lab.history.duckdb")
+    caplog.set_level(logging.WARNING, logger="dkron_lab.history")
     outputs = ["ok", "nul\x00byte", "lone \ud800 surrogate", "pair \ud83d\ude00", "bytes \udcff"]
     with DuckDBHistory(tmp_path / "h.duckdb", flush_interval=30) as h:
         for i, output in enumerate(outputs):
@@ -358,7 +358,7 @@ def test_unencodable_output_is_sanitised_not_lost(
 def test_a_bad_row_does_not_lose_the_rest_of_its_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dkron_lab.history.duckdb")
+    caplog.set_level(logging.WARNING, logger="dkron_lab.history")
     bad = run("a", 5, group=2**70)  # does not fit BIGINT
     good = [run("a", i) for i in range(10) if i != 5]
     with DuckDBHistory(tmp_path / "h.duckdb", flush_interval=30) as h:
