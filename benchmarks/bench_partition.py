@@ -47,11 +47,18 @@ def print_table(results: Sequence[TrialResult], cut: float) -> None:
             f"{sum(len(r.missed_in_window) for r in results)} of "
             f"{sum(r.instants for r in results)} checked",
         ),
-        ("instants skipped with a reason", str(sum(r.skipped for r in results))),
+        (
+            "instants skipped with a reason (outside the window)",
+            f"{sum(r.skipped for r in results)} ({sum(r.skipped_outside for r in results)})",
+        ),
         ("doubled runs or claims", str(sum(len(r.doubled) for r in results))),
         ("identical histories on all servers", f"{sum(r.identical for r in results)} trials"),
         ("majority's term unchanged by the heal", f"{sum(r.terms_unchanged for r in results)}"),
-        ("max elections after the heal", str(max(r.elections_after_heal for r in results))),
+        (
+            "max elections after the heal (max term rise)",
+            f"{max(r.elections_after_heal for r in results)} "
+            f"(+{max(r.term_rise for r in results)})",
+        ),
         (
             "max leaderless gap (cut → new leader seen)",
             f"{max(r.leaderless for r in results):.2f} s",
