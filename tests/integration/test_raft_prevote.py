@@ -16,16 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from raft_child import FAST, RaftCluster, RaftProc
+from raft_child import RaftCluster, RaftProc
 
 from dkron_lab.testing import Network, Processes
 
-ALONE = 4.0  # seconds cut off: about 9 election timeouts of FAST
-# Connections stay up through the cut, as a TCP connection over a dropped link does for minutes
-# (the namespaced trials): so the lone node keeps standing for election (pysyncobj) or asking
-# for pre-votes (ours) all along, and what it sent flows when the link heals.
-SETTINGS = {"connection_timeout": 10.0}
-WATCH = 3.0  # seconds watched after the heal: 5 election timeouts, and connections are back
+# Elections after 0.6-1.2 s (FAST: 0.3-0.6 s): these tests assert that no election happens, and
+# on a starved 2-core machine (load average 10 seen) FAST's leader can miss a few heartbeats,
+# which is an election the guards rightly allow. Connections stay up through the cut, as a TCP
+# connection over a dropped link does for minutes (the namespaced trials): so the lone node
+# keeps standing for election (pysyncobj) or asking for pre-votes (ours) all along, and what
+# it sent flows when the link heals.
+SETTINGS = {
+    "heartbeat_period": 0.1,
+    "election_timeout_min": 0.6,
+    "election_timeout_max": 1.2,
+    "leader_fallback_timeout": 1.2,
+    "connection_timeout": 10.0,
+}
+ALONE = 5.0  # seconds cut off: 4 to 8 election timeouts
+WATCH = 3.0  # seconds watched after the heal: 2.5 to 5 election timeouts
 NAMES = ["n1", "n2", "n3"]
 VARIANTS = [("guarded", ()), ("pysyncobj", ("--unpatched", "prevote"))]
 
@@ -143,7 +152,7 @@ def test_a_cut_off_leader_rejoins_the_new_leader(
         assert seen.after_heal == [(new_term, cluster.address[new.name])]
         assert old.status()["term"] == new_term and old.status()["leader"] == new.status()["leader"]
     else:
-        assert seen.alone > new_term + 2
+        assert seen.alone > new_term  # standing since it stepped down
         assert seen.elections_after_heal >= 1  # the new leader was deposed
     final = cluster.converged(timeout=10)
     assert final["ids"] == [*range(5), *range(10, 15)]
@@ -191,7 +200,7 @@ def test_a_follower_that_loses_only_the_leader_does_not_depose_it(
 def test_a_killed_leader_is_replaced_through_pre_votes(tmp_path: Path, procs: Processes) -> None:
     """The followers of a killed leader both see its connection close: neither counts it as
     live any more, so they grant each other's pre-votes and one of them takes over."""
-    cluster = RaftCluster(procs, tmp_path, NAMES)
+    cluster = RaftCluster(procs, tmp_path, NAMES, settings=SETTINGS)
     for name in NAMES:
         cluster.start(name)
     leader = cluster.leader()
@@ -202,4 +211,4 @@ def test_a_killed_leader_is_replaced_through_pre_votes(tmp_path: Path, procs: Pr
     took = time.monotonic() - killed
     print(f"a new leader {took:.2f} s after the kill, term {term} -> {new.status()['term']}")
     assert new.status()["term"] > term
-    assert took < 2 * FAST["election_timeout_max"] + 1.0  # generous: a busy 2-core machine
+    assert took < SETTINGS["election_timeout_max"] + 1.0  # generous: a busy 2-core machine

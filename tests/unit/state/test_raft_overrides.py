@@ -435,6 +435,8 @@ def test_settings_reject_bad_input(tmp_path: Path) -> None:
         RaftSettings(password=KEY, data_dir=tmp_path, self_address=None)
     with pytest.raises(ValidationError, match="election_timeout_min > 3 heartbeats"):
         RaftSettings(password=KEY, data_dir=tmp_path, heartbeat_period=0.2)
+    with pytest.raises(ValidationError, match="leader_fallback_timeout >= election_timeout_max"):
+        RaftSettings(password=KEY, data_dir=tmp_path, leader_fallback_timeout=1.0)  # CheckQuorum
     settings = RaftSettings(
         password=KEY,
         data_dir=str(tmp_path),  # type: ignore[arg-type]
