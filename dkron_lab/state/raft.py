@@ -358,9 +358,9 @@ class RaftNode:
     async def remove_peer(self, address: str, *, timeout: float = 10.0) -> None:
         """Remove the voter at ``address``; on the leader, one change at a time.
 
-        Stop the removed server afterwards: it no longer hears from the cluster, stands for
-        election with ever higher terms, and would force an election if it were re-added while
-        still running with that term. The leader cannot remove itself (pysyncobj): asked to,
+        Stop the removed server afterwards: it no longer hears from the cluster and keeps
+        asking for pre-votes with a member list that is no longer the cluster's; restart it
+        before adding it again. The leader cannot remove itself (pysyncobj): asked to,
         it hands leadership to the most caught-up follower and raises ``NotLeaderError`` with
         the new leader, where the caller sends the same request, as for any follower.
         Raises ``NotFoundError`` (not a voter) and what ``add_peer`` raises.
