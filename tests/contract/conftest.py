@@ -10,7 +10,8 @@ reports.
 - ``shell``: commands run by ``/bin/sh``.
 - ``http``: a tornado server on a free loopback port, started and stopped by the fixture.
 - ``notebook``: small notebooks written to ``tmp_path``, run by the ``python3`` kernel. Every
-  run starts a kernel (seconds), so its cases are marked ``slow``.
+  run starts a kernel (seconds), so its cases are marked ``slow``, and the suite runs it only
+  where it has something of its own at stake.
 - ``relay``: ``plugin/relay_executor.py``, installed as a third-party package with
   ``dkron_lab.testing.install_plugin``.
 """
@@ -18,10 +19,11 @@ reports.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import shlex
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -44,7 +46,10 @@ START = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 PLUGIN_SOURCE = Path(__file__).parent / "plugin" / "relay_executor.py"
 
 EXECUTORS = ("shell", "http", "notebook", "relay")
+"""Every executor the contract runs against, by registry name."""
+
 SLOW = frozenset({"notebook"})
+"""Executors whose every run takes seconds."""
 
 
 class Failure(NamedTuple):
@@ -338,9 +343,7 @@ class RelayCase(ExecutorCase):
     name = "relay"
 
     def __init__(self, module: ModuleType) -> None:
-        self.module = module
-        self.cancelled_before = len(module.CANCELLED)
-        self.runs_before = len(module.RUNS)
+        self.module = module  # imported afresh for each test: its records start empty
 
     def succeeding(self, marker: str) -> Job:
         return self.job({"text": marker})
@@ -357,7 +360,8 @@ class RelayCase(ExecutorCase):
 
     def leaking(self, secret: str, credential: str) -> Job:
         text = f"deploy with {secret}; node uses {credential}"
-        return self.job({"text": text, "password": secret, "fail": f"refused {secret}"})
+        config = {"text": text, "upstream_ref": secret, "fail": f"refused {secret}"}
+        return self.job(config, secret_keys=("upstream_ref",))
 
     def bad_configs(self) -> list[tuple[dict[str, str], str]]:
         return [
@@ -367,10 +371,10 @@ class RelayCase(ExecutorCase):
         ]
 
     def stopped(self) -> bool:
-        return len(self.module.CANCELLED) > self.cancelled_before
+        return len(self.module.CANCELLED) > 0
 
     def ran(self) -> int:
-        return len(self.module.RUNS) - self.runs_before
+        return len(self.module.RUNS)
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -399,7 +403,7 @@ def notebook_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NotebookCa
 
 
 @pytest.fixture
-def relay_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayCase]:
+def relay_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RelayCase:
     site = tmp_path / "site"
     install_plugin(
         site,
@@ -411,9 +415,9 @@ def relay_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rela
     # install_plugin prepares PYTHONPATH for nodes started later; this process reads sys.path.
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.delitem(sys.modules, "relay_executor", raising=False)
-    registry = PluginRegistry()  # loads the entry point, which imports the module
-    assert "relay" in registry.executor_names
-    yield RelayCase(sys.modules["relay_executor"])
+    (entry_point,) = importlib.metadata.entry_points(group=EXECUTOR_ENTRY_POINTS, name="relay")
+    entry_point.load()  # imports the module, as the registry will
+    return RelayCase(sys.modules["relay_executor"])
 
 
 @pytest.fixture
