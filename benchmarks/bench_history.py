@@ -23,7 +23,8 @@ from pathlib import Path
 import duckdb
 import psutil
 
-from dkron_lab.history import duckdb as history_module
+from dkron_lab.history import rows as history_rows
+from dkron_lab.history import writer
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.model.execution import Execution, execution_id
 
@@ -115,7 +116,7 @@ def compare_insert_methods(
     ph = "(" + ", ".join("?" * 10) + ")"
 
     def values(b: list[Execution]) -> list[tuple[object, ...]]:
-        return [history_module._row(e) for e in b]
+        return [history_rows.execution_row(e) for e in b]
 
     methods: dict[str, Callable[[duckdb.DuckDBPyConnection, list[Execution]], object]] = {
         "executemany (one row per statement)": lambda con, b: con.executemany(
@@ -125,7 +126,7 @@ def compare_insert_methods(
             f"INSERT INTO executions VALUES {', '.join([ph] * len(b))}",
             [v for r in values(b) for v in r],
         ),
-        "unnest(?::T[]) per column + anti-join (chosen)": history_module._insert,
+        "unnest(?::T[]) per column + anti-join (chosen)": writer.insert_executions,
     }
     table = []
     for name, insert in methods.items():

@@ -2,7 +2,7 @@
 over its REST API; ``keygen`` and ``version`` as in Dkron.
 
 Only parsing and printing live here: the config is built by ``dkron_lab.config``, a node by
-``dkron_lab.node.run_agent`` (imported when ``agent`` runs, so client commands stay light),
+``dkron_lab.agent.run_agent`` (imported when ``agent`` runs, so client commands stay light),
 and every request goes through ``dkron_lab.client.Client``.
 """
 
@@ -148,7 +148,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _run_agent(config: Config) -> int:
-    from dkron_lab.node import run_agent
+    from dkron_lab.agent import run_agent
 
     try:
         return asyncio.run(run_agent(config))

@@ -21,6 +21,9 @@ the ``Starts`` the node gives it. It takes no decision about where a run goes be
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -33,9 +36,18 @@ from dkron_lab.errors import DkronError
 from dkron_lab.model.job import Job, parse_job_schedule
 from dkron_lab.model.planning import effective_policy, plan_catchup
 from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
-from dkron_lab.state.machine import JobState, Limits, command
+from dkron_lab.services import Shared
+from dkron_lab.state.machine import (
+    FireClaimed,
+    FiresSkipped,
+    JobChanged,
+    JobState,
+    Limits,
+    StateRestored,
+    command,
+)
 
-__all__ = ["CATCH_UP_CHUNK", "Leader", "Starts", "fire_command"]
+__all__ = ["CATCH_UP_CHUNK", "CatchUpSettings", "Leader", "Leadership", "Starts", "fire_command"]
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +266,98 @@ def _span_record(span: Any) -> dict[str, Any]:
         "last": codec.format_time(span.last),
         "count": span.count,
     }
+
+
+class Leadership:
+    """The schedule index every server keeps (so ``next`` is right everywhere, and a new
+    leader knows what is due), and a ``Leader`` for as long as this node leads.
+
+    Subscribes to ``JobChanged``, ``FireClaimed``, ``FiresSkipped`` and ``StateRestored``.
+    """
+
+    def __init__(
+        self,
+        shared: Shared,
+        *,
+        index: ScheduleIndex,
+        starts: Starts,
+        on_won: Callable[[int], None],
+        caught_up: Callable[[], None],
+        ready: Callable[[], bool],
+    ) -> None:
+        self._shared = shared
+        self._index = index
+        self._starts = starts
+        self._on_won = on_won
+        self._caught_up = caught_up
+        self._ready = ready
+        self._leader: Leader | None = None
+        self._task: asyncio.Task[None] | None = None
+        index.changed = self._poke
+        shared.state.subscribe(self._on_event, JobChanged, FireClaimed, FiresSkipped, StateRestored)
+
+    def _on_event(self, event: JobChanged | FireClaimed | FiresSkipped | StateRestored) -> None:
+        if isinstance(event, JobChanged):
+            self._index.update(event.name, event.job, self._shared.clock.now())
+        elif isinstance(event, StateRestored):
+            self.reindex()
+        elif self._shared.is_leader():
+            return  # the leader moves its own index, once its claims are answered
+        elif isinstance(event, FireClaimed):
+            self._index.fired(event.job_name, event.scheduled_at)
+        else:  # skipped instants are handled: a later leader must not settle them again
+            instants = (codec.parse_time(span["last"], "last") for span in event.spans)
+            last = max((at for at in instants if at is not None), default=None)
+            if last is not None:
+                self._index.fired(event.job_name, last)
+
+    def reindex(self, *, resume: bool = False) -> None:
+        """Recompute every job's next fire; ``resume`` starts each from its last fire, so the
+        fires missed while this node was down are found (and handled by the catch-up policy)."""
+        self._index.clear()
+        state = self._shared.state
+        now = self._shared.clock.now()
+        with state.lock:
+            jobs = [(job, state.last_fired.get(job.name)) for job in state.jobs.values()]
+        for job, last in jobs:
+            self._index.update(job.name, job, min(last, now) if resume and last else now)
+
+    def _poke(self) -> None:
+        if self._leader is not None:
+            self._shared.call_soon(self._leader.scheduler.poke)
+
+    def changed(self) -> None:
+        """Leadership may have changed: act on the state as it is now (notices come in bursts
+        during elections). Until the node is ready there is nothing to schedule from."""
+        if not self._ready():
+            return
+        running = self._task is not None and not self._task.done()
+        if self._shared.is_leader() and not running:
+            config = self._shared.config
+            self._leader = Leader(
+                state=self._shared.state,
+                index=self._index,
+                clock=self._shared.clock,
+                submit=functools.partial(self._shared.submit, fenced=True),
+                starts=self._starts,
+                catch_up=CatchUpSettings(policy=config.catchup, window=config.catchup_window),
+                on_won=self._on_won,
+                caught_up=self._caught_up,
+            )
+            self._task = asyncio.ensure_future(self._leader.run())
+            log.info("leader (term %d): scheduling", self._shared.term())
+        elif not self._shared.is_leader() and running:
+            assert self._task is not None
+            self._task.cancel()
+            self._task = self._leader = None
+            log.info("no longer leader: scheduling stopped")
+
+    async def stop(self) -> None:
+        """The node stops: no more scheduling, and the starts waiting for an instant drop."""
+        if self._leader is not None:
+            self._leader.abandon()
+        task, self._task, self._leader = self._task, None, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

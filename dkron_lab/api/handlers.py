@@ -47,7 +47,8 @@ from dkron_lab.errors import (
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import GROUP_NAME
-from dkron_lab.node import JobQuery, JobView, Node
+from dkron_lab.node import Node
+from dkron_lab.views import JobQuery, JobView
 
 __all__ = [
     "RESOURCES",

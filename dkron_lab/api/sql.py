@@ -39,7 +39,7 @@ from dkron_lab import codec
 from dkron_lab.errors import BadRequest
 from dkron_lab.history.duckdb import result_too_large
 from dkron_lab.model import secrets
-from dkron_lab.node import JobView
+from dkron_lab.views import JobView
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -183,8 +183,19 @@ class JobState:
 
     # -- listeners -------------------------------------------------------------------------
 
-    def subscribe(self, listener: Callable[[Event], None]) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Callable[[Any], None], *kinds: type) -> None:
+        """Call ``listener`` (on the Raft thread, lock held) with every event of ``kinds``
+        (every event when none are named)."""
+        if kinds:
+            wanted = kinds
+
+            def filtered(event: Event) -> None:
+                if isinstance(event, wanted):
+                    listener(event)
+
+            self._listeners.append(filtered)
+        else:
+            self._listeners.append(listener)
 
     def before_snapshot(self, hook: Callable[[], None]) -> None:
         """``hook`` runs before every snapshot (e.g. to flush history that the log will drop)."""

@@ -44,7 +44,7 @@ async def run_for(node: Node, clock: FakeClock, seconds: int) -> None:
     for _ in range(seconds * 10):
         clock.advance(timedelta(milliseconds=100))
         await asyncio.sleep(0.005)
-    await node._done.drain()
+    await node.outcomes.done.drain()
     await asyncio.sleep(0.1)
 
 

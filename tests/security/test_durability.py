@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from dkron_lab.errors import InsufficientStorage
-from dkron_lab.history import duckdb as history_module
+from dkron_lab.history import writer as history_module
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.model.execution import Execution, execution_id
 from dkron_lab.testing import auth_headers, free_port, new_cluster_key, wait_for

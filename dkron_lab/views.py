@@ -1,0 +1,144 @@
+"""Jobs as the API reads them: ``JobView`` (definition, counters, next fire, children),
+``JobQuery`` (``GET /v1/jobs`` parameters) and ``JobViews``, which answers both from the
+replicated state and the schedule index.
+
+May call: ``JobState`` (reads under its lock) and ``ScheduleIndex.next_of``. Writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from dkron_lab import codec
+from dkron_lab.errors import BadRequest
+from dkron_lab.model import schedule, secrets
+from dkron_lab.model.job import Job, JobStats
+from dkron_lab.scheduler import ScheduleIndex
+from dkron_lab.state.machine import JobState
+
+__all__ = ["JobQuery", "JobView", "JobViews"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobView:
+    """A job as the API shows it: definition, counters, next fire, children."""
+
+    job: Job
+    stats: JobStats
+    next_fire: datetime | None
+    dependent_jobs: tuple[str, ...] = ()
+
+    @property
+    def zone(self) -> tzinfo:
+        return schedule.zone(self.job.timezone)
+
+    def to_json(self) -> dict[str, Any]:
+        """What a read shows: secrets masked."""
+        shown = codec.job_to_json(
+            self.job,
+            self.stats,
+            next_fire=self.next_fire,
+            dependent_jobs=list(self.dependent_jobs),
+            zone=self.zone,
+        )
+        shown["executor_config"] = secrets.masked_config(self.job)
+        return shown
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    """``GET /v1/jobs`` parameters, parsed."""
+
+    q: str = ""
+    status: str | None = None
+    disabled: bool | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    sort: str = "name"
+    order: str = "ASC"
+    start: int = 0
+    end: int | None = None
+
+    def matches(self, job: Job, stats: JobStats) -> bool:
+        needle = self.q.lower()
+        if needle and needle not in job.name.lower() and needle not in job.displayname.lower():
+            return False
+        if self.disabled is not None and job.disabled != self.disabled:
+            return False
+        if self.status is not None and (stats.status or "untriggered") != self.status:
+            return False
+        return all(job.metadata.get(k) == v for k, v in self.metadata.items())
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.metadata) or self.status is not None or self.disabled is not None
+
+    @property
+    def descending(self) -> bool:
+        if self.order.upper() not in ("ASC", "DESC"):
+            raise BadRequest(f"_order must be ASC or DESC, not {self.order!r}")
+        return self.order.upper() == "DESC"
+
+
+_SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
+    "name": lambda v: v.job.name,
+    "displayname": lambda v: v.job.displayname,
+    "schedule": lambda v: v.job.schedule,
+    "success_count": lambda v: v.stats.success_count,
+    "error_count": lambda v: v.stats.error_count,
+    "last_success": lambda v: (v.stats.last_success is not None, v.stats.last_success),
+    "last_error": lambda v: (v.stats.last_error is not None, v.stats.last_error),
+    "next": lambda v: (v.next_fire is not None, v.next_fire),
+}
+
+
+class JobViews:
+    """Reads of jobs, consistent with what this server has applied."""
+
+    def __init__(self, state: JobState, index: ScheduleIndex) -> None:
+        self._state = state
+        self._index = index
+
+    def view(self, job: Job) -> JobView:
+        return JobView(
+            job=job,
+            stats=self._state.stats.get(job.name, JobStats()),
+            next_fire=self._index.next_of(job.name),
+            dependent_jobs=self._state.dependents(job.name),
+        )
+
+    def get(self, name: str) -> JobView:
+        """``JobNotFound`` when there is no such job."""
+        with self._state.lock:
+            return self.view(self._state.job(name))
+
+    def page(self, query: JobQuery) -> tuple[list[JobView], int]:
+        """The page ``query`` asks for, and how many jobs match in all."""
+        key = _SORT_KEYS.get("name" if query.sort in ("", "id") else query.sort)
+        if key is None:
+            raise BadRequest(
+                f"cannot sort jobs by {query.sort!r}: use one of {', '.join(sorted(_SORT_KEYS))}"
+            )
+        descending = query.descending
+        with self._state.lock:
+            if query.sort in ("", "id", "name") and not query.filtered:
+                return self._page_by_name(query, descending)
+            views = [
+                self.view(job)
+                for job in self._state.iter_jobs()
+                if query.matches(job, self._state.stats.get(job.name, JobStats()))
+            ]
+        views.sort(key=key, reverse=descending)
+        return views[query.start : query.end], len(views)
+
+    def _page_by_name(self, query: JobQuery, descending: bool) -> tuple[list[JobView], int]:
+        names = self._state.names
+        total = len(names)
+        end = total if query.end is None else min(query.end, total)
+        if descending:
+            page = [names[total - 1 - i] for i in range(query.start, end)]
+        else:
+            page = names[query.start : end]
+        return [self.view(self._state.jobs[name]) for name in page], total
