@@ -231,6 +231,30 @@ def test_b1_a_stale_reset_reply_resends_applied_entries_which_are_kept(
     assert follower.journal.last_index == 13
 
 
+@pytest.mark.parametrize("patched", [True, False])
+def test_b1_entries_held_already_leave_the_log_alone(
+    tmp_path: Path, patched: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A re-sent AppendEntries whose entries this follower holds, followed by more of its
+    log: nothing is deleted, the commit index moves only up to what the message covered, and
+    the reply acknowledges just that. pysyncobj cuts the log back to the message's end."""
+    follower = ManualCore(tmp_path, entries=12)  # 1..13, term 1
+    try:
+        core, leader = follower.core, follower.node(follower.partner)
+        deliver(core, leader, _heartbeat(1, prev=13), patched=patched)
+        follower.outbox.clear()
+        again = [(b'\x00{"id":%d}' % i, i, 1) for i in range(7, 11)]
+        message = _heartbeat(1, prev=6) | {"entries": again, "commit_index": 12}
+        deliver(core, leader, message, patched=patched)
+        (reply,) = [m for _, m in follower.sent("next_node_idx")]
+        last, commit = follower.journal.last_index, core.raftCommitIndex
+    finally:
+        follower.close()
+    assert reply["success"] and reply["next_node_idx"] == 11
+    assert (last, commit) == ((13, 10) if patched else (10, 10))
+    assert "truncating" not in caplog.text  # nothing was applied yet: pysyncobj is silent
+
+
 @pytest.mark.parametrize(
     ("entries", "held"),
     [
