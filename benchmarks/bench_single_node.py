@@ -76,7 +76,7 @@ async def in_process_node(data_dir: Path) -> AsyncIterator[Node]:
 
 async def create_jobs(node: Node, jobs: list[Job]) -> None:
     for chunk in range(0, len(jobs), 200):
-        await asyncio.gather(*(node.set_job(job) for job in jobs[chunk : chunk + 200]))
+        await asyncio.gather(*(node.jobs.set_job(job) for job in jobs[chunk : chunk + 200]))
 
 
 def lateness_ms(node: Node, since: datetime) -> list[float]:

@@ -11,15 +11,12 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from dkron_lab import codec, credentials
-from dkron_lab._version import __version__
 from dkron_lab.batching import Batcher
 from dkron_lab.clock import Clock, SystemClock
 from dkron_lab.config import Config
@@ -27,44 +24,36 @@ from dkron_lab.credentials import secure_data_dir
 from dkron_lab.dispatch import Peers, Verifier, cluster_key
 from dkron_lab.errors import (
     ClusterError,
-    ConflictError,
-    ExecutionNotFound,
     InsufficientStorage,
-    NotFoundError,
     error_class,
 )
 from dkron_lab.followups import FollowUps
 from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory, SqlLimits
+from dkron_lab.jobs import Jobs
 from dkron_lab.leader import Leadership
 from dkron_lab.membership import (
     Liveness,
     NodeInfo,
 )
 from dkron_lab.metrics import Gauges, Metrics
-from dkron_lab.model import secrets
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats, validate_job
-from dkron_lab.notify import Notifier, check_notify_on
+from dkron_lab.notify import Notifier
 from dkron_lab.outcomes import Outcomes
 from dkron_lab.peering import Peering
 from dkron_lab.plugins import PluginRegistry
+from dkron_lab.recorder import Recorder
 from dkron_lab.roster import Roster
 from dkron_lab.runner import Runner
-from dkron_lab.runs import Run, Runs, http_of
+from dkron_lab.runs import Runs
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.services import Shared
 from dkron_lab.state.machine import (
-    ExecutionFinished,
-    ExecutionsCleared,
-    FiresSkipped,
-    JobChanged,
     JobState,
-    StateRestored,
     command,
 )
 from dkron_lab.state.raft import RaftNode, RaftSettings
-from dkron_lab.views import JobQuery, JobView, JobViews
+from dkron_lab.views import JobViews
 
 __all__ = ["Node"]
 
@@ -205,6 +194,27 @@ class Node:
             sources=self._history_sources,
             tasks=self._loops,
         )
+        self.recorder = Recorder(
+            shared,
+            history=self.history,
+            history_copy=self.history_copy,
+            metrics=self.metrics,
+            notifier=self.notifier,
+        )
+        self.jobs = Jobs(
+            shared,
+            raft=self.raft,
+            history=self.history,
+            registry=self.registry,
+            views=self.views,
+            runner=self.runner,
+            runs=self.runs,
+            followups=self.followups,
+            roster=self.roster,
+            peering=self.peering,
+            peers=self.peers,
+            liveness=self.liveness,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -213,9 +223,6 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.history.open()
-        kinds = (ExecutionFinished, ExecutionsCleared, FiresSkipped, StateRestored)
-        self.state.subscribe(self._on_event, *kinds)
-        self.state.subscribe(self._job_changed, JobChanged)
         self.state.before_snapshot(self.history.flush)
         self.raft.start()
         await self._wait_for_cluster()
@@ -298,41 +305,6 @@ class Node:
         """Shut this node down gracefully (``POST /v1/leave``)."""
         self.on_leave()
 
-    # -- state events (called on the Raft thread) ---------------------------------------------
-
-    def _on_event(
-        self, event: ExecutionFinished | ExecutionsCleared | FiresSkipped | StateRestored
-    ) -> None:
-        """What the history records of the replicated log (every server keeps all of it)."""
-        if isinstance(event, ExecutionFinished):
-            self.history.append(event.execution)
-            if self.notifier.enabled:
-                self._call_soon(self._execution_finished, event)
-        elif isinstance(event, ExecutionsCleared):
-            self.history.delete_job(event.job_name)
-        elif isinstance(event, FiresSkipped):
-            self._record_skipped(event)
-        else:  # the executions of the entries the snapshot replaced never reached our history
-            self._call_soon(self.history_copy.soon)
-
-    def _record_skipped(self, event: FiresSkipped) -> None:
-        if self.raft.is_leader:
-            self.metrics.skipped(sum(int(span["count"]) for span in event.spans))
-        recorded = self.clock.now()
-        for span in event.spans:
-            self.history.record_skipped(
-                event.job_name,
-                reason=span["reason"],
-                first=codec.parse_time(span["first"], "first") or recorded,
-                last=codec.parse_time(span["last"], "last") or recorded,
-                count=int(span["count"]),
-                recorded_at=recorded,
-            )
-
-    def _job_changed(self, event: JobChanged) -> None:
-        if event.job is None:
-            self.metrics.forget_job(event.name)
-
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(callback, *args)
@@ -341,24 +313,13 @@ class Node:
         if execution.scheduled_at is not None:
             self.metrics.lateness((execution.started_at - execution.scheduled_at).total_seconds())
 
-    def _execution_finished(self, event: ExecutionFinished) -> None:
-        """On the leader: announce a run's final attempt (one to be retried is not)."""
-        job = self.state.jobs.get(event.execution.job_name)
-        if job is None or not event.final or not self.is_leader or not self.notifier.enabled:
-            return
-        self._spawn(
-            self.notifier.finished(job, event.execution, previous_success=event.previous_success)
-        )
-
     def _on_knock(self, address: str) -> None:
         self.peering.knocked(address)
 
     def _on_leadership(self, is_leader: bool, term: int) -> None:
         self._call_soon(self.leadership.changed)
 
-    # -- firing --------------------------------------------------------------------------------
-
-    # -- reporting -------------------------------------------------------------------------------
+    # -- plumbing ------------------------------------------------------------------------------
 
     async def _submit_writes(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Writes from concurrent requests share one Raft entry."""
@@ -375,7 +336,7 @@ class Node:
 
     def _history_sources(self) -> list[NodeInfo]:
         """The other servers, the leader first (it has applied the most)."""
-        leader = self.leader()
+        leader = self.roster.leader()
         with self.state.lock:
             nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
         servers = [n for n in nodes if n.role == "server" and n.name != self.name and not n.left]
@@ -389,7 +350,7 @@ class Node:
             queued = len(self.state.queue)
             jobs = len(self.state.jobs)
         statuses: dict[str, int] = {}
-        for member in self.members():
+        for member in self.roster.members():
             statuses[member["statusText"]] = statuses.get(member["statusText"], 0) + 1
         return Gauges(
             is_leader=self.is_leader,
@@ -403,7 +364,7 @@ class Node:
             paused=self.paused,
         )
 
-    # -- the facade: reads -------------------------------------------------------------------
+    # -- what the edges read of the node itself -----------------------------------------------
 
     @property
     def is_leader(self) -> bool:
@@ -412,106 +373,6 @@ class Node:
     @property
     def paused(self) -> bool:
         return self.state.paused
-
-    def get_job(self, name: str) -> JobView:
-        return self.views.get(name)
-
-    def list_jobs(self, query: JobQuery) -> tuple[list[JobView], int]:
-        return self.views.page(query)
-
-    async def list_executions(
-        self,
-        job_name: str,
-        *,
-        sort: str = "",
-        order: str = "DESC",
-        start: int = 0,
-        end: int | None = None,
-        output_size_limit: int | None = None,
-    ) -> tuple[list[Execution], list[bool], int]:
-        self.get_job(job_name)
-        return await asyncio.to_thread(
-            self.history.list_executions,
-            job_name,
-            sort=sort,
-            order=order,
-            start=start,
-            end=end,
-            output_size_limit=output_size_limit,
-        )
-
-    async def get_execution(self, job_name: str, execution_id: str) -> Execution:
-        self.get_job(job_name)
-        found = await asyncio.to_thread(self.history.get_execution, job_name, execution_id)
-        if found is None:
-            for running in self.busy():
-                if running.id == execution_id and running.job_name == job_name:
-                    return running
-            raise ExecutionNotFound(f"execution {execution_id!r} of job {job_name!r} not found")
-        return found
-
-    def busy(self) -> list[Execution]:
-        """Running now anywhere: here live, elsewhere as of each node's last heartbeat; then
-        the runs queued cluster-wide under the concurrency limits, oldest first."""
-        elsewhere = [
-            codec.execution_from_json(e)
-            for e in self.liveness.busy()
-            if e.get("node_name") != self.name
-        ]
-        running = sorted([*self.runner.busy(), *elsewhere], key=lambda e: e.started_at)
-        return running + self._queued_cluster_wide()
-
-    def _queued_cluster_wide(self) -> list[Execution]:
-        with self.state.lock:
-            groups = [(gid, dict(self.state.groups[gid])) for gid in self.state.queue]
-        return [
-            Execution(
-                id=f"queued-{gid}-{target}",
-                job_name=group["job"],
-                node_name=target,
-                group=gid,
-                started_at=datetime.fromtimestamp(gid / 1e9, UTC),
-                scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
-                queued=True,
-            )
-            for gid, group in groups
-            for target in group["targets"]
-        ]
-
-    def info(self) -> dict[str, Any]:
-        status = self.raft.status()
-        members = Counter(member["statusText"] for member in self.members())
-        return {
-            "agent": {"name": self.name, "version": __version__},
-            "serf": {
-                "members": str(members.total()),
-                "failed": str(members["failed"]),
-                "left": str(members["left"]),
-                "encrypted": "true",
-            },
-            "raft": {key: str(value) for key, value in status.items()},
-            "tags": self.roster.tags,
-        }
-
-    def members(self) -> list[dict[str, Any]]:
-        return self.roster.members()
-
-    def leader(self) -> dict[str, Any] | None:
-        return self.roster.leader()
-
-    def raft_peers(self) -> list[dict[str, Any]]:
-        return self.peering.voters()
-
-    # -- the facade: internal calls from other nodes -------------------------------------------
-
-    def heard_from(self, name: str, busy: list[dict[str, Any]]) -> None:
-        """A heartbeat from ``name``, with the executions it is running."""
-        self.liveness.beat(name, busy)
-
-    def accept_run(self, payload: dict[str, Any]) -> None:
-        self.runs.accept(payload)
-
-    # -- the facade: writes -------------------------------------------------------------------
 
     @property
     def storage_fault(self) -> str | None:
@@ -532,186 +393,6 @@ class Node:
             error = result["error"]
             raise error_class(error["type"])(error["message"])
         return result
-
-    def _check(self, job: Job) -> None:
-        validate_job(job)
-        check_notify_on(job.metadata)
-        self.registry.validate(job.executor, job.executor_config, job.processors)
-
-    async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
-        with self.state.lock:
-            stored = self.state.jobs.get(job.name)
-        job = secrets.unmask_job(job, stored)  # a job read from the API, saved back
-        self._check(job)
-        record = codec.job_to_record(job)
-        if stats is not None:
-            record |= codec.stats_to_json(stats)
-        await self._submit(command("set_job", job=record))
-        return self.get_job(job.name)
-
-    async def delete_job(self, name: str) -> JobView:
-        view = self.get_job(name)
-        await self._submit(command("delete_job", name=name))
-        return view
-
-    async def toggle_job(self, name: str) -> JobView:
-        await self._submit(command("toggle_job", name=name))
-        return self.get_job(name)
-
-    async def run_job(self, name: str, *, wait: bool = False, node: str | None = None) -> JobView:
-        """Run ``name`` now on its target nodes, or on ``node`` alone (a manual run: no
-        ``scheduled_at``). ``forbid`` and the concurrency limits hold as for scheduled runs.
-
-        Only the leader claims runs: a follower hands the request to it.
-        """
-        job = self.get_job(name).job
-        if not self.is_leader:
-            return await self._run_on_leader(name, wait, node)
-        targets = self.runs.targets(job) if node is None else (self._live_node(node),)
-        if not targets:
-            raise NotFoundError(
-                f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
-            )
-        group = self.runs.new_group()
-        claim = {"job": name, "scheduled_at": None, "group": group, "targets": targets}
-        finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.followups.waiting[group] = finished
-        (won,), queued = await self.runs.claim([claim])
-        if not won:
-            self.followups.waiting.pop(group, None)
-            raise ConflictError(
-                f"job {name!r} is already running and its concurrency is 'forbid': "
-                "wait for the run to finish, or set concurrency to 'allow'"
-            )
-        if not queued:
-            self.runs.start([Run(job, group, targets)])
-        if wait:
-            await finished
-            await asyncio.to_thread(self.history.flush)
-        else:
-            self.followups.waiting.pop(group, None)
-        return (
-            self.get_job(name)
-            if name in self.state.jobs
-            else JobView(job=job, stats=JobStats(), next_fire=None)
-        )
-
-    def _live_node(self, name: str) -> str:
-        with self.state.lock:
-            known = self.state.nodes.get(name)
-        if known is None or known.get("left"):
-            names = ", ".join(sorted(self.state.nodes)) or "none"
-            raise NotFoundError(f"node {name!r} is not a member: choose one of {names}")
-        if name != self.name and not self.liveness.is_alive(name):
-            raise ClusterError(f"node {name!r} is not answering heartbeats: it cannot run jobs")
-        return name
-
-    async def _run_on_leader(self, name: str, wait: bool, node: str | None = None) -> JobView:
-        leader = self.leader()
-        if leader is None:
-            raise ClusterError("no leader is known yet: wait for the election, then retry")
-        answer = await self.peers.post(
-            http_of(self._shared, leader["Name"]),
-            f"/internal/v1/jobs/{name}/run",
-            {"wait": wait, "node": node},
-            target=leader["Name"],
-        )
-        if wait:
-            # The leader has applied the run's results; answer once this server has too.
-            await self._applied(int(answer["applied_index"]), timeout=5.0)
-            await asyncio.to_thread(self.history.flush)
-        return self.get_job(name)
-
-    async def _applied(self, index: int, *, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.raft.applied_index < index and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-
-    async def add_peer(self, address: str, *, knocked: bool = False) -> None:
-        await self.peering.add(address, knocked=knocked)
-
-    async def remove_peer(self, peer: str) -> None:
-        await self.peering.remove(peer)
-
-    async def skipped(self, name: str) -> list[dict[str, Any]]:
-        """Spans of the job's fires that were missed and deliberately not run, newest first."""
-        self.get_job(name)
-        return await asyncio.to_thread(self.history.list_skipped, name)
-
-    async def delete_executions(self, name: str) -> JobView:
-        await self._submit(command("delete_executions", name=name))
-        return self.get_job(name)
-
-    def concurrency(self) -> dict[str, Any]:
-        """The cluster-wide limits in force, the runs holding a slot and the runs queued."""
-        limits = self.runs.limits
-        with self.state.lock:
-            busy, by_group = self.state.busy_slots()
-            queued: dict[str, int] = {}
-            for gid in self.state.queue:
-                name = self.state.groups[gid].get("limit_group", "")
-                queued[name] = queued.get(name, 0) + 1
-        names = sorted({*limits.groups, *by_group, *queued} - {""})
-        return {
-            "limit": limits.overall,
-            "running": busy,
-            "queued": sum(queued.values()),
-            "groups": {
-                name: {
-                    "limit": limits.groups.get(name, 0),
-                    "running": by_group.get(name, 0),
-                    "queued": queued.get(name, 0),
-                }
-                for name in names
-            },
-        }
-
-    async def set_limits(
-        self, *, overall: int | None = None, groups: Mapping[str, int] | None = None
-    ) -> dict[str, Any]:
-        """Set cluster-wide limits for every server (0: no limit); see ``concurrency()``."""
-        await self._submit(command("set_limits", overall=overall, groups=dict(groups or {})))
-        if self.is_leader:
-            # Queued runs are let through under the new limits now, not at the next claim.
-            let_through = command("fire", fires=[], limits=self.runs.limits.to_json())
-            await self._submit(let_through, fenced=True)
-        return self.concurrency()
-
-    async def set_paused(self, paused: bool) -> bool:
-        result = await self._submit(command("pause", paused=paused))
-        return bool(result["paused"])
-
-    async def restore(self, jobs: list[tuple[Job, JobStats]]) -> list[str]:
-        """Create or update every job, parents before children, whatever the input order."""
-        messages = []
-        for job, stats in _parents_first(jobs):
-            try:
-                await self.set_job(job, stats)
-            except Exception as exc:  # each job's outcome is reported, as Dkron does
-                messages.append(f"fail create {job.name}: {exc}")
-            else:
-                messages.append(f"success create {job.name}")
-        return messages
-
-
-_STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
-
-
-def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobStats]]:
-    by_name = {job.name: (job, stats) for job, stats in jobs}
-    ordered: list[tuple[Job, JobStats]] = []
-    placed: set[str] = set()
-
-    def place(name: str, trail: frozenset[str]) -> None:
-        if name in placed or name not in by_name or name in trail:
-            return
-        place(by_name[name][0].parent_job, trail | {name})
-        placed.add(name)
-        ordered.append(by_name[name])
-
-    for name in by_name:
-        place(name, frozenset())
-    return ordered
 
 
 def _raft_settings(config: Config, encrypt: str) -> RaftSettings:

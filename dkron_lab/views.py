@@ -19,7 +19,7 @@ from dkron_lab.model.job import Job, JobStats
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.state.machine import JobState
 
-__all__ = ["JobQuery", "JobView", "JobViews"]
+__all__ = ["ExecutionQuery", "JobQuery", "JobView", "JobViews"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +80,17 @@ class JobQuery:
         if self.order.upper() not in ("ASC", "DESC"):
             raise BadRequest(f"_order must be ASC or DESC, not {self.order!r}")
         return self.order.upper() == "DESC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionQuery:
+    """``GET /v1/jobs/<job>/executions`` parameters, parsed (for ``Jobs.list_executions``)."""
+
+    sort: str = ""
+    order: str = "DESC"
+    start: int = 0
+    end: int | None = None
+    output_size_limit: int | None = None
 
 
 _SORT_KEYS: dict[str, Callable[[JobView], Any]] = {

@@ -19,7 +19,6 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from functools import cache
 from http import HTTPStatus
@@ -48,7 +47,7 @@ from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import GROUP_NAME
 from dkron_lab.node import Node
-from dkron_lab.views import JobQuery, JobView
+from dkron_lab.views import ExecutionQuery, JobQuery, JobView
 
 __all__ = [
     "RESOURCES",
@@ -157,17 +156,6 @@ def job_query(arguments: Arguments) -> JobQuery:
         start=start,
         end=end,
     )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionQuery:
-    """``GET /v1/jobs/<job>/executions`` parameters, parsed (``Node.list_executions``' keywords)."""
-
-    sort: str = ""
-    order: str = "DESC"
-    start: int = 0
-    end: int | None = None
-    output_size_limit: int | None = None
 
 
 def execution_query(arguments: Arguments) -> ExecutionQuery:
@@ -357,7 +345,7 @@ def _reject_constant(name: str) -> Any:
 
 def _zone_of(node: Node, job_name: str) -> tzinfo:
     try:
-        return node.get_job(job_name).zone
+        return node.jobs.get_job(job_name).zone
     except JobNotFound:
         return UTC
 
@@ -378,19 +366,19 @@ class Health(ApiMixin):
 
 class Status(ApiMixin):
     def get(self) -> None:
-        self.write_json(self.node.info())
+        self.write_json(self.node.jobs.info())
 
 
 class Members(ApiMixin):
     def get(self) -> None:
-        members = self.node.members()
+        members = self.node.jobs.members()
         self.set_header("X-Total-Count", len(members))
         self.write_json(members)
 
 
 class Leader(ApiMixin):
     def get(self) -> None:
-        leader = self.node.leader()
+        leader = self.node.jobs.leader()
         if leader is None:
             raise Unavailable("no leader is known yet: wait for the election, then retry")
         self.write_json(leader)
@@ -406,7 +394,7 @@ class IsLeader(ApiMixin):
 
 class Leave(ApiMixin):
     async def post(self) -> None:
-        members = self.node.members()
+        members = self.node.jobs.members()
         await self.node.leave()
         self.write_json(members)
 
@@ -415,7 +403,7 @@ class RaftPeers(ApiMixin):
     accepts_body = True
 
     def get(self) -> None:
-        peers = self.node.raft_peers()
+        peers = self.node.jobs.raft_peers()
         self.set_header("X-Total-Count", len(peers))
         self.write_json(peers)
 
@@ -424,19 +412,19 @@ class RaftPeers(ApiMixin):
         address = body.get("address") if isinstance(body, dict) else None
         if not isinstance(address, str):
             raise BadRequest('send {"address": "host:port"}: the new server\'s --bind-addr')
-        await self.node.add_peer(address)
-        self.write_json(self.node.raft_peers())
+        await self.node.jobs.add_peer(address)
+        self.write_json(self.node.jobs.raft_peers())
 
 
 class RaftPeer(ApiMixin):
     async def delete(self, peer: str) -> None:
-        await self.node.remove_peer(peer)
-        self.write_json(self.node.raft_peers())
+        await self.node.jobs.remove_peer(peer)
+        self.write_json(self.node.jobs.raft_peers())
 
 
 class Busy(ApiMixin):
     def get(self) -> None:
-        running = self.node.busy()
+        running = self.node.jobs.busy()
         self.set_header("X-Total-Count", len(running))
         self.write_json(
             [codec.execution_to_json(e, _zone_of(self.node, e.job_name)) for e in running]
@@ -448,7 +436,7 @@ class Pause(ApiMixin):
         self.write_json({"paused": self.node.paused})
 
     async def post(self) -> None:
-        self.write_json({"paused": await self.node.set_paused(True)})
+        self.write_json({"paused": await self.node.jobs.set_paused(True)})
 
 
 class Concurrency(ApiMixin):
@@ -457,7 +445,7 @@ class Concurrency(ApiMixin):
     accepts_body = True
 
     def get(self) -> None:
-        self.write_json(self.node.concurrency())
+        self.write_json(self.node.jobs.concurrency())
 
     async def put(self) -> None:
         body = self.json_body()
@@ -476,7 +464,7 @@ class Concurrency(ApiMixin):
                 'groups must map group names (letters, digits, "_", "-", ".") to whole numbers '
                 '>= 0, e.g. {"etl": 2}'
             )
-        self.write_json(await self.node.set_limits(overall=overall, groups=groups))
+        self.write_json(await self.node.jobs.set_limits(overall=overall, groups=groups))
 
 
 def _count(value: Any) -> bool:
@@ -485,7 +473,7 @@ def _count(value: Any) -> bool:
 
 class Unpause(ApiMixin):
     async def post(self) -> None:
-        self.write_json({"paused": await self.node.set_paused(False)})
+        self.write_json({"paused": await self.node.jobs.set_paused(False)})
 
 
 class Restore(ApiMixin):
@@ -503,7 +491,7 @@ class Restore(ApiMixin):
                 jobs.append(codec.job_from_json(item))
             except ValidationError as exc:
                 raise type(exc)(f"job #{position} in the restore file: {exc.message}") from None
-        messages = await self.node.restore(jobs)
+        messages = await self.node.jobs.restore(jobs)
         # Dkron answers with a JSON string that holds the JSON array; its clients expect that.
         self.write_json(json.dumps(messages))
 
@@ -532,7 +520,7 @@ class _JobWriter(ApiMixin):
 
     async def _save(self, data: Any) -> None:
         job, stats = codec.job_from_json(data)
-        view = await self.node.set_job(job, stats)
+        view = await self.node.jobs.set_job(job, stats)
         if "runoncreate" in self.request.query_arguments:
             view = await self._run_saved(view)
         self.set_header("Location", _job_location(job.name))
@@ -542,7 +530,7 @@ class _JobWriter(ApiMixin):
         # The job is saved: a run that cannot start must not turn that into an error (Dkron
         # runs it in the background and ignores the outcome too).
         try:
-            return await self.node.run_job(view.job.name)
+            return await self.node.jobs.run_job(view.job.name)
         except DkronError as exc:
             log.warning("runoncreate: job %r saved but not run: %s", view.job.name, exc)
             return view
@@ -550,14 +538,14 @@ class _JobWriter(ApiMixin):
     async def _run(self, name: str) -> None:
         wait = _boolean(self.request.query_arguments, "wait", empty=True) or False
         node = _text(self.request.query_arguments, "node") or None
-        view = await self.node.run_job(name, wait=wait, node=node)
+        view = await self.node.jobs.run_job(name, wait=wait, node=node)
         self.set_header("Location", _job_location(name))
         self.write_json(view.to_json(), status=200 if wait else 202)
 
 
 class Jobs(_JobWriter):
     def get(self) -> None:
-        views, total = self.node.list_jobs(job_query(self.request.query_arguments))
+        views, total = self.node.jobs.list_jobs(job_query(self.request.query_arguments))
         self.set_header("X-Total-Count", total)
         self.write_json([view.to_json() for view in views])
 
@@ -570,7 +558,7 @@ class Jobs(_JobWriter):
 
 class JobResource(_JobWriter):
     def get(self, job: str) -> None:
-        self.write_json(self.node.get_job(job).to_json())
+        self.write_json(self.node.jobs.get_job(job).to_json())
 
     async def put(self, job: str) -> None:
         await self._save(_name_from_path(self.json_body(), job))
@@ -579,7 +567,7 @@ class JobResource(_JobWriter):
         await self._run(job)
 
     async def delete(self, job: str) -> None:
-        view = await self.node.delete_job(job)
+        view = await self.node.jobs.delete_job(job)
         self.write_json(view.to_json())
 
 
@@ -607,7 +595,7 @@ class Run(_JobWriter):
 
 class Toggle(ApiMixin):
     async def post(self, job: str) -> None:
-        view = await self.node.toggle_job(job)
+        view = await self.node.jobs.toggle_job(job)
         self.set_header("Location", _job_location(job))
         self.write_json(view.to_json())
 
@@ -615,20 +603,13 @@ class Toggle(ApiMixin):
 class Executions(ApiMixin):
     async def get(self, job: str) -> None:
         query = execution_query(self.request.query_arguments)
-        zone = self.node.get_job(job).zone
-        page, truncated, total = await self.node.list_executions(
-            job,
-            sort=query.sort,
-            order=query.order,
-            start=query.start,
-            end=query.end,
-            output_size_limit=query.output_size_limit,
-        )
+        zone = self.node.jobs.get_job(job).zone
+        page, truncated, total = await self.node.jobs.list_executions(job, query)
         self.set_header("X-Total-Count", total)
         self.write_json([_listed(e, zone, cut) for e, cut in zip(page, truncated, strict=True)])
 
     async def delete(self, job: str) -> None:
-        view = await self.node.delete_executions(job)
+        view = await self.node.jobs.delete_executions(job)
         self.write_json(view.to_json())
 
 
@@ -638,7 +619,7 @@ def _listed(execution: Execution, zone: tzinfo, truncated: bool) -> dict[str, An
 
 class Skipped(ApiMixin):
     async def get(self, job: str) -> None:
-        spans = await self.node.skipped(job)
+        spans = await self.node.jobs.skipped(job)
         self.set_header("X-Total-Count", len(spans))
         self.write_json(
             [
@@ -656,8 +637,8 @@ class LegacyExecutions(ApiMixin):
 
 class ExecutionResource(ApiMixin):
     async def get(self, job: str, execution: str) -> None:
-        zone = self.node.get_job(job).zone
-        found = await self.node.get_execution(job, execution)
+        zone = self.node.jobs.get_job(job).zone
+        found = await self.node.jobs.get_execution(job, execution)
         self.write_json(codec.execution_to_json(found, zone))
 
 
@@ -749,11 +730,11 @@ class Sql(ApiMixin):
     async def post(self) -> None:
         request = sql_api.sql_request(self.json_body())
         arrow = sql_api.ARROW_STREAM in self.request.headers.get("Accept", "")
-        views, _ = self.node.list_jobs(JobQuery())
-        leader = self.node.leader()
+        views, _ = self.node.jobs.list_jobs(JobQuery())
+        leader = self.node.jobs.leader()
         leader_name = leader["Name"] if leader else None
         jobs = [sql_api.job_row(view) for view in views]
-        members = [sql_api.member_row(member, leader_name) for member in self.node.members()]
+        members = [sql_api.member_row(member, leader_name) for member in self.node.jobs.members()]
         pretty = "pretty" in self.request.query_arguments
         work = functools.partial(
             sql_api.answer, self.node.history, request, jobs, members, arrow=arrow, pretty=pretty

@@ -42,33 +42,33 @@ class _Internal(ApiMixin):
 class Heartbeat(_Internal):
     async def post(self) -> None:
         data = self.signed_body()
-        self.node.heard_from(str(data["node"]), list(data.get("busy", [])))
+        self.node.jobs.heard_from(str(data["node"]), list(data.get("busy", [])))
         self.write_json({"term": self.node.raft.term})
 
 
 class RunHere(_Internal):
     async def post(self) -> None:
-        self.node.accept_run(self.signed_body())
+        self.node.jobs.accept_run(self.signed_body())
         self.write_json({"accepted": True}, status=202)
 
 
 class RunOnLeader(_Internal):
     async def post(self, job: str) -> None:
         data = self.signed_body()
-        view = await self.node.run_job(job, wait=bool(data.get("wait")), node=data.get("node"))
+        view = await self.node.jobs.run_job(job, wait=bool(data.get("wait")), node=data.get("node"))
         self.write_json({"job": view.to_json(), "applied_index": self.node.raft.applied_index})
 
 
 class AddPeer(_Internal):
     async def post(self) -> None:
         body = self.signed_body()
-        await self.node.add_peer(str(body["peer"]), knocked=bool(body.get("knocked")))
+        await self.node.jobs.add_peer(str(body["peer"]), knocked=bool(body.get("knocked")))
         self.write_json({"added": True})
 
 
 class RemovePeer(_Internal):
     async def post(self) -> None:
-        await self.node.remove_peer(str(self.signed_body()["peer"]))
+        await self.node.jobs.remove_peer(str(self.signed_body()["peer"]))
         self.write_json({"removed": True})
 
 

@@ -765,7 +765,7 @@ async def test_unexpected_errors_are_500_without_traceback(
     def broken() -> list[dict[str, Any]]:
         raise RuntimeError("members table on fire")
 
-    monkeypatch.setattr(api.node, "members", broken)
+    monkeypatch.setattr(api.node.jobs, "members", broken)
     with caplog.at_level(logging.ERROR):
         response = await api.client.get("/v1/members")
     assert response.status_code == 500

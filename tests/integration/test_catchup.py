@@ -59,7 +59,7 @@ async def test_policies_after_ten_minutes_down(
     node = make_node(tmp_path, clock)
     await node.start()
     job = Job(name="minutely", schedule="0 * * * * *", executor="noop", catchup=policy)
-    await node.set_job(job)
+    await node.jobs.set_job(job)
     await run_for(node, clock, 31)  # fires at 12:01:00
     await node.stop()
     assert node.state.stats["minutely"].success_count == 1
@@ -68,7 +68,7 @@ async def test_policies_after_ten_minutes_down(
     node = make_node(tmp_path, clock)
     await node.start()
     await run_for(node, clock, 2)
-    runs, _, total = await node.list_executions("minutely")
+    runs, _, total = await node.jobs.list_executions("minutely")
     late = sorted(
         e.scheduled_at
         for e in runs
@@ -77,7 +77,7 @@ async def test_policies_after_ten_minutes_down(
     assert len(late) == fired
     if fired:
         assert late[-1] == datetime(2026, 3, 1, 12, 11, tzinfo=UTC)
-    spans = await node.skipped("minutely")
+    spans = await node.jobs.skipped("minutely")
     assert [(s["reason"], s["count"]) for s in spans] == skipped
     # the schedule goes on from now, and nothing ran twice
     assert node.index.next_of("minutely") == datetime(2026, 3, 1, 12, 12, tzinfo=UTC)
@@ -90,12 +90,12 @@ async def test_server_default_applies_when_the_job_says_nothing(tmp_path: Path) 
     clock = FakeClock(T0)
     node = make_node(tmp_path, clock, catchup="skip")
     await node.start()
-    await node.set_job(Job(name="m", schedule="0 * * * * *", executor="noop"))
+    await node.jobs.set_job(Job(name="m", schedule="0 * * * * *", executor="noop"))
     await run_for(node, clock, 31)
     await node.stop()
     clock.advance(timedelta(minutes=3))
     node = make_node(tmp_path, clock, catchup="skip")
     await node.start()
     await run_for(node, clock, 1)
-    assert [(s["reason"], s["count"]) for s in await node.skipped("m")] == [("policy", 3)]
+    assert [(s["reason"], s["count"]) for s in await node.jobs.skipped("m")] == [("policy", 3)]
     await node.stop()

@@ -72,9 +72,9 @@ async def test_a_late_server_copies_the_history_it_never_applied(tmp_path: Path)
     second.state.subscribe(lambda e: restored.append(e) if isinstance(e, StateRestored) else None)
     nodes, https = [first], [await serve_after(first)]
     try:
-        await first.set_job(shell("work", "echo hi"))
+        await first.jobs.set_job(shell("work", "echo hi"))
         for _ in range(RUNS):
-            await first.run_job("work", wait=True)
+            await first.jobs.run_job("work", wait=True)
         expected = rows(first)
         assert len(expected) == RUNS
         joining = asyncio.ensure_future(second.start())  # it knocks, the leader adds it
@@ -86,7 +86,7 @@ async def test_a_late_server_copies_the_history_it_never_applied(tmp_path: Path)
 
         # A new run (on both servers now) comes through the log; nothing doubles.
         assert await eventually(lambda: first.liveness.is_alive("s2"))
-        await first.run_job("work", wait=True)
+        await first.jobs.run_job("work", wait=True)
         assert await eventually(lambda: len(rows(second)) == RUNS + 2 == len(rows(first)))
         assert rows(second) == rows(first)
 

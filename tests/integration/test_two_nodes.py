@@ -70,26 +70,26 @@ def shell(name: str, command: str, **fields: object) -> Job:
 
 async def test_tags_choose_the_agent_and_its_output_is_live(pair: tuple[Node, Node]) -> None:
     server, agent = pair
-    members = {m["Name"]: m["statusText"] for m in server.members()}
+    members = {m["Name"]: m["statusText"] for m in server.jobs.members()}
     assert members == {"s1": "alive", "a1": "alive"}
-    await server.set_job(
+    await server.jobs.set_job(
         shell("work", "echo step1; sleep 1.5; echo step2", tags={"role": "worker"})
     )
     assert await eventually(lambda: "work" in agent.state.jobs)  # the agent holds a replica
-    await server.run_job("work")
-    busy = await eventually(lambda: [e for e in server.busy() if "step1" in e.output], 5)
+    await server.jobs.run_job("work")
+    busy = await eventually(lambda: [e for e in server.jobs.busy() if "step1" in e.output], 5)
     assert busy and busy[0].node_name == "a1" and busy[0].finished_at is None
     await eventually(lambda: server.state.stats["work"].success_count == 1)
     server.history.flush()
-    runs, _, _ = await server.list_executions("work")
+    runs, _, _ = await server.jobs.list_executions("work")
     assert [(e.node_name, e.success, e.output) for e in runs] == [("a1", True, "step1\nstep2\n")]
 
 
 async def test_no_tags_means_every_node(pair: tuple[Node, Node]) -> None:
     server, _ = pair
-    await server.set_job(shell("all", "echo hi"))
-    await server.run_job("all", wait=True)
-    runs, _, _ = await server.list_executions("all")
+    await server.jobs.set_job(shell("all", "echo hi"))
+    await server.jobs.run_job("all", wait=True)
+    runs, _, _ = await server.jobs.list_executions("all")
     assert sorted(e.node_name for e in runs) == ["a1", "s1"]
 
 
@@ -98,19 +98,19 @@ async def test_a_silent_agent_has_its_runs_failed_and_a_leaving_one_shows_left(
 ) -> None:
     server, agent = pair
     job = shell("long", "sleep 30", tags={"role": "worker"}, concurrency="forbid")
-    await server.set_job(job)
-    await server.run_job("long")
+    await server.jobs.set_job(job)
+    await server.jobs.run_job("long")
     await eventually(lambda: agent.runner.running == 1)
     for task in list(agent._loops):  # the agent goes silent (as if its machine froze)
         task.cancel()
     failed = await eventually(lambda: server.state.stats["long"].error_count == 1, 15)
     assert failed, "the lease did not fail the run of a silent agent"
-    assert {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "failed"
-    assert server.info()["serf"] | {"encrypted": "-"} == {
+    assert {m["Name"]: m["statusText"] for m in server.jobs.members()}["a1"] == "failed"
+    assert server.jobs.info()["serf"] | {"encrypted": "-"} == {
         "members": "2", "failed": "1", "left": "0", "encrypted": "-"
     }  # fmt: skip
     server.history.flush()
-    runs, _, _ = await server.list_executions("long")
+    runs, _, _ = await server.jobs.list_executions("long")
     assert "stopped answering heartbeats" in runs[0].output
     await agent.stop(graceful=False)
     agent._ready = False
@@ -121,10 +121,10 @@ async def test_graceful_stop_marks_the_node_left(pair: tuple[Node, Node]) -> Non
     await agent.stop(graceful=True)
     agent._ready = False
     status = await eventually(
-        lambda: {m["Name"]: m["statusText"] for m in server.members()}["a1"] == "left"
+        lambda: {m["Name"]: m["statusText"] for m in server.jobs.members()}["a1"] == "left"
     )
     assert status
-    assert (server.info()["serf"]["failed"], server.info()["serf"]["left"]) == ("0", "1")
+    assert (server.jobs.info()["serf"]["failed"], server.jobs.info()["serf"]["left"]) == ("0", "1")
 
 
 async def test_a_server_is_added_to_a_running_cluster(tmp_path: Path) -> None:
@@ -149,19 +149,21 @@ async def test_a_server_is_added_to_a_running_cluster(tmp_path: Path) -> None:
     await first.start()
     https = [await serve(first)]
     try:
-        await first.set_job(shell("before", "true"))
+        await first.jobs.set_job(shell("before", "true"))
         joining = asyncio.ensure_future(second.start())
         await asyncio.sleep(0.5)
         assert not joining.done()  # it waits to be added, then asks (raft.KNOCK_AFTER)
         await asyncio.wait_for(joining, 30)
         https.append(await serve(second))
         assert "before" in second.state.jobs
-        assert sorted(p["address"] for p in first.raft_peers()) == sorted(
+        assert sorted(p["address"] for p in first.jobs.raft_peers()) == sorted(
             [f"127.0.0.1:{first_raft}", f"127.0.0.1:{second_raft}"]
         )
-        members = await eventually(lambda: {m["Name"] for m in first.members()} == {"s1", "s2"})
+        members = await eventually(
+            lambda: {m["Name"] for m in first.jobs.members()} == {"s1", "s2"}
+        )
         assert members
-        await first.set_job(shell("after", "true"))  # commits with both voters
+        await first.jobs.set_job(shell("after", "true"))  # commits with both voters
         assert await eventually(lambda: "after" in second.state.jobs)
     finally:
         for http in https:

@@ -71,7 +71,8 @@ async def test_magics_in_a_kernel_started_by_jupyter(kernel: Kernel, dkron_app: 
     created = await kernel.run('%%dkron job hello --schedule "@every 1h"\necho hello from a kernel')
     assert created["status"] == "ok", created
     assert "hello" in created["result"]
-    assert dkron_app.node is not None and dkron_app.node.get_job("hello").job.executor == "shell"
+    assert dkron_app.node is not None
+    assert dkron_app.node.jobs.get_job("hello").job.executor == "shell"
 
     assert (await kernel.run("x = %dkron jobs"))["status"] == "ok"
     assert await kernel.value("[j['name'] for j in x]") == ["hello"]

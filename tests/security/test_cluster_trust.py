@@ -552,8 +552,8 @@ async def test_nodes_call_each_other_over_verified_tls(tmp_path: Path) -> None:
             name="work", schedule="@manually", executor="shell", executor_config=config,
             tags={"role": "worker"},
         )  # fmt: skip
-        await server.set_job(work)
-        await server.run_job("work")
+        await server.jobs.set_job(work)
+        await server.jobs.run_job("work")
         await _until(lambda: server.state.stats["work"].success_count == 1)
         async with httpx.AsyncClient(trust_env=False) as plain:
             with pytest.raises(httpx.HTTPError):

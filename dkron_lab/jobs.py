@@ -1,0 +1,347 @@
+"""The operations the API, the CLI and the Jupyter extension call: jobs and their runs, the
+cluster as Dkron shows it, and the internal calls other nodes make. Each one reads the
+replicated state or writes a command through Raft and waits for it to apply; none decides
+anything the state machine or a service decides.
+
+May call: ``JobViews``, the history (reads), ``Shared.submit``, ``Runs``, ``FollowUps``,
+``Roster``, ``Peering``, ``Peers.post`` (a manual run sent to the leader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dkron_lab import codec
+from dkron_lab._version import __version__
+from dkron_lab.dispatch import Peers
+from dkron_lab.errors import ClusterError, ConflictError, ExecutionNotFound, NotFoundError
+from dkron_lab.followups import FollowUps
+from dkron_lab.history.duckdb import DuckDBHistory
+from dkron_lab.membership import Liveness
+from dkron_lab.model import secrets
+from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import Job, JobStats, validate_job
+from dkron_lab.notify import check_notify_on
+from dkron_lab.peering import Peering
+from dkron_lab.plugins import PluginRegistry
+from dkron_lab.roster import Roster
+from dkron_lab.runner import Runner
+from dkron_lab.runs import Run, Runs, http_of
+from dkron_lab.services import Shared
+from dkron_lab.state.machine import command
+from dkron_lab.state.raft import RaftNode
+from dkron_lab.views import ExecutionQuery, JobQuery, JobView, JobViews
+
+__all__ = ["Jobs"]
+
+
+class Jobs:
+    def __init__(
+        self,
+        shared: Shared,
+        *,
+        raft: RaftNode,
+        history: DuckDBHistory,
+        registry: PluginRegistry,
+        views: JobViews,
+        runner: Runner,
+        runs: Runs,
+        followups: FollowUps,
+        roster: Roster,
+        peering: Peering,
+        peers: Peers,
+        liveness: Liveness,
+    ) -> None:
+        self._shared = shared
+        self._state = shared.state
+        self._raft = raft
+        self._history = history
+        self._registry = registry
+        self._views = views
+        self._runner = runner
+        self._runs = runs
+        self._followups = followups
+        self._roster = roster
+        self._peering = peering
+        self._peers = peers
+        self._liveness = liveness
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def get_job(self, name: str) -> JobView:
+        return self._views.get(name)
+
+    def list_jobs(self, query: JobQuery) -> tuple[list[JobView], int]:
+        return self._views.page(query)
+
+    async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
+        with self._state.lock:
+            stored = self._state.jobs.get(job.name)
+        job = secrets.unmask_job(job, stored)  # a job read from the API, saved back
+        validate_job(job)
+        check_notify_on(job.metadata)
+        self._registry.validate(job.executor, job.executor_config, job.processors)
+        record = codec.job_to_record(job)
+        if stats is not None:
+            record |= codec.stats_to_json(stats)
+        await self._shared.submit(command("set_job", job=record))
+        return self.get_job(job.name)
+
+    async def delete_job(self, name: str) -> JobView:
+        view = self.get_job(name)
+        await self._shared.submit(command("delete_job", name=name))
+        return view
+
+    async def toggle_job(self, name: str) -> JobView:
+        await self._shared.submit(command("toggle_job", name=name))
+        return self.get_job(name)
+
+    async def restore(self, jobs: list[tuple[Job, JobStats]]) -> list[str]:
+        """Create or update every job, parents before children, whatever the input order."""
+        messages = []
+        for job, stats in _parents_first(jobs):
+            try:
+                await self.set_job(job, stats)
+            except Exception as exc:  # each job's outcome is reported, as Dkron does
+                messages.append(f"fail create {job.name}: {exc}")
+            else:
+                messages.append(f"success create {job.name}")
+        return messages
+
+    async def set_paused(self, paused: bool) -> bool:
+        result = await self._shared.submit(command("pause", paused=paused))
+        return bool(result["paused"])
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def run_job(self, name: str, *, wait: bool = False, node: str | None = None) -> JobView:
+        """Run ``name`` now on its target nodes, or on ``node`` alone (a manual run: no
+        ``scheduled_at``). ``forbid`` and the concurrency limits hold as for scheduled runs.
+
+        Only the leader claims runs: a follower hands the request to it.
+        """
+        job = self.get_job(name).job
+        if not self._shared.is_leader():
+            return await self._run_on_leader(name, wait, node)
+        targets = self._runs.targets(job) if node is None else (self._live_node(node),)
+        if not targets:
+            raise NotFoundError(
+                f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
+            )
+        group = self._runs.new_group()
+        claim = {"job": name, "scheduled_at": None, "group": group, "targets": targets}
+        finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        waiting = self._followups.waiting
+        waiting[group] = finished
+        (won,), queued = await self._runs.claim([claim])
+        if not won:
+            waiting.pop(group, None)
+            raise ConflictError(
+                f"job {name!r} is already running and its concurrency is 'forbid': "
+                "wait for the run to finish, or set concurrency to 'allow'"
+            )
+        if not queued:
+            self._runs.start([Run(job, group, targets)])
+        if wait:
+            await finished
+            await asyncio.to_thread(self._history.flush)
+        else:
+            waiting.pop(group, None)
+        if name in self._state.jobs:
+            return self.get_job(name)
+        return JobView(job=job, stats=JobStats(), next_fire=None)
+
+    def _live_node(self, name: str) -> str:
+        with self._state.lock:
+            known = self._state.nodes.get(name)
+        if known is None or known.get("left"):
+            names = ", ".join(sorted(self._state.nodes)) or "none"
+            raise NotFoundError(f"node {name!r} is not a member: choose one of {names}")
+        if name != self._shared.name and not self._liveness.is_alive(name):
+            raise ClusterError(f"node {name!r} is not answering heartbeats: it cannot run jobs")
+        return name
+
+    async def _run_on_leader(self, name: str, wait: bool, node: str | None = None) -> JobView:
+        leader = self._roster.leader()
+        if leader is None:
+            raise ClusterError("no leader is known yet: wait for the election, then retry")
+        answer = await self._peers.post(
+            http_of(self._shared, leader["Name"]),
+            f"/internal/v1/jobs/{name}/run",
+            {"wait": wait, "node": node},
+            target=leader["Name"],
+        )
+        if wait:
+            # The leader has applied the run's results; answer once this server has too.
+            await self._applied(int(answer["applied_index"]), timeout=5.0)
+            await asyncio.to_thread(self._history.flush)
+        return self.get_job(name)
+
+    async def _applied(self, index: int, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._raft.applied_index < index and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def list_executions(
+        self, job_name: str, query: ExecutionQuery | None = None
+    ) -> tuple[list[Execution], list[bool], int]:
+        """A page of the job's executions (``JobNotFound`` for an unknown job), whether each
+        output was cut to ``output_size_limit``, and how many there are in all."""
+        self.get_job(job_name)
+        query = query or ExecutionQuery()
+        return await asyncio.to_thread(
+            self._history.list_executions,
+            job_name,
+            sort=query.sort,
+            order=query.order,
+            start=query.start,
+            end=query.end,
+            output_size_limit=query.output_size_limit,
+        )
+
+    async def get_execution(self, job_name: str, execution_id: str) -> Execution:
+        self.get_job(job_name)
+        found = await asyncio.to_thread(self._history.get_execution, job_name, execution_id)
+        if found is None:
+            for running in self.busy():
+                if running.id == execution_id and running.job_name == job_name:
+                    return running
+            raise ExecutionNotFound(f"execution {execution_id!r} of job {job_name!r} not found")
+        return found
+
+    async def delete_executions(self, name: str) -> JobView:
+        await self._shared.submit(command("delete_executions", name=name))
+        return self.get_job(name)
+
+    async def skipped(self, name: str) -> list[dict[str, Any]]:
+        """Spans of the job's fires that were missed and deliberately not run, newest first."""
+        self.get_job(name)
+        return await asyncio.to_thread(self._history.list_skipped, name)
+
+    def busy(self) -> list[Execution]:
+        """Running now anywhere: here live, elsewhere as of each node's last heartbeat; then
+        the runs queued cluster-wide under the concurrency limits, oldest first."""
+        elsewhere = [
+            codec.execution_from_json(e)
+            for e in self._liveness.busy()
+            if e.get("node_name") != self._shared.name
+        ]
+        running = sorted([*self._runner.busy(), *elsewhere], key=lambda e: e.started_at)
+        return running + self._queued_cluster_wide()
+
+    def _queued_cluster_wide(self) -> list[Execution]:
+        with self._state.lock:
+            groups = [(gid, dict(self._state.groups[gid])) for gid in self._state.queue]
+        return [
+            Execution(
+                id=f"queued-{gid}-{target}",
+                job_name=group["job"],
+                node_name=target,
+                group=gid,
+                started_at=datetime.fromtimestamp(gid / 1e9, UTC),
+                scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
+                queued=True,
+            )
+            for gid, group in groups
+            for target in group["targets"]
+        ]
+
+    # -- concurrency limits --------------------------------------------------------------------
+
+    def concurrency(self) -> dict[str, Any]:
+        """The cluster-wide limits in force, the runs holding a slot and the runs queued."""
+        limits = self._runs.limits
+        with self._state.lock:
+            busy, by_group = self._state.busy_slots()
+            queued: dict[str, int] = {}
+            for gid in self._state.queue:
+                name = self._state.groups[gid].get("limit_group", "")
+                queued[name] = queued.get(name, 0) + 1
+        names = sorted({*limits.groups, *by_group, *queued} - {""})
+        return {
+            "limit": limits.overall,
+            "running": busy,
+            "queued": sum(queued.values()),
+            "groups": {
+                name: {
+                    "limit": limits.groups.get(name, 0),
+                    "running": by_group.get(name, 0),
+                    "queued": queued.get(name, 0),
+                }
+                for name in names
+            },
+        }
+
+    async def set_limits(
+        self, *, overall: int | None = None, groups: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Set cluster-wide limits for every server (0: no limit); see ``concurrency()``."""
+        submit = self._shared.submit
+        await submit(command("set_limits", overall=overall, groups=dict(groups or {})))
+        if self._shared.is_leader():
+            # Queued runs are let through under the new limits now, not at the next claim.
+            let_through = command("fire", fires=[], limits=self._runs.limits.to_json())
+            await submit(let_through, fenced=True)
+        return self.concurrency()
+
+    # -- the cluster ---------------------------------------------------------------------------
+
+    def members(self) -> list[dict[str, Any]]:
+        return self._roster.members()
+
+    def leader(self) -> dict[str, Any] | None:
+        return self._roster.leader()
+
+    def info(self) -> dict[str, Any]:
+        members = Counter(member["statusText"] for member in self.members())
+        return {
+            "agent": {"name": self._shared.name, "version": __version__},
+            "serf": {
+                "members": str(members.total()),
+                "failed": str(members["failed"]),
+                "left": str(members["left"]),
+                "encrypted": "true",
+            },
+            "raft": {key: str(value) for key, value in self._raft.status().items()},
+            "tags": self._roster.tags,
+        }
+
+    def raft_peers(self) -> list[dict[str, Any]]:
+        return self._peering.voters()
+
+    async def add_peer(self, address: str, *, knocked: bool = False) -> None:
+        await self._peering.add(address, knocked=knocked)
+
+    async def remove_peer(self, peer: str) -> None:
+        await self._peering.remove(peer)
+
+    # -- calls from other nodes ----------------------------------------------------------------
+
+    def heard_from(self, name: str, busy: list[dict[str, Any]]) -> None:
+        """A heartbeat from ``name``, with the executions it is running."""
+        self._liveness.beat(name, busy)
+
+    def accept_run(self, payload: dict[str, Any]) -> None:
+        self._runs.accept(payload)
+
+
+def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobStats]]:
+    by_name = {job.name: (job, stats) for job, stats in jobs}
+    ordered: list[tuple[Job, JobStats]] = []
+    placed: set[str] = set()
+
+    def place(name: str, trail: frozenset[str]) -> None:
+        if name in placed or name not in by_name or name in trail:
+            return
+        place(by_name[name][0].parent_job, trail | {name})
+        placed.add(name)
+        ordered.append(by_name[name])
+
+    for name in by_name:
+        place(name, frozenset())
+    return ordered
