@@ -19,7 +19,7 @@ from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
 from dkron_lab.model.execution import Execution, execution_id, mark_cut
 from dkron_lab.model.job import Job
-from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values
+from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values, spelled
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult, PluginRegistry
 
 __all__ = ["Runner"]
@@ -41,8 +41,10 @@ class _Live:
     limit: int
     scrubber: OutputScrubber
     tail: bytearray = field(default_factory=bytearray)
+    emitted: int = 0  # bytes the executor printed, before any cut or mask
 
     def emit(self, chunk: bytes) -> None:
+        self.emitted += len(chunk)
         self.tail += self.scrubber.feed(chunk)
         if len(self.tail) > self.limit:
             del self.tail[: len(self.tail) - self.limit]
@@ -146,7 +148,7 @@ class Runner:
         return ns
 
     async def _run(self, job: Job, execution: Execution) -> Execution:
-        secrets = secret_values(job) | self._hidden
+        secrets = secret_values(job) | spelled(self._hidden)
         live = _Live(execution, self._output_limit, OutputScrubber(secrets))
         self._live[execution.id] = live
         if self._on_start is not None:
@@ -155,7 +157,12 @@ class Runner:
             result = await self._execute(job, live)
         finally:
             self._live.pop(live.execution.id, None)
-        finished = self._finish(job, live.execution, _scrubbed(result, secrets, self._output_limit))
+        # Cut or not is decided on what the executor printed: masking a secret shortens the
+        # tail, and an output of exactly the limit is whole.
+        printed = live.emitted or len(result.output)
+        cut = printed > self._output_limit or len(result.output) > self._output_limit
+        scrubbed = _scrubbed(result, secrets, cut=cut)
+        finished = self._finish(job, live.execution, scrubbed, cut=cut)
         self._report(finished)
         return finished
 
@@ -180,12 +187,13 @@ class Runner:
                 success=False, output=live.ended(), error=f"executor crashed: {exc!r}"
             )
 
-    def _finish(self, job: Job, execution: Execution, result: ExecutorResult) -> Execution:
+    def _finish(
+        self, job: Job, execution: Execution, result: ExecutorResult, *, cut: bool
+    ) -> Execution:
         output = result.output.decode("utf-8", errors="replace")
         if result.error:
             output = f"{output}\n{result.error}" if output else result.error
-        # An executor hands over at most the limit (the tail): reaching it means it cut.
-        cut = len(result.output) >= self._output_limit or len(output) > self._output_limit
+        cut = cut or len(output) > self._output_limit
         finished = replace(
             execution,
             finished_at=self._clock.now(),
@@ -225,12 +233,12 @@ class Runner:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-def _scrubbed(result: ExecutorResult, secrets: frozenset[str], limit: int) -> ExecutorResult:
-    """``result`` with ``secrets`` masked; output at the limit may begin inside one."""
+def _scrubbed(result: ExecutorResult, secrets: frozenset[str], *, cut: bool) -> ExecutorResult:
+    """``result`` with ``secrets`` masked; a ``cut`` output may begin inside one."""
     if not secrets:
         return result
     return replace(
         result,
-        output=scrub(result.output, secrets, cut=len(result.output) >= limit),
+        output=scrub(result.output, secrets, cut=cut),
         error=scrub_text(result.error, secrets),
     )

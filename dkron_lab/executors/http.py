@@ -109,6 +109,18 @@ def _parse_url(text: str) -> str:
     return text
 
 
+def _debug_config(config: Mapping[str, str], spec: HttpRequest) -> bytes:
+    """The config as ``debug`` shows it: one key per line, each header on its own, every value
+    as written (not escaped, so the runner finds and masks a secret in it, in any spelling)."""
+    lines = ["Config:"]
+    for key in sorted(config):
+        if key == "headers":
+            lines += [f"  header: {name}: {value}" for name, value in spec.headers]
+        else:
+            lines.append(f"  {key}: {config[key]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:
     if not text:
         return ()
@@ -193,7 +205,7 @@ class HttpExecutor:
             emit(chunk)
 
         if spec.debug:
-            sink(f"Config: {json.dumps(dict(request.config), sort_keys=True)}\n".encode())
+            sink(_debug_config(request.config, spec))
         try:
             async with self._pool.client(spec.tls) as client, asyncio.timeout(spec.timeout):
                 status = await _exchange(client, spec, sink, head)

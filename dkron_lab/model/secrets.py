@@ -38,6 +38,7 @@ __all__ = [
     "scrub",
     "scrub_text",
     "secret_values",
+    "spelled",
     "unmask_job",
 ]
 
@@ -148,9 +149,26 @@ def secret_values(job: Job) -> frozenset[str]:
     ``Bearer <t>``, ``<t>`` as well."""
     values: set[str] = set()
     for value in _secrets(job).values():
-        values.add(value)
-        values.update(value.split()[1:])
+        for part in (value, *value.split()[1:]):
+            values.update(_spellings(part))
     return frozenset(v for v in values if len(v) >= MIN_SCRUBBED_LENGTH)
+
+
+def spelled(values: Iterable[str]) -> frozenset[str]:
+    """Each of ``values`` in every spelling an executor may print it in (``_spellings``)."""
+    return frozenset(spelling for value in values for spelling in _spellings(value))
+
+
+def _spellings(value: str) -> set[str]:
+    """``value`` as printed raw, in JSON (ASCII-escaped or not) and as a Python literal: an
+    executor that prints its config escaped must not show a secret holding a quote, a
+    backslash or an accent."""
+    return {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+    }
 
 
 def _secrets(job: Job) -> dict[tuple[str, ...], str]:

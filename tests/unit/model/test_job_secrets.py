@@ -247,3 +247,14 @@ def test_child_environment_drops_the_node_credentials_by_name_and_by_value() -> 
         "PATH": "/bin",
         "EMPTY": "",
     }
+
+
+def test_a_secret_is_scrubbed_in_every_spelling_an_executor_may_print():
+    """Printed raw, as JSON (escaped or not) or as a Python literal, a secret holding a quote,
+    a backslash or an accent is masked all the same."""
+    from dkron_lab.model.secrets import scrub, spelled
+
+    secret = 'p"a\\ss-é-0123456789'
+    values = spelled([secret])
+    for shown in (secret, json.dumps(secret), json.dumps(secret, ensure_ascii=False), repr(secret)):
+        assert scrub(shown.encode(), values).decode().strip("'\"") == "***", shown
