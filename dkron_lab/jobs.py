@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from dkron_lab.membership import Liveness
 from dkron_lab.model import secrets
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, validate_job
+from dkron_lab.model.limits import LimitChange
 from dkron_lab.notify import check_notify_on
 from dkron_lab.peering import Peering
 from dkron_lab.plugins import PluginRegistry
@@ -277,12 +278,10 @@ class Jobs:
             },
         }
 
-    async def set_limits(
-        self, *, overall: int | None = None, groups: Mapping[str, int] | None = None
-    ) -> dict[str, Any]:
+    async def set_limits(self, change: LimitChange) -> dict[str, Any]:
         """Set cluster-wide limits for every server (0: no limit); see ``concurrency()``."""
         submit = self._shared.submit
-        await submit(command("set_limits", overall=overall, groups=dict(groups or {})))
+        await submit(command("set_limits", overall=change.overall, groups=dict(change.groups)))
         if self._shared.is_leader():
             # Queued runs are let through under the new limits now, not at the next claim.
             let_through = command("fire", fires=[], limits=self._runs.limits.to_json())

@@ -45,7 +45,7 @@ from dkron_lab.errors import (
 )
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import GROUP_NAME
+from dkron_lab.model.limits import LimitChange
 from dkron_lab.node import Node
 from dkron_lab.views import ExecutionQuery, JobQuery, JobView
 
@@ -448,27 +448,8 @@ class Concurrency(ApiMixin):
         self.write_json(self.node.jobs.concurrency())
 
     async def put(self) -> None:
-        body = self.json_body()
-        if not isinstance(body, dict) or not set(body) <= {"limit", "groups"} or not body:
-            raise BadRequest(
-                'send {"limit": N} and/or {"groups": {"etl": N}}: N a whole number, 0 = no limit'
-            )
-        overall = body.get("limit")
-        groups = body.get("groups", {})
-        if overall is not None and not _count(overall):
-            raise BadRequest(f"limit must be a whole number >= 0 (0: no limit), not {overall!r}")
-        if not isinstance(groups, dict) or not all(
-            isinstance(k, str) and GROUP_NAME.match(k) and _count(v) for k, v in groups.items()
-        ):
-            raise BadRequest(
-                'groups must map group names (letters, digits, "_", "-", ".") to whole numbers '
-                '>= 0, e.g. {"etl": 2}'
-            )
-        self.write_json(await self.node.jobs.set_limits(overall=overall, groups=groups))
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        change = LimitChange.from_json(self.json_body())
+        self.write_json(await self.node.jobs.set_limits(change))
 
 
 class Unpause(ApiMixin):
