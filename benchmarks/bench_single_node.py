@@ -39,7 +39,8 @@ from dkron_lab.agent import tune_interpreter
 from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.plugins import ExecutionRequest, ExecutorResult, PluginRegistry
+from dkron_lab.plugins import ExecutionRequest, ExecutorResult
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.testing import free_port
 
 

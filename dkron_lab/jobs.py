@@ -29,7 +29,7 @@ from dkron_lab.model.job import Job, JobStats, validate_job
 from dkron_lab.model.limits import LimitChange
 from dkron_lab.notify import check_notify_on
 from dkron_lab.peering import Peering
-from dkron_lab.plugins import PluginRegistry
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.roster import Roster
 from dkron_lab.runner import Runner
 from dkron_lab.runs import Run, Runs, http_of

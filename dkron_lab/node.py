@@ -41,8 +41,8 @@ from dkron_lab.model.execution import Execution
 from dkron_lab.notify import Notifier
 from dkron_lab.outcomes import Outcomes
 from dkron_lab.peering import Peering
-from dkron_lab.plugins import PluginRegistry
 from dkron_lab.recorder import Recorder
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.roster import Roster
 from dkron_lab.runner import Runner
 from dkron_lab.runs import Runs

@@ -20,7 +20,8 @@ from dkron_lab.errors import DkronError
 from dkron_lab.model.execution import Execution, execution_id, mark_cut
 from dkron_lab.model.job import Job
 from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values, spelled
-from dkron_lab.plugins import ExecutionRequest, ExecutorResult, PluginRegistry
+from dkron_lab.plugins import ExecutionRequest, ExecutorResult
+from dkron_lab.registry import PluginRegistry
 
 __all__ = ["Runner"]
 

@@ -36,7 +36,8 @@ import tornado.web
 
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
-from dkron_lab.plugins import EXECUTOR_ENTRY_POINTS, PluginRegistry
+from dkron_lab.plugins import EXECUTOR_ENTRY_POINTS
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.runner import Runner
 from dkron_lab.testing import FakeClock, free_port, install_plugin
 

@@ -97,7 +97,8 @@ import pytest
 from dkron_lab.errors import InvalidJob
 from dkron_lab.model.execution import OUTPUT_CUT
 from dkron_lab.model.secrets import MASK
-from dkron_lab.plugins import EXECUTOR_ENTRY_POINTS, ExecutionRequest, Executor, PluginRegistry
+from dkron_lab.plugins import EXECUTOR_ENTRY_POINTS, ExecutionRequest, Executor
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.runner import Runner
 from tests.contract.conftest import EXECUTORS, SLOW, START, ExecutorCase, Harness
 
@@ -134,17 +135,6 @@ def every_executor(
 
 
 # -- findings and skips --------------------------------------------------------------------------
-
-FAST = ("shell", "http", "relay")
-"""The executors whose runs start no kernel."""
-
-BOOL_MESSAGE = (
-    "finding (minor): a bad boolean is refused by dkron_lab.plugins.config_bool, whose "
-    "message names the key but not the executor ('tlsNoVerifyPeer' must be \"true\" or "
-    "\"false\", not 'sure'), and PluginRegistry.validate passes an InvalidJob through as it "
-    "is; every other refusal says '<name> executor: ...' (or the registry's 'executor "
-    "'<name>': ...' for a plugin's plain ValueError)"
-)
 
 NOTEBOOK_TAIL = (
     "the notebook executor hands its runner's output to the shell executor, which keeps the "
@@ -232,7 +222,7 @@ async def test_bad_configs_are_refused_at_save_time(
     assert case.ran() in (0, None)
 
 
-@every_executor(findings=dict.fromkeys(FAST, BOOL_MESSAGE))
+@every_executor()
 async def test_refusals_name_the_executor(case: ExecutorCase, registry: PluginRegistry) -> None:
     named = (f"{case.name} executor", f"executor {case.name!r}")
     messages = [refusal(registry, case.name, config) for config, _ in case.bad_configs()]

@@ -11,7 +11,8 @@ import pytest
 from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.plugins import ExecutionRequest, ExecutorResult, PluginRegistry
+from dkron_lab.plugins import ExecutionRequest, ExecutorResult
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.testing import FakeClock, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)

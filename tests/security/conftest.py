@@ -22,7 +22,7 @@ from dkron_lab.api.app import serve
 from dkron_lab.clock import Clock
 from dkron_lab.config import Config
 from dkron_lab.node import Node
-from dkron_lab.plugins import PluginRegistry
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.testing import auth_headers, free_port
 
 

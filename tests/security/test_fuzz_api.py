@@ -24,7 +24,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.core.result import Ok
 
-from dkron_lab.plugins import Emit, ExecutionRequest, Executor, ExecutorResult, PluginRegistry
+from dkron_lab.plugins import Emit, ExecutionRequest, Executor, ExecutorResult
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.testing import auth_headers, wait_for
 from tests.security.conftest import serving
 

@@ -1,9 +1,12 @@
-"""The plugin contracts and the registry."""
+"""The plugin contracts (``dkron_lab.plugins``) and the registry (``dkron_lab.registry``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import logging
+import subprocess
+import sys
 import textwrap
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -12,19 +15,22 @@ from pathlib import Path
 import pytest
 
 import dkron_lab.plugins
+import dkron_lab.registry
 from dkron_lab.errors import InvalidJob, PluginNotFound
 from dkron_lab.model.execution import Execution
 from dkron_lab.plugins import (
+    EXECUTOR_ENTRY_POINTS,
+    PROCESSOR_ENTRY_POINTS,
     Emit,
     ExecutionRequest,
     Executor,
     ExecutorResult,
     OutputTail,
-    PluginRegistry,
     Processor,
     apply_forward,
     config_bool,
 )
+from dkron_lab.registry import BUILTINS, PluginRegistry
 
 EXECUTION = Execution(
     id="17-node-a",
@@ -82,14 +88,38 @@ def test_public_surface() -> None:
         "ExecutorResult",
         "OutputTail",
         "PROCESSOR_ENTRY_POINTS",
-        "PluginRegistry",
         "Processor",
         "apply_forward",
         "config_bool",
         "config_duration",
     ]
-    for name in dkron_lab.plugins.__all__:
-        assert hasattr(dkron_lab.plugins, name)
+    assert sorted(dkron_lab.registry.__all__) == ["BUILTINS", "PluginRegistry"]
+    for module in (dkron_lab.plugins, dkron_lab.registry):
+        for name in module.__all__:
+            assert hasattr(module, name)
+
+
+def test_the_contracts_import_no_plugin() -> None:
+    # The cycle plugins -> executors -> plugins is gone: a fresh interpreter importing the
+    # contracts loads neither a built-in plugin nor the registry.
+    code = (
+        "import sys, dkron_lab.plugins; "
+        "print(sorted(m for m in sys.modules if m.startswith(('dkron_lab.executors', "
+        "'dkron_lab.processors', 'dkron_lab.registry'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_builtins_are_loaded_as_entry_points() -> None:
+    # Each built-in is a "module:attribute" reference, the form an entry point has.
+    registry = PluginRegistry(entry_points=False)
+    lookup = {EXECUTOR_ENTRY_POINTS: registry.executor, PROCESSOR_ENTRY_POINTS: registry.processor}
+    assert sorted(BUILTINS) == sorted(lookup)
+    for group, names in BUILTINS.items():
+        for name, reference in names.items():
+            target = importlib.metadata.EntryPoint(name=name, value=reference, group=group).load()
+            assert type(lookup[group](name)) is target
 
 
 def test_builtins_are_always_there() -> None:
@@ -147,8 +177,11 @@ def test_validate() -> None:
         registry.validate("shell", {"command": "true"}, {"nope": {}})
     with pytest.raises(InvalidJob, match='"command" is required'):
         registry.validate("shell", {}, {})
-    with pytest.raises(InvalidJob, match="'forward' must be"):
+    # A shared helper's refusal is given the plugin's name.
+    with pytest.raises(InvalidJob, match="^files processor: 'forward' must be"):
         registry.validate("shell", {"command": "true"}, {"files": {"forward": "sure"}})
+    with pytest.raises(InvalidJob, match="^shell executor: 'shell' must be"):
+        registry.validate("shell", {"command": "true", "shell": "sure"}, {})
     # A third-party ValueError comes back as the API's InvalidJob.
     with pytest.raises(InvalidJob, match="executor 'echo': \"text\" is required"):
         registry.validate("echo", {}, {})
@@ -244,7 +277,7 @@ def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_entry_points_are_loaded(installed_plugins: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="dkron_lab.plugins")
+    caplog.set_level(logging.WARNING, logger="dkron_lab.registry")
     registry = PluginRegistry()
     for name in ("hello-class", "hello-factory", "hello-instance"):
         assert type(registry.executor(name)).__name__ == "Hello"

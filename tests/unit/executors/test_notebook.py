@@ -25,7 +25,8 @@ from dkron_lab.executors.notebook import (
     render_output_path,
     render_parameters,
 )
-from dkron_lab.plugins import ExecutionRequest, Executor, ExecutorResult, PluginRegistry
+from dkron_lab.plugins import ExecutionRequest, Executor, ExecutorResult
+from dkron_lab.registry import PluginRegistry
 from dkron_lab.testing import FakeClock, auth_headers, free_port, wait_for
 
 DATA = Path(__file__).parents[2] / "data" / "notebooks"

@@ -13,10 +13,11 @@ import pytest
 
 from dkron_lab.errors import InvalidJob
 from dkron_lab.model.execution import Execution
-from dkron_lab.plugins import PluginRegistry, Processor
+from dkron_lab.plugins import Processor
 from dkron_lab.processors.files import FilesProcessor, log_file_name
 from dkron_lab.processors.log import LogProcessor
 from dkron_lab.processors.syslog import SyslogProcessor
+from dkron_lab.registry import PluginRegistry
 
 EXECUTION = Execution(
     id="1700000000000000000-node-a",
