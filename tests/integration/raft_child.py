@@ -30,8 +30,10 @@ from typing import Any
 from pysyncobj import SyncObj
 
 from dkron_lab.errors import DkronError
-from dkron_lab.state import journal as journal_module
-from dkron_lab.state.raft import RaftNode, RaftSettings, _Core, _Pending
+from dkron_lab.state.raft import RaftNode, RaftSettings
+from dkron_lab.state.raft import journal as journal_module
+from dkron_lab.state.raft._core import _Core
+from dkron_lab.state.raft.thread import _Pending
 from dkron_lab.testing import Child, Network, Processes, free_port
 
 KEY = "raft-test-cluster-key"  # the raft port never runs without one
@@ -294,7 +296,7 @@ def _install_crash_hook(spec: str | None) -> None:
             _say({"event": "at", "point": at})
             time.sleep(600)
 
-    journal_module.set_crash_hook(hook)
+    journal_module._crash_point = hook
 
 
 _READS: dict[str, Callable[[RaftNode, Claims], Any]] = {

@@ -26,8 +26,9 @@ from pysyncobj.utility import TcpUtility
 from raft_child import FAST, KEY, Claims, RaftCluster, command_key
 
 from dkron_lab.errors import NoQuorumError
-from dkron_lab.state.journal import RaftJournal
-from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings, _sync_obj_conf
+from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
+from dkron_lab.state.raft._core import _sync_obj_conf
+from dkron_lab.state.raft.journal import RaftJournal
 from dkron_lab.testing import Network, Processes, free_port
 
 SLOT = "job-a@2026-01-01T12:00:00Z"
@@ -261,7 +262,8 @@ _FILE_JOURNAL_CHILD = textwrap.dedent(
     """
     import sys, time
     from pysyncobj.journal import FileJournal
-    from dkron_lab.state.journal import RaftJournal, set_crash_hook
+    from dkron_lab.state.raft import journal as jmod
+    from dkron_lab.state.raft.journal import RaftJournal
 
     kind, path = sys.argv[1], sys.argv[2]
     journal = FileJournal(path) if kind == "pysyncobj" else RaftJournal(path)
@@ -282,7 +284,7 @@ _FILE_JOURNAL_CHILD = textwrap.dedent(
             add(*entry)
         journal.add = counting_add
     else:
-        set_crash_hook(lambda point: point == "compact:tmp-written" and hang())
+        jmod._crash_point = lambda point: point == "compact:tmp-written" and hang()
     journal.deleteEntriesTo(5000)
     """
 )

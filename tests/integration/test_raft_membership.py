@@ -19,8 +19,8 @@ from dkron_lab.errors import (
     NotFoundError,
     ValidationError,
 )
-from dkron_lab.state.journal import RaftJournal
 from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
+from dkron_lab.state.raft.journal import RaftJournal
 from dkron_lab.testing import Processes, free_port
 
 

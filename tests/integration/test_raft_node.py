@@ -24,9 +24,9 @@ import pytest
 from pysyncobj.node import TCPNode
 
 from dkron_lab.errors import ClusterError, NotLeaderError
-from dkron_lab.state import journal as journal_module
-from dkron_lab.state.journal import RaftJournal, write_snapshot
 from dkron_lab.state.raft import JOURNAL_FILE, SNAPSHOT_FILE, RaftNode, RaftSettings
+from dkron_lab.state.raft import journal as journal_module
+from dkron_lab.state.raft.journal import RaftJournal, write_snapshot
 from dkron_lab.testing import free_port
 
 KEY = "raft-test-cluster-key"  # the raft port never runs without one
@@ -429,7 +429,7 @@ def _install_crash_hook(spec: str | None) -> None:
                 _say("AT", at)
                 time.sleep(600)
 
-    journal_module.set_crash_hook(hook)
+    journal_module._crash_point = hook
 
 
 async def _writer(args: argparse.Namespace) -> None:

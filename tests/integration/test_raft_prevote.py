@@ -1,6 +1,6 @@
 """Elections after a partition heals (issue 15): PreVote, leader stickiness and CheckQuorum in
-``dkron_lab.state.raft._Core``, with real processes (``raft_child.py``) behind the partitionable
-proxies of ``dkron_lab.testing.Network``.
+``dkron_lab.state.raft._core._Core``, with real processes (``raft_child.py``) behind the
+partitionable proxies of ``dkron_lab.testing.Network``.
 
 Each test also runs with pysyncobj's elections (``--unpatched prevote``) and must then show
 the disruption the spike and the namespaced partition trials saw: the cut-off node's term

@@ -23,16 +23,16 @@ from typing import Any
 import pytest
 
 from dkron_lab.errors import DkronError, InsufficientStorage, ValidationError
-from dkron_lab.state import journal as journal_module
-from dkron_lab.state import raft as raft_module
-from dkron_lab.state.journal import (
+from dkron_lab.state.raft import RaftNode, RaftSettings
+from dkron_lab.state.raft import journal as journal_module
+from dkron_lab.state.raft import thread as raft_thread
+from dkron_lab.state.raft.journal import (
     MAGIC,
     RaftJournal,
     fsync_mode,
     read_snapshot,
     write_snapshot,
 )
-from dkron_lab.state.raft import RaftNode, RaftSettings
 from dkron_lab.testing import free_port
 
 
@@ -180,7 +180,7 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from dkron_lab.state import journal as jmod
+    from dkron_lab.state.raft import journal as jmod
 
     path, point = Path(sys.argv[1]), sys.argv[2]
 
@@ -192,7 +192,7 @@ _CHILD = textwrap.dedent(
     j = jmod.RaftJournal(path)
     for i in range(1, 10_001):
         j.add(b"\\x00" + b"x" * 100, i, 1)
-    jmod.set_crash_hook(hook)
+    jmod._crash_point = hook
     j.deleteEntriesTo(5000)
     print("DONE", flush=True)
     """
@@ -470,7 +470,7 @@ def _node(tmp_path: Path, machine: _Applied, address: str, **settings: Any) -> R
 async def test_raft_node_refuses_writes_while_the_journal_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(raft_module, "STORAGE_RETRY", 0.05)
+    monkeypatch.setattr(raft_thread, "STORAGE_RETRY", 0.05)
     disk = _FailingWrites(monkeypatch)
     machine = _Applied()
     address = f"127.0.0.1:{free_port()}"
@@ -509,7 +509,7 @@ async def test_raft_node_refuses_writes_while_a_snapshot_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     """The snapshot itself, or the compaction of the journal after it, cannot be written."""
-    monkeypatch.setattr(raft_module, "STORAGE_RETRY", 0.05)
+    monkeypatch.setattr(raft_thread, "STORAGE_RETRY", 0.05)
     disk = _FailingWrites(monkeypatch, only=failing)
     machine = _Applied()
     address = f"127.0.0.1:{free_port()}"
@@ -546,7 +546,7 @@ async def test_a_follower_with_a_full_disk_never_acknowledges_and_catches_up(
 ) -> None:
     """Three voters; one follower's disk refuses writes: the others go on committing, the
     follower refuses writes itself, does not disturb the leader, and catches up once healed."""
-    monkeypatch.setattr(raft_module, "STORAGE_RETRY", 0.05)
+    monkeypatch.setattr(raft_thread, "STORAGE_RETRY", 0.05)
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     machines = [_Applied() for _ in addresses]
     fast = {"heartbeat_period": 0.05, "election_timeout_min": 0.3, "election_timeout_max": 0.6}

@@ -1,4 +1,4 @@
-"""The pysyncobj fixes of ``dkron_lab.state.raft`` that can be shown in one process.
+"""The pysyncobj fixes of ``dkron_lab.state.raft._core`` that can be shown in one process.
 
 B1 and B5 drive the patched ``SyncObj`` by hand (no raft thread, ticks called by the test) and
 check the unpatched base method really misbehaves on the same input, so each test can fail.
@@ -27,19 +27,16 @@ from dkron_lab.errors import (
     ReplicationTimeout,
     ValidationError,
 )
-from dkron_lab.state.journal import RaftJournal
-from dkron_lab.state.raft import (
-    JOURNAL_FILE,
-    RaftNode,
-    RaftSettings,
-    _Core,
+from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
+from dkron_lab.state.raft._core import _Core, _sync_obj_conf
+from dkron_lab.state.raft.elections import (
     _grant_pre_vote,
     _held_prefix,
     _in_lease,
     _log_up_to_date,
     _majority,
-    _sync_obj_conf,
 )
+from dkron_lab.state.raft.journal import RaftJournal
 
 KEY = "raft-test-cluster-key"  # the raft port never runs without one
 
@@ -516,3 +513,14 @@ async def test_stop_fails_waiting_submits(minority: Any) -> None:
     node.stop()
     with pytest.raises(ClusterError, match="raft node stopped before the command"):
         await waiting
+
+
+def test_b11_the_single_pysyncobj_import_puts_inet_ntop_back() -> None:
+    """Importing pysyncobj swaps in a Windows-only ``socket.inet_ntop``; the adapter's one
+    import point (``state/raft/_pysyncobj.py``) restores the real one."""
+    import _socket
+
+    import dkron_lab.state.raft._pysyncobj  # noqa: F401
+
+    assert socket.inet_ntop is _socket.inet_ntop
+    assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"

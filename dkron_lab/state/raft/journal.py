@@ -31,35 +31,28 @@ record, the records stay pending, ``sync()`` raises ``InsufficientStorage`` (nam
 the error) and ``fault`` says why until a later ``sync()`` writes them. The adapter stops
 ticking (so nothing unwritten is counted, applied or acknowledged) and retries.
 
-This module and ``raft.py`` are the only ones that import pysyncobj; the journal methods keep
-pysyncobj's camelCase names because pysyncobj calls them.
+Owns: the three files above, their formats and the fsync modes. May call: pysyncobj's
+``Journal`` and ``TCPNode`` (through ``_pysyncobj``, the package's one import point),
+``dkron_lab.config`` and ``dkron_lab.errors``. The journal methods keep pysyncobj's camelCase
+names because pysyncobj calls them.
 """
 
 from __future__ import annotations
 
-import _socket
 import base64
 import contextlib
 import json
 import logging
 import os
-import socket
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pysyncobj.journal import Journal
-from pysyncobj.node import TCPNode
-
 from dkron_lab.config import FSYNC_MODES
 from dkron_lab.errors import DkronError, InsufficientStorage, ValidationError
-
-# B11: importing pysyncobj replaces socket.inet_ntop, process-wide and on every OS, with a
-# Windows-only ctypes version that raises TypeError (pysyncobj/win_inet_pton.py); psutil and
-# anything else in the process that formats an IP address breaks. Put the real one back.
-socket.inet_ntop = _socket.inet_ntop
+from dkron_lab.state.raft._pysyncobj import Journal, TCPNode
 
 __all__ = [
     "FSYNC_MODES",
@@ -68,7 +61,6 @@ __all__ = [
     "RaftData",
     "fsync_mode",
     "read_snapshot",
-    "set_crash_hook",
     "write_snapshot",
 ]
 
@@ -82,23 +74,16 @@ _SNAPSHOT_TYPE = "dkron-lab.raft-snapshot"
 Entry = tuple[bytes, int, int]  # (command, log index, term), as pysyncobj keeps them
 RaftData = tuple[Entry, Entry, set[Any]]  # (last applied entry, the one before, cluster nodes)
 
-_crash_hook: Callable[[str], None] | None = None
 
+def _crash_point(point: str) -> None:
+    """A named instant inside compaction or a snapshot write; does nothing.
 
-def set_crash_hook(hook: Callable[[str], None] | None) -> None:
-    """Test-only: call ``hook(point)`` at the named crash points of compaction and snapshots.
-
-    Points: ``compact:tmp-written`` (new journal written, not yet renamed), ``compact:replaced``
-    (renamed, in-memory state not yet updated), ``snapshot:written`` (snapshot data written to
-    pysyncobj's temporary file, not yet renamed). A crash test pauses there and kills the process.
+    Crash tests replace this function (``monkeypatch.setattr(journal, "_crash_point", ...)``,
+    or ``setattr`` in a child process) to pause there and kill the process. Points:
+    ``compact:tmp-written`` (new journal written, not yet renamed), ``compact:replaced``
+    (renamed, in-memory state not yet updated), ``snapshot:written`` (snapshot data written
+    to pysyncobj's temporary file, not yet renamed).
     """
-    global _crash_hook
-    _crash_hook = hook
-
-
-def _at(point: str) -> None:
-    if _crash_hook is not None:
-        _crash_hook(point)
 
 
 class RaftJournal(Journal):  # type: ignore[misc]
@@ -161,11 +146,11 @@ class RaftJournal(Journal):  # type: ignore[misc]
             raise InsufficientStorage(
                 _failure("compact the raft journal", self._tmp_path, exc)
             ) from None
-        _at("compact:tmp-written")
+        _crash_point("compact:tmp-written")
         os.replace(self._tmp_path, self._path)
         if self._syncs_files:
             _fsync_dir(self._path.parent)
-        _at("compact:replaced")
+        _crash_point("compact:replaced")
         old_fd, self._fd = self._fd, _open_append(self._path)
         if old_fd is not None:
             os.close(old_fd)
@@ -500,7 +485,7 @@ def write_snapshot(path: str, state: dict[str, Any], raft: RaftData, *, fsync: b
         _write_file(Path(path), data.encode(), fsync=fsync)
     except OSError as exc:
         raise InsufficientStorage(_failure("write the raft snapshot", Path(path), exc)) from None
-    _at("snapshot:written")
+    _crash_point("snapshot:written")
 
 
 def read_snapshot(path: str) -> tuple[dict[str, Any], RaftData]:
