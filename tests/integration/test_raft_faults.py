@@ -15,7 +15,6 @@ import sys
 import textwrap
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,6 @@ from dkron_lab.state.raft.journal import RaftJournal
 from dkron_lab.testing import Network, Processes, free_port
 
 SLOT = "job-a@2026-01-01T12:00:00Z"
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    with Processes() as started:
-        yield started
-
-
-@pytest.fixture
-def network() -> Iterator[Network]:
-    with Network() as net:
-        yield net
 
 
 CLAIM_DEADLINE = 10.0

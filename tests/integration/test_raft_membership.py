@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,6 @@ from dkron_lab.errors import (
 from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
 from dkron_lab.state.raft.journal import RaftJournal
 from dkron_lab.testing import Processes, free_port
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    with Processes() as started:
-        yield started
 
 
 def _ok(answer: dict[str, Any]) -> Any:

@@ -10,7 +10,6 @@ climbs while it is alone, and after the heal it forces the healthy majority into
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,18 +36,6 @@ ALONE = 5.0  # seconds cut off: 4 to 8 election timeouts
 WATCH = 3.0  # seconds watched after the heal: 2.5 to 5 election timeouts
 NAMES = ["n1", "n2", "n3"]
 VARIANTS = [("guarded", ()), ("pysyncobj", ("--unpatched", "prevote"))]
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    with Processes() as started:
-        yield started
-
-
-@pytest.fixture
-def network() -> Iterator[Network]:
-    with Network() as net:
-        yield net
 
 
 @dataclass
