@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -297,7 +296,7 @@ class Jobs:
         return self._roster.leader()
 
     def info(self) -> dict[str, Any]:
-        members = Counter(member["statusText"] for member in self.members())
+        members = self._roster.count_by_status()
         return {
             "agent": {"name": self._shared.name, "version": __version__},
             "serf": {

@@ -306,10 +306,8 @@ class Leadership:
         elif isinstance(event, FireClaimed):
             self._index.fired(event.job_name, event.scheduled_at)
         else:  # skipped instants are handled: a later leader must not settle them again
-            instants = (codec.parse_time(span["last"], "last") for span in event.spans)
-            last = max((at for at in instants if at is not None), default=None)
-            if last is not None:
-                self._index.fired(event.job_name, last)
+            if event.last is not None:
+                self._index.fired(event.job_name, event.last)
 
     def reindex(self, *, resume: bool = False) -> None:
         """Recompute every job's next fire; ``resume`` starts each from its last fire, so the

@@ -349,14 +349,11 @@ class Node:
         with self.state.lock:
             queued = len(self.state.queue)
             jobs = len(self.state.jobs)
-        statuses: dict[str, int] = {}
-        for member in self.roster.members():
-            statuses[member["statusText"]] = statuses.get(member["statusText"], 0) + 1
         return Gauges(
             is_leader=self.is_leader,
             raft_term=self.raft.term,
             raft_commit_index=self.raft.applied_index,
-            members_by_status=statuses,
+            members_by_status=dict(self.roster.count_by_status()),
             executions_running=self.runner.running,
             executions_queued=self.runner.queued,
             queue_lengths={"global": queued, "local": self.runner.queued},

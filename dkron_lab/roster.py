@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -171,6 +172,10 @@ class Roster:
     def members(self) -> list[dict[str, Any]]:
         """Dkron's Member JSON for every registered node, alive or failed."""
         return [self._member(n) for n in sorted(self._nodes(), key=lambda n: n.name)]
+
+    def count_by_status(self) -> Counter[str]:
+        """How many members are alive, failed and left (by their ``statusText``)."""
+        return Counter(member["statusText"] for member in self.members())
 
     def leader(self) -> dict[str, Any] | None:
         address = self._leader_address()

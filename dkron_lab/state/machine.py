@@ -141,6 +141,17 @@ class FiresSkipped:
     job_name: str
     spans: tuple[dict[str, Any], ...]
 
+    @property
+    def last(self) -> datetime | None:
+        """The latest instant the spans name: everything up to it is handled."""
+        instants = (codec.parse_time(span["last"], "last") for span in self.spans)
+        return max((at for at in instants if at is not None), default=None)
+
+
+def _skipped_once(name: str, at: str | None, reason: str) -> FiresSkipped:
+    """One instant (``at``, RFC 3339) of ``name`` not run, for ``reason``."""
+    return FiresSkipped(name, ({"reason": reason, "first": at, "last": at, "count": 1},))
+
 
 Event = (
     JobChanged
@@ -509,8 +520,7 @@ def _open_claimed(state: JobState, job: Job, fire: dict[str, Any]) -> None:
 def _skip_instant(state: JobState, name: str, instant: datetime, at: str, reason: str) -> None:
     """An instant the job will not run: it is handled (``last_fired`` moves), and said so once."""
     state.last_fired[name] = instant
-    span = {"reason": reason, "first": at, "last": at, "count": 1}
-    state._emit(FiresSkipped(name, (span,)))
+    state._emit(_skipped_once(name, at, reason))
 
 
 def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
@@ -527,8 +537,7 @@ def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
         reason = "running"
     if reason:
         at = fire.get("at") or codec.format_time(_instant(int(fire["parent_group"])))
-        span = {"reason": reason, "first": at, "last": at, "count": 1}
-        state._emit(FiresSkipped(job.name, (span,)))
+        state._emit(_skipped_once(job.name, at, reason))
         return False
     return True
 
@@ -692,10 +701,8 @@ def _skip(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     state.job(name)
     handled = state.last_fired.get(name)
     spans = tuple(span for span in cmd["spans"] if _after(_span_last(span), handled))
-    last = max((_span_last(span) for span in spans), default=None)
-    if last is not None and _after(last, handled):
-        state.last_fired[name] = last
     if spans:  # spans already handled (a catch-up made twice) are not recorded twice
+        state.last_fired[name] = max(_span_last(span) for span in spans)
         state._emit(FiresSkipped(name, spans))
     return {}
 
