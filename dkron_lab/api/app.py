@@ -29,10 +29,10 @@ from dkron_lab.api.handlers import (
     route_pattern,
 )
 from dkron_lab.api.internal import INTERNAL_RESOURCES
+from dkron_lab.api.nodeapi import NodeApi
 from dkron_lab.credentials import API_TOKEN_FILE, ConfigError
 from dkron_lab.errors import DkronError
 from dkron_lab.netaddr import is_loopback
-from dkron_lab.node import Node
 
 __all__ = ["HeadlessHandler", "make_app", "record_change", "serve"]
 
@@ -124,7 +124,7 @@ def record_change(handler: tornado.web.RequestHandler, who: auth.Principal | Non
     method = request.method or ""
     if method in auth.READS:
         return
-    node: Node = handler.settings["dkron_node"]
+    node: NodeApi = handler.settings["dkron_node"]
     try:
         node.history.record_audit(
             at=node.clock.now(),
@@ -140,7 +140,7 @@ def record_change(handler: tornado.web.RequestHandler, who: auth.Principal | Non
 
 
 def make_app(
-    node: Node, *, public: Sequence[tuple[str, type[ApiMixin]]] | None = None
+    node: NodeApi, *, public: Sequence[tuple[str, type[ApiMixin]]] | None = None
 ) -> tornado.web.Application:
     """The REST API of ``node`` as a tornado application (tokens and guards from its config).
 
@@ -166,7 +166,7 @@ def make_app(
     )
 
 
-async def serve(node: Node) -> tornado.httpserver.HTTPServer:
+async def serve(node: NodeApi) -> tornado.httpserver.HTTPServer:
     """Listen on ``node.config.http_addr`` (host ``""`` = every interface); ``stop()`` the result.
 
     Bodies over ``max_body_size`` are refused before they are read. Raises ``ConfigError`` for
@@ -184,7 +184,7 @@ async def serve(node: Node) -> tornado.httpserver.HTTPServer:
     return server
 
 
-def _tls_context(node: Node) -> ssl.SSLContext | None:
+def _tls_context(node: NodeApi) -> ssl.SSLContext | None:
     cert, key = node.config.tls_cert, node.config.tls_key
     if cert is None or key is None:
         return None
@@ -199,7 +199,7 @@ def _tls_context(node: Node) -> ssl.SSLContext | None:
     return context
 
 
-def _log_start(node: Node) -> None:
+def _log_start(node: NodeApi) -> None:
     """Say where the API is and how to call it, as Jupyter prints its link."""
     config = node.config
     host, port = config.http_host_port

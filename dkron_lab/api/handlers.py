@@ -1,4 +1,4 @@
-"""The REST API's handlers: thin translators from HTTP to the ``Node`` facade and back.
+"""The REST API's handlers: thin translators from HTTP to the node's ``jobs`` facade and back.
 
 Each resource is a mixin over ``ApiMixin`` that needs only tornado's ``RequestHandler`` surface
 and finds the node in ``self.settings["dkron_node"]``. ``mount(resource, base)`` composes it with
@@ -34,6 +34,7 @@ from tornado import httputil
 from dkron_lab import codec
 from dkron_lab.api import sql as sql_api
 from dkron_lab.api.errors import error_body, http_error_body, status_for
+from dkron_lab.api.nodeapi import NodeApi
 from dkron_lab.errors import (
     BadRequest,
     DkronError,
@@ -46,7 +47,6 @@ from dkron_lab.errors import (
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.limits import LimitChange
-from dkron_lab.node import Node
 from dkron_lab.views import ExecutionQuery, JobQuery, JobView
 
 __all__ = [
@@ -214,8 +214,8 @@ class ApiMixin(_HandlerBase):
     _overflow: bool = False
 
     @property
-    def node(self) -> Node:
-        node: Node = self.settings["dkron_node"]
+    def node(self) -> NodeApi:
+        node: NodeApi = self.settings["dkron_node"]
         return node
 
     def set_default_headers(self) -> None:
@@ -343,7 +343,7 @@ def _reject_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON: use a number or null")
 
 
-def _zone_of(node: Node, job_name: str) -> tzinfo:
+def _zone_of(node: NodeApi, job_name: str) -> tzinfo:
     try:
         return node.jobs.get_job(job_name).zone
     except JobNotFound:
