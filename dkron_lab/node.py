@@ -13,12 +13,11 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from dkron_lab import codec, credentials
 from dkron_lab.batching import Batcher
-from dkron_lab.clock import Clock, SystemClock
+from dkron_lab.clock import Clock, SystemClock, interval_seconds
 from dkron_lab.config import Config
 from dkron_lab.credentials import secure_data_dir
 from dkron_lab.dispatch import Peers, Verifier, cluster_key
@@ -114,7 +113,7 @@ class Node:
         self._writes: Batcher[dict[str, Any], dict[str, Any]] = Batcher(
             self._submit_writes, check=codec.check_command
         )
-        self.started_at = datetime.now(UTC)
+        self.started_at = self.clock.now()
         self._build_services(config, rng or random.Random())
 
     def _build_services(self, config: Config, rng: random.Random) -> None:
@@ -145,7 +144,7 @@ class Node:
             on_start=self._started_here,
             hidden=frozenset(value for value in (self.api_token, self.encrypt) if value),
         )
-        self.liveness = Liveness()
+        self.liveness = Liveness(monotonic=interval_seconds(self.clock))
         self.cluster_key = cluster_key(self.encrypt)
         self.peers = Peers(self.cluster_key, tls=config.tls_cert is not None, tls_ca=config.tls_ca)
         self.verifier = Verifier(self.cluster_key, self.name)

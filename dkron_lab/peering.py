@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
+from dkron_lab.clock import interval_seconds
 from dkron_lab.dispatch import Peers
 from dkron_lab.errors import ConflictError, DkronError
 from dkron_lab.roster import Roster
@@ -40,6 +40,7 @@ class Peering:
         self._peers = peers
         self._roster = roster
         self._ready = ready
+        self._seconds = interval_seconds(shared.clock)  # the rate limits below
         self._admitted: dict[str, float] = {}  # server -> when its automatic join was tried
         self._removed: dict[str, float] = {}  # server -> when it was removed here
 
@@ -79,8 +80,8 @@ class Peering:
         leader = self._roster.leader()
         if self._shared.is_leader() or leader is None:
             if change == "remove":
-                self._removed[address] = time.monotonic()
-            elif knocked and time.monotonic() - self._removed.get(address, -math.inf) < 60:
+                self._removed[address] = self._seconds()
+            elif knocked and self._seconds() - self._removed.get(address, -math.inf) < 60:
                 raise ConflictError(f"{address} was removed less than a minute ago: stop it")
             await (self._raft.add_peer if change == "add" else self._raft.remove_peer)(address)
             return
@@ -96,7 +97,7 @@ class Peering:
         """A server started with ``--join`` knocked at this server's raft port: have the
         leader make it a voter, as Dkron's leader adds the servers that join (at most one try
         per 10 s per address; the leader refuses one it removed in the last minute)."""
-        now = time.monotonic()
+        now = self._seconds()
         if not self._ready() or now - self._admitted.get(address, -math.inf) < 10:
             return
         self._admitted[address] = now

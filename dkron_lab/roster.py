@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from dkron_lab import codec
@@ -34,6 +34,12 @@ __all__ = ["Roster"]
 log = logging.getLogger(__name__)
 
 _STATUS_TEXT = {1: "alive", 3: "left", 4: "failed"}  # Serf's member status numbers
+_INTERVAL = timedelta(seconds=HEARTBEAT_INTERVAL)
+
+
+async def _pause(shared: Shared) -> None:
+    """One heartbeat interval on the node's clock (a fake one in the unit tests)."""
+    await shared.clock.sleep_until(shared.clock.now() + _INTERVAL)
 
 
 class Roster:
@@ -129,7 +135,7 @@ class Roster:
                 if http not in self._beating:
                     self._beating.add(http)
                     self._shared.spawn(self._beat(server, http, payload))
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await _pause(self._shared)
 
     async def _beat(self, name: str, http: str, payload: dict[str, Any]) -> None:
         try:
@@ -144,9 +150,9 @@ class Roster:
     async def leases(self) -> None:
         """On the leader: runs on nodes that stopped answering are recorded failed."""
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await _pause(self._shared)
             if self._shared.is_leader():
-                self.expire_leases(time.time())
+                self.expire_leases(self._shared.clock.now().timestamp())
 
     def expire_leases(self, now: float) -> None:
         state = self._shared.state

@@ -13,10 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dkron_lab import codec
@@ -39,6 +38,9 @@ from dkron_lab.state.machine import Limits
 __all__ = ["Run", "Runs", "http_of"]
 
 log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)  # a datetime's resolution
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,10 @@ class Runs:
     # -- choosing ------------------------------------------------------------------------------
 
     def new_group(self) -> int:
-        self._last_group = max(time.time_ns(), self._last_group + 1)
+        """A new group id: the clock's time in nanoseconds (the leases read it as the time
+        the run was sent, until ``start`` records it), unique on this node."""
+        nanoseconds = (self._shared.clock.now() - _EPOCH) // _MICROSECOND * 1000
+        self._last_group = max(nanoseconds, self._last_group + 1)
         return self._last_group
 
     def targets(self, job: Job) -> tuple[str, ...]:
@@ -153,7 +158,7 @@ class Runs:
                 # A first attempt sent again (a new term restarting open claims) is announced
                 # once per leader.
                 again = run.attempt == 1 and (run.group, target) in self._dispatched
-                self._dispatched[(run.group, target)] = time.time()
+                self._dispatched[(run.group, target)] = self._shared.clock.now().timestamp()
                 if self._notifier.enabled and not again:
                     self._shared.spawn(self._notify_started(run, target))
                 if here:
