@@ -3,7 +3,7 @@ environment variables, ``dkron.yml``; or the Jupyter extension's traits) and rea
 
 Each option is declared once, on its ``Config`` field: type, default, parser, the form it
 expects, help, and how it is given as a flag (``Option``). ``OPTIONS`` is read from those fields;
-the config-file keys, the ``DKRON_*`` variables, the flags of ``dkron-lab agent`` (``cli.py``) and
+the config-file keys, the ``DKRON_*`` variables, the flags of ``dkron-lab agent`` (``cli/node.py``) and
 the ``c.DkronLab`` traits (``jupyter/extension.py``) are all made from ``OPTIONS``. Field names
 are Dkron's flag names with ``-`` turned into ``_``.
 

@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from dkron_lab import cli as cli_module
+from dkron_lab.cli import node as cli_node
 from dkron_lab.cli import cli
 from dkron_lab.config import _CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
 from dkron_lab.config import (
@@ -59,7 +59,7 @@ def test_the_agent_flags_are_the_declared_options(monkeypatch: pytest.MonkeyPatc
         given.update(flags)
         raise ValidationError("captured")
 
-    monkeypatch.setattr(cli_module, "resolve_config", capture)
+    monkeypatch.setattr(cli_node, "resolve_config", capture)
     argv = ["agent"]
     for option in OPTIONS.values():
         flag = "--" + (option.flag_name or option.key)
