@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dkron_lab.cli import node as cli_node
 from dkron_lab.cli import cli
-from dkron_lab.config import _CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
+from dkron_lab.config.values import CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
 from dkron_lab.config import (
     NOT_YET_SUPPORTED,
     OPTIONS,
