@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,8 @@ def test_kill_9_loses_no_job_counter_or_execution(server: Server) -> None:
         timeout=10,
     ).raise_for_status()
     assert post(f"{server.url}/v1/jobs/slow/run", timeout=10).status_code == 202
-    time.sleep(3.5)
+    until(lambda: succeeded(server) >= 20, "20 runs recorded")
+    until(lambda: any(e["job_name"] == "slow" for e in busy(server)), "slow running")
 
     before = {j["name"]: j for j in get(f"{server.url}/v1/jobs", timeout=10).json()}
     recorded = {name: {e["id"] for e in executions(server, name)} for name in before}
@@ -142,16 +143,13 @@ def test_counters_match_history_after_repeated_kills(server: Server) -> None:
     server.start()
     for i in range(5):
         post(f"{server.url}/v1/jobs", json=job(f"j{i}"), timeout=10).raise_for_status()
-    for _ in range(3):
-        time.sleep(1.5)
+    for _ in range(4):  # each time once every job has fired again: kill it while it fires
+        fired = succeeded(server)
+        until(lambda fired=fired: succeeded(server) >= fired + 5, "5 more runs")
         server.kill()
         server.start()
-    time.sleep(1.0)
-    server.kill()
-    server.start()
     for i in range(5):  # stop the firing, so counters and history can be compared at rest
         post(f"{server.url}/v1/jobs/j{i}/toggle", timeout=10).raise_for_status()
-    time.sleep(1.0)
     for i in range(5):
         view, runs = at_rest(server, f"j{i}")
         successes = sum(1 for e in runs if e["success"])
@@ -160,6 +158,23 @@ def test_counters_match_history_after_repeated_kills(server: Server) -> None:
         assert len({e["id"] for e in runs}) == len(runs)
         scheduled = [e["scheduled_at"] for e in runs if e["scheduled_at"]]
         assert len(scheduled) == len(set(scheduled)), "an instant ran twice"
+
+
+def succeeded(server: Server) -> int:
+    jobs = get(f"{server.url}/v1/jobs", timeout=10).json()
+    return sum(int(j["success_count"]) for j in jobs)
+
+
+def busy(server: Server) -> list[dict[str, object]]:
+    return list(get(f"{server.url}/v1/busy", timeout=10).json())
+
+
+def until(probe: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``probe`` until it holds (these tests wait for runs, never for a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.05)
 
 
 def at_rest(server: Server, name: str) -> tuple[dict[str, object], list[dict[str, object]]]:
