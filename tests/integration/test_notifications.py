@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from dkron_lab import notify
 from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.notify import Notifier
+from dkron_lab.notify import notifier as notifier_module
 from dkron_lab.testing import free_port
 
 STARTED = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -227,7 +227,7 @@ async def test_finished_returns_before_the_delivery(
 async def test_too_many_pending_deliveries_are_dropped_and_counted(
     receiver: Receiver, closing: list[Notifier], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(notify, "MAX_PENDING", 2)
+    monkeypatch.setattr(notifier_module, "MAX_PENDING", 2)
     notifier = build(closing, webhook_endpoint=f"{receiver.url}/slow", webhook_payload="x")
     for number in range(1, 5):
         await notifier.finished(JOB, run(number), previous_success=None)
