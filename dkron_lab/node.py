@@ -1,8 +1,12 @@
 """The composition root: one node built from one ``Config``.
 
-It wires the replicated state (pysyncobj, through ``state.raft``), the execution history
-(DuckDB), the schedule index and the leader's scheduler, the runner and the plugins, and offers
-the operations the API, the CLI and the Jupyter extension call (the "facade").
+It builds, from the config, the replicated state (pysyncobj, through ``state.raft``), the
+execution history (DuckDB), the schedule index, the runner, the plugins and every service
+(``services.Shared`` and the modules it names), and starts and stops them in order. It decides
+nothing: the edges call ``node.jobs`` (``jobs.py``, the facade), typed against
+``api.nodeapi.NodeApi``.
+
+Owns: the order of start and stop, and the node's storage fault. May call: what it builds.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What every service of a node shares, built once by the composition root (``node.py``).
 
 A service is a class in its own module (``leader``, ``runs``, ``followups``, ``outcomes``,
-``membership``, ``peering``) that takes ``Shared`` and the other services it calls, and
-subscribes to the state events it needs. Nothing here decides anything.
+``roster``, ``peering``, ``recorder``) that takes ``Shared`` and the other services it calls,
+and subscribes to the state events it needs; each module's docstring says what it owns and
+what it may call. Nothing here decides anything.
 """
 
 from __future__ import annotations
