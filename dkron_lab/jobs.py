@@ -4,7 +4,8 @@ replicated state or writes a command through Raft and waits for it to apply; non
 anything the state machine or a service decides.
 
 May call: ``JobViews``, the history (reads), ``Shared.submit``, ``Runs``, ``FollowUps``,
-``Roster``, ``Peering``, ``Peers.post`` (a manual run sent to the leader).
+``Roster``, ``Peering``, ``Peers.post`` (a manual run sent to the leader, an output read
+relayed to the node that runs the execution), ``Runner.read_output``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +23,13 @@ from dkron_lab.dispatch import Peers
 from dkron_lab.errors import ClusterError, ConflictError, ExecutionNotFound, NotFoundError
 from dkron_lab.followups import FollowUps
 from dkron_lab.history.duckdb import DuckDBHistory
+from dkron_lab.history.queries import ExecutionFilter, RunStats
 from dkron_lab.membership import Liveness
 from dkron_lab.model import secrets
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, validate_job
 from dkron_lab.model.limits import LimitChange
+from dkron_lab.model.output import OUTPUT_READ_LIMIT, OutputChunk, read_chunk
 from dkron_lab.notify import check_notify_on
 from dkron_lab.peering import Peering
 from dkron_lab.registry import PluginRegistry
@@ -327,6 +331,101 @@ class Jobs:
     def accept_run(self, payload: dict[str, Any]) -> None:
         self._runs.accept(payload)
 
+    # -- what the web UI reads (issue 12) --------------------------------------------------------
+
+    async def list_all_executions(
+        self,
+        found: ExecutionFilter,
+        query: ExecutionQuery,
+        *,
+        finished: bool = True,
+        running: bool = True,
+    ) -> tuple[list[Execution], list[bool], int]:
+        """Page ``[query.start:query.end]`` (``end`` is required) of every job's executions
+        that ``found`` selects: with ``finished`` those of this server's history, sorted by
+        ``query``; with ``running`` those running now anywhere as ``busy()`` shows them,
+        newest first, before the finished ones (after them for ``order="ASC"``). Returns the
+        page, each output's ``output_truncated`` flag, and how many there are in all."""
+        if query.end is None:
+            raise ValueError("list_all_executions needs a bounded page: set query.end")
+        ascending = query.order.upper() == "ASC"
+        live = [e for e in self.busy() if running and not e.queued and _selects(found, e)]
+        live.sort(key=lambda e: (e.started_at, e.id), reverse=not ascending)
+        first = 0 if ascending else len(live)  # how many rows come before the stored ones
+        offset = max(query.start - first, 0)
+        stored, cut, total = await asyncio.to_thread(
+            self._history.list_all_executions,
+            found,
+            sort=query.sort,
+            order=query.order,
+            offset=offset,
+            limit=max(query.end - first - offset, 0) if finished else 0,
+            output_size_limit=query.output_size_limit,
+        )
+        total = total if finished else 0
+        first = total if ascending else 0  # where the running ones begin
+        shown = [_cut_to(e, query.output_size_limit) for e in live]
+        shown = shown[max(query.start - first, 0) : max(query.end - first, 0)]
+        rows = [*stored, *(e for e, _ in shown)] if ascending else [*(e for e, _ in shown), *stored]
+        flags = [*cut, *(c for _, c in shown)] if ascending else [*(c for _, c in shown), *cut]
+        return rows, flags, total + len(live)
+
+    async def read_output(
+        self, job_name: str, execution_id: str, offset: int, *, wait: float = 0.0
+    ) -> OutputChunk:
+        """The output of an execution from byte ``offset``: from this node's runner while it
+        runs here (or just ended here), through a signed call to the node that runs it, else
+        from the history's record. ``wait`` as in ``Runner.read_output``.
+        ``ExecutionNotFound`` when no one knows it."""
+        self.get_job(job_name)
+        chunk = await self.read_output_here(job_name, execution_id, offset, wait=wait)
+        if chunk is not None:
+            return chunk
+        node = self._running_on(job_name, execution_id)
+        if node is not None:
+            try:
+                return await self._read_output_on(node, job_name, execution_id, offset, wait)
+            except ExecutionNotFound:
+                pass  # it ended there and was forgotten: the history has it (or will)
+        found = await asyncio.to_thread(self._history.get_execution, job_name, execution_id)
+        if found is None:
+            raise ExecutionNotFound(f"execution {execution_id!r} of job {job_name!r} not found")
+        stored = found.output.encode("utf-8", errors="replace")
+        return read_chunk(stored, base=0, offset=offset, limit=OUTPUT_READ_LIMIT, ended=True)
+
+    async def read_output_here(
+        self, job_name: str, execution_id: str, offset: int, *, wait: float = 0.0
+    ) -> OutputChunk | None:
+        """The output of an execution this node runs or just ran, else ``None`` (for the node
+        that relays a reader's request)."""
+        return await self._runner.read_output(
+            job_name, execution_id, offset, limit=OUTPUT_READ_LIMIT, wait=wait
+        )
+
+    def _running_on(self, job_name: str, execution_id: str) -> str | None:
+        for running in self._liveness.busy():
+            if running.get("id") == execution_id and running.get("job_name") == job_name:
+                node = str(running.get("node_name", ""))
+                return node if node and node != self._shared.name else None
+        return None
+
+    async def _read_output_on(
+        self, node: str, job_name: str, execution_id: str, offset: int, wait: float
+    ) -> OutputChunk:
+        answer = await self._peers.post(
+            http_of(self._shared, node),
+            "/internal/v1/output",
+            {"job": job_name, "execution": execution_id, "offset": offset, "wait": wait},
+            target=node,
+            timeout=wait + 5.0,
+        )
+        return OutputChunk.from_json(answer)
+
+    async def run_stats(self, job_names: list[str]) -> dict[str, RunStats]:
+        """The last runs and median duration of each of ``job_names`` that has finished runs
+        in this server's history (one query for all of them)."""
+        return await asyncio.to_thread(self._history.run_stats, job_names)
+
 
 def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobStats]]:
     by_name = {job.name: (job, stats) for job, stats in jobs}
@@ -343,3 +442,23 @@ def _parents_first(jobs: Iterable[tuple[Job, JobStats]]) -> list[tuple[Job, JobS
     for name in by_name:
         place(name, frozenset())
     return ordered
+
+
+def _selects(found: ExecutionFilter, execution: Execution) -> bool:
+    """Whether a running execution passes ``found`` (it has no outcome yet: ``success`` is
+    for finished ones)."""
+    return (
+        found.success is None
+        and found.job in (None, execution.job_name)
+        and found.node in (None, execution.node_name)
+        and (found.since is None or execution.started_at >= found.since)
+        and (found.until is None or execution.started_at < found.until)
+    )
+
+
+def _cut_to(execution: Execution, size: int | None) -> tuple[Execution, bool]:
+    """A running execution with its output tail cut to ``size`` characters, and whether it
+    was cut (``output_size_limit``)."""
+    if size is None or len(execution.output) <= size:
+        return execution, False
+    return replace(execution, output=execution.output[len(execution.output) - size :]), True

@@ -3,7 +3,11 @@ processors, and report the finished execution.
 
 With ``concurrency`` (``--executor-concurrency``) or per-executor ``limits``
 (``--executor-limits``) set, a run waits for a free slot in arrival order; while it waits it
-is shown in ``busy()`` as queued and its execution id and ``started_at`` are not yet given."""
+is shown in ``busy()`` as queued and its execution id and ``started_at`` are not yet given.
+
+A running execution's output can be read by byte offset (``read_output``), and so can the
+last ``ENDED_KEPT`` that ended here: a reader that followed a run to its end reads the end from
+the same bytes, whatever the history's record of it (cut, or changed by processors) says."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,6 +24,7 @@ from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
 from dkron_lab.model.execution import Execution, execution_id, mark_cut
 from dkron_lab.model.job import Job
+from dkron_lab.model.output import OutputChunk, read_chunk
 from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values, spelled
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult
 from dkron_lab.registry import PluginRegistry
@@ -28,6 +34,12 @@ __all__ = ["Runner"]
 log = logging.getLogger(__name__)
 
 Report = Callable[[Execution], None]
+
+ENDED_KEPT = 16
+"""Ended executions whose output stays readable here (at most ``output_limit`` bytes each)."""
+OUTPUT_POLL = 0.05
+"""Seconds between two looks at a live output while a reader waits for more (I/O pacing, not
+schedule time: the wait is for bytes, so it runs on the event loop's clock)."""
 
 
 def _slots(limit: int) -> asyncio.Semaphore | None:
@@ -43,16 +55,34 @@ class _Live:
     scrubber: OutputScrubber
     tail: bytearray = field(default_factory=bytearray)
     emitted: int = 0  # bytes the executor printed, before any cut or mask
+    dropped: int = 0  # bytes cut from the start of the scrubbed output: where ``tail`` begins
 
     def emit(self, chunk: bytes) -> None:
         self.emitted += len(chunk)
-        self.tail += self.scrubber.feed(chunk)
+        self._keep(self.scrubber.feed(chunk))
+
+    def _keep(self, scrubbed: bytes) -> None:
+        self.tail += scrubbed
         if len(self.tail) > self.limit:
-            del self.tail[: len(self.tail) - self.limit]
+            cut = len(self.tail) - self.limit
+            del self.tail[:cut]
+            self.dropped += cut
+
+    def close(self, error: str) -> None:
+        """The output has ended: keep what the scrubber held back, then the error as the
+        record shows it (on a line of its own)."""
+        self._keep(self.scrubber.flush())
+        if error:
+            printed = self.dropped + len(self.tail) > 0
+            self._keep((f"\n{error}" if printed else error).encode("utf-8", errors="replace"))
+
+    def read(self, offset: int, limit: int, *, ended: bool) -> OutputChunk:
+        return read_chunk(self.tail, base=self.dropped, offset=offset, limit=limit, ended=ended)
 
     def ended(self) -> bytes:
         """All of the tail, with what the scrubber still held back: the output has ended."""
-        return (bytes(self.tail) + self.scrubber.flush())[-self.limit :]
+        self._keep(self.scrubber.flush())
+        return bytes(self.tail)
 
 
 class Runner:
@@ -83,6 +113,7 @@ class Runner:
         self._on_start = on_start
         self._output_limit = output_limit
         self._live: dict[str, _Live] = {}
+        self._ended: OrderedDict[str, _Live] = OrderedDict()  # the last ENDED_KEPT, oldest first
         self._waiting: dict[int, Execution] = {}  # queued runs, by a private ticket
         self._tasks: set[asyncio.Task[Execution]] = set()
         self._last_ns = 0
@@ -158,6 +189,7 @@ class Runner:
             result = await self._execute(job, live)
         finally:
             self._live.pop(live.execution.id, None)
+        self._keep_ended(live, scrub_text(result.error, secrets))
         # Cut or not is decided on what the executor printed: masking a secret shortens the
         # tail, and an output of exactly the limit is whole.
         printed = live.emitted or len(result.output)
@@ -204,6 +236,38 @@ class Runner:
         if not job.processors:
             return finished
         return self._registry.run_processors(finished, job.processors, reporting_node=self._node)
+
+    def _keep_ended(self, live: _Live, error: str) -> None:
+        live.close(error)
+        self._ended[live.execution.id] = live
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
+    async def read_output(
+        self, job_name: str, execution_id: str, offset: int, *, limit: int, wait: float = 0.0
+    ) -> OutputChunk | None:
+        """The output of ``execution_id`` (of ``job_name``) from byte ``offset``, at most
+        ``limit`` bytes, if it runs here or is one of the last ``ENDED_KEPT`` that ended here;
+        else ``None``. With ``wait``, a read that finds nothing new waits up to ``wait``
+        seconds for more (or for the end) before it answers."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            chunk = self._read_once(job_name, execution_id, offset, limit)
+            if chunk is None or chunk.data or chunk.done:
+                return chunk
+            if asyncio.get_running_loop().time() >= deadline:
+                return chunk
+            await asyncio.sleep(OUTPUT_POLL)
+
+    def _read_once(
+        self, job_name: str, execution_id: str, offset: int, limit: int
+    ) -> OutputChunk | None:
+        live = self._live.get(execution_id)
+        ended = live is None
+        live = live or self._ended.get(execution_id)
+        if live is None or live.execution.job_name != job_name:
+            return None
+        return live.read(offset, limit, ended=ended)
 
     def busy(self) -> list[Execution]:
         """Executions running here now, each with the tail of its output so far, then those

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
 from functools import cache
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
+import tornado.iostream
 import tornado.web
 import yaml
 from tornado import httputil
@@ -44,6 +46,7 @@ from dkron_lab.errors import (
     Unavailable,
     ValidationError,
 )
+from dkron_lab.history.queries import ExecutionFilter, RunStats
 from dkron_lab.model import schedule
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.limits import LimitChange
@@ -54,6 +57,7 @@ __all__ = [
     "ApiMixin",
     "ExecutionQuery",
     "NotFound",
+    "all_executions_query",
     "execution_query",
     "job_query",
     "mount",
@@ -525,10 +529,15 @@ class _JobWriter(ApiMixin):
 
 
 class Jobs(_JobWriter):
-    def get(self) -> None:
-        views, total = self.node.jobs.list_jobs(job_query(self.request.query_arguments))
+    async def get(self) -> None:
+        arguments = self.request.query_arguments
+        views, total = self.node.jobs.list_jobs(job_query(arguments))
         self.set_header("X-Total-Count", total)
-        self.write_json([view.to_json() for view in views])
+        if not _boolean(arguments, "stats", empty=True):  # Dkron's job JSON, unchanged
+            self.write_json([view.to_json() for view in views])
+            return
+        stats = await self.node.jobs.run_stats([view.job.name for view in views])
+        self.write_json([_with_stats(v.to_json(), stats.get(v.job.name), v.zone) for v in views])
 
     async def post(self) -> None:
         await self._save(self.json_body())
@@ -727,6 +736,129 @@ class Sql(ApiMixin):
         self.finish_as(bytes(body), content_type)
 
 
+# -- what the web UI reads (issue 12) -------------------------------------------------------------
+
+EXECUTION_STATUSES = ("success", "failed", "running")
+EXECUTION_PAGE = 100
+"""Rows of ``GET /v1/executions`` without ``_end``."""
+MAX_EXECUTION_PAGE = 1000
+"""Most rows one page of ``GET /v1/executions`` holds."""
+NDJSON = "application/x-ndjson"
+
+
+def all_executions_query(
+    arguments: Arguments,
+) -> tuple[ExecutionFilter, ExecutionQuery, str | None]:
+    """``GET /v1/executions`` parameters: the filter, the page (``end`` always set) and the
+    ``status`` asked for; ``BadRequest`` says which is wrong."""
+    status = _text(arguments, "status") or None
+    if status is not None and status not in EXECUTION_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(EXECUTION_STATUSES)}, not {status!r}")
+    since, until = _instant(arguments, "since"), _instant(arguments, "until")
+    if since is not None and until is not None and until <= since:
+        raise BadRequest(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+    query = execution_query(arguments)
+    end = query.start + EXECUTION_PAGE if query.end is None else query.end
+    if end - query.start > MAX_EXECUTION_PAGE:
+        raise BadRequest(
+            f"a page holds at most {MAX_EXECUTION_PAGE} executions: ask for _start={query.start}"
+            f"&_end={query.start + MAX_EXECUTION_PAGE}, then the next page"
+        )
+    found = ExecutionFilter(
+        job=_text(arguments, "job") or None,
+        node=_text(arguments, "node") or None,
+        success={"success": True, "failed": False}.get(status or ""),
+        since=since,
+        until=until,
+    )
+    return found, replace(query, end=end), status
+
+
+class AllExecutions(ApiMixin):
+    """``GET /v1/executions``: every job's executions, running ones first, then this server's
+    history newest first; filtered by job, status, node and start time, paged."""
+
+    async def get(self) -> None:
+        found, query, status = all_executions_query(self.request.query_arguments)
+        page, truncated, total = await self.node.jobs.list_all_executions(
+            found, query, finished=status != "running", running=status in (None, "running")
+        )
+        zones: dict[str, tzinfo] = {}
+        for execution in page:
+            if execution.job_name not in zones:
+                zones[execution.job_name] = _zone_of(self.node, execution.job_name)
+        self.set_header("X-Total-Count", total)
+        self.write_json(
+            [_listed(e, zones[e.job_name], cut) for e, cut in zip(page, truncated, strict=True)]
+        )
+
+
+class ExecutionOutput(ApiMixin):
+    """``GET /v1/jobs/<job>/executions/<id>/output?offset=N``: the output from byte N, running
+    or finished; the node that runs it is asked by this one, never by the caller."""
+
+    async def get(self, job: str, execution: str) -> None:
+        offset = _integer(self.request.query_arguments, "offset") or 0
+        chunk = await self.node.jobs.read_output(job, execution, offset)
+        self.write_json(chunk.to_json())
+
+
+class ExecutionOutputStream(ApiMixin):
+    """``GET .../output/stream?offset=N``: the output as it is printed, one JSON object per
+    line (``ExecutionOutput``'s), until the run has ended; a line with no data every
+    ``keepalive`` seconds while nothing is printed. The node holds one read (at most
+    ``OUTPUT_READ_LIMIT`` bytes) per stream: the next is read once the last was flushed to the
+    socket, so a slow reader slows its stream, not the node."""
+
+    keepalive: ClassVar[float] = 15.0
+    _gone: bool = False
+
+    def on_connection_close(self) -> None:
+        self._gone = True
+        super().on_connection_close()
+
+    async def get(self, job: str, execution: str) -> None:
+        offset = _integer(self.request.query_arguments, "offset") or 0
+        read = functools.partial(self.node.jobs.read_output, job, execution)
+        chunk = await read(offset)  # an unknown job or execution is a 404, before any line
+        self.set_header("Content-Type", NDJSON)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Accel-Buffering", "no")  # a proxy in front must not buffer it
+        try:
+            while True:
+                self.write(_encode_json(chunk.to_json(), pretty=False) + b"\n")
+                await self.flush()
+                if chunk.done or self._gone:
+                    break
+                try:
+                    chunk = await read(chunk.next, wait=self.keepalive)
+                except DkronError as exc:  # e.g. the node that runs it stopped answering
+                    log.info("output stream of %s ends early: %s", execution, exc.message)
+                    break  # no done line: the reader goes on with offset reads
+        except tornado.iostream.StreamClosedError:
+            return  # the reader went away
+        if hasattr(self, "update_api_activity"):  # jupyter_server: keep the content type
+            self.finish(set_content_type=NDJSON)  # type: ignore[call-arg]
+        else:
+            self.finish()
+
+
+def _with_stats(shown: dict[str, Any], stats: RunStats | None, zone: tzinfo) -> dict[str, Any]:
+    """A job's JSON with ``last_results`` (newest first) and ``median_duration`` (seconds)."""
+    last = stats.last if stats is not None else ()
+    return shown | {
+        "last_results": [
+            {
+                "status": "success" if run.success else "failed",
+                "started_at": codec.format_time(run.started_at, zone),
+                "duration": run.duration,
+            }
+            for run in last
+        ],
+        "median_duration": stats.median_duration if stats is not None else None,
+    }
+
+
 RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/health", Health),
     ("/metrics", PrometheusMetrics),
@@ -748,7 +880,10 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/jobs/{job}/toggle", Toggle),
     ("/v1/jobs/{job}/executions", Executions),
     ("/v1/jobs/{job}/executions/{execution}", ExecutionResource),
+    ("/v1/jobs/{job}/executions/{execution}/output", ExecutionOutput),
+    ("/v1/jobs/{job}/executions/{execution}/output/stream", ExecutionOutputStream),
     ("/v1/jobs/{job}/skipped", Skipped),
+    ("/v1/executions", AllExecutions),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),
     ("/v1/sql", Sql),

@@ -14,9 +14,12 @@ import time
 from typing import Any
 
 from dkron_lab.api.handlers import ApiMixin
-from dkron_lab.errors import BadRequest
+from dkron_lab.errors import BadRequest, ExecutionNotFound
 
 __all__ = ["INTERNAL_RESOURCES"]
+
+MAX_OUTPUT_WAIT = 30.0
+"""Longest an output read from another node is held waiting for new bytes (seconds)."""
 
 
 class _Internal(ApiMixin):
@@ -91,6 +94,27 @@ class HistoryPage(_Internal):
         self.write_json({"rows": rows, "next": cursor})
 
 
+class OutputHere(_Internal):
+    """The output of an execution this node runs (or just ran), for the server a reader asked:
+    ``{"job", "execution", "offset", "wait"}`` answers ``GET .../output``'s object, or 404
+    when this node does not have it. ``wait`` (seconds, at most ``MAX_OUTPUT_WAIT``) holds
+    the answer until there is something new, so a relayed stream is not a call per poll."""
+
+    async def post(self) -> None:
+        data = self.signed_body()
+        job, execution = data.get("job"), data.get("execution")
+        offset, wait = data.get("offset", 0), data.get("wait", 0)
+        if not (isinstance(job, str) and isinstance(execution, str) and isinstance(offset, int)):
+            raise BadRequest("send 'job' and 'execution' (strings) and 'offset' (bytes)")
+        if not isinstance(wait, int | float):
+            raise BadRequest("'wait' is a number of seconds")
+        wait = min(max(float(wait), 0.0), MAX_OUTPUT_WAIT)
+        chunk = await self.node.jobs.read_output_here(job, execution, max(offset, 0), wait=wait)
+        if chunk is None:
+            raise ExecutionNotFound(f"execution {execution!r} of job {job!r} is not run here")
+        self.write_json(chunk.to_json())
+
+
 INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/internal/v1/heartbeat", Heartbeat),
     ("/internal/v1/run", RunHere),
@@ -98,4 +122,5 @@ INTERNAL_RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/internal/v1/raft/add", AddPeer),
     ("/internal/v1/raft/remove", RemovePeer),
     ("/internal/v1/history", HistoryPage),
+    ("/internal/v1/output", OutputHere),
 )

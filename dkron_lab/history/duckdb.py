@@ -40,7 +40,7 @@ from dkron_lab.credentials import keep_private
 from dkron_lab.errors import BadRequest
 from dkron_lab.history import queries
 from dkron_lab.history.limits import WRITER_RESERVE, SqlLimits, result_too_large
-from dkron_lab.history.queries import SORT_FIELDS
+from dkron_lab.history.queries import SORT_FIELDS, ExecutionFilter, RunStats
 from dkron_lab.history.rows import (
     EXECUTION_CURSOR,
     EXECUTION_KEYS,
@@ -290,6 +290,44 @@ class DuckDBHistory:
         rows, total = self._read(run)
         executions = [execution_from_row(row) for row in rows]
         return executions, [bool(row[10]) for row in rows], int(total)
+
+    def list_all_executions(
+        self,
+        found: ExecutionFilter,
+        *,
+        sort: str = "",
+        order: str = "DESC",
+        offset: int = 0,
+        limit: int = 100,
+        output_size_limit: int | None = None,
+    ) -> tuple[list[Execution], list[bool], int]:
+        """``limit`` executions from ``offset`` of every job's executions that ``found``
+        selects, sorted as :meth:`list_executions` sorts, with their ``output_truncated``
+        flags and how many ``found`` selects in all (page and total from one snapshot)."""
+        sql, params = queries.list_all_query(found, sort, order, offset, limit, output_size_limit)
+        count, count_params = queries.count_all_query(found)
+
+        def run(cur: duckdb.DuckDBPyConnection) -> tuple[list[tuple[Any, ...]], int]:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                rows = cur.execute(sql, params).fetchall() if limit else []
+                (total,) = cur.execute(count, count_params).fetchall()[0]
+            finally:
+                cur.execute("ROLLBACK")
+            return rows, total
+
+        rows, total = self._read(run)
+        return [execution_from_row(r) for r in rows], [bool(r[10]) for r in rows], int(total)
+
+    def run_stats(
+        self, job_names: Sequence[str], *, last: int = 10, window: int = 100
+    ) -> dict[str, RunStats]:
+        """For each of ``job_names`` that has finished runs: its ``last`` runs, newest first,
+        and the median duration of its ``window`` newest runs; one query for every name."""
+        if not job_names:
+            return {}
+        rows = self.query(queries.RUN_STATS, [list(job_names), max(window, last), last])
+        return queries.run_stats(rows)
 
     def get_execution(self, job_name: str, execution_id: str) -> Execution | None:
         """The execution ``execution_id`` of ``job_name`` with its full output, else ``None``."""

@@ -2,7 +2,9 @@
 
 Owns the batch ``INSERT`` of executions, the page queries of ``list_executions`` with their
 checks of ``_sort``, ``_order``, ``_start``, ``_end`` and ``output_size_limit``, and the export
-pages that another server resumes from a cursor. May call :mod:`dkron_lab.history.rows` (the
+pages that another server resumes from a cursor, the listing of executions across jobs
+(``ExecutionFilter``, ``list_all_query``) and the per-job run statistics of the jobs list
+(``RunStats``, ``RUN_STATS``). May call :mod:`dkron_lab.history.rows` (the
 column order), the model and ``dkron_lab.errors``; it runs nothing and imports no DuckDB.
 
 Why the INSERT looks the way it does (measured with ``benchmarks/bench_history.py``): one
@@ -15,7 +17,9 @@ and ``started_at`` all match.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -31,8 +35,15 @@ __all__ = [
     "GET_EXECUTION",
     "INSERT_EXECUTIONS",
     "LIST_SKIPPED",
+    "RUN_STATS",
     "SORT_FIELDS",
+    "ExecutionFilter",
+    "RecentRun",
+    "RunStats",
+    "count_all_query",
+    "list_all_query",
     "list_query",
+    "run_stats",
 ]
 
 # `_sort` values of GET /v1/jobs/:job/executions and the column each one sorts by. "" and "id"
@@ -127,3 +138,127 @@ def _check_page(start: int, end: int | None, output_size_limit: int | None) -> N
         raise BadRequest(f"_end={end} is before _start={start}: use _end >= _start")
     if output_size_limit is not None and output_size_limit < 0:
         raise BadRequest(f"output_size_limit={output_size_limit} is negative: use 0 or more")
+
+
+# -- executions across jobs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionFilter:
+    """Which executions ``GET /v1/executions`` lists: every given field must match.
+
+    ``success``: ``True`` for succeeded runs, ``False`` for failed ones, ``None`` for both;
+    ``since``/``until``: ``since <= started_at < until`` (aware times)."""
+
+    job: str | None = None
+    node: str | None = None
+    success: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _where(found: ExecutionFilter) -> tuple[str, list[Any]]:
+    tests = (
+        ("job_name = ?", found.job),
+        ("node_name = ?", found.node),
+        ("success = ?", found.success),
+        ("started_at >= ?", found.since),
+        ("started_at < ?", found.until),
+    )
+    given = [(test, value) for test, value in tests if value is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(test for test, _ in given), [value for _, value in given]
+
+
+def list_all_query(
+    found: ExecutionFilter,
+    sort: str,
+    order: str,
+    offset: int,
+    limit: int,
+    output_size_limit: int | None,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters for ``limit`` rows from ``offset`` of the executions ``found``
+    selects, in the row shape of ``list_query``; raises BadRequest."""
+    column, direction = _order_by(sort, order)
+    _check_page(offset, offset + limit, output_size_limit)
+    cut = "starts_with(output, ?)"
+    params: list[Any]
+    if output_size_limit is None:
+        output, params = f"output, {cut}", [OUTPUT_CUT]
+    else:
+        output = f"right(output, ?), length(output) > ? OR {cut}"
+        params = [output_size_limit, output_size_limit, OUTPUT_CUT]
+    where, values = _where(found)
+    sql = (
+        f"SELECT {_NAMES_BUT_OUTPUT}, {output} FROM executions{where}"
+        f" ORDER BY {column} {direction} NULLS LAST, started_at {direction}, id {direction}"
+        " LIMIT ? OFFSET ?"
+    )
+    return sql, [*params, *values, limit, offset]
+
+
+def count_all_query(found: ExecutionFilter) -> tuple[str, list[Any]]:
+    """SQL and parameters counting the executions ``found`` selects."""
+    where, values = _where(found)
+    return f"SELECT count(*) FROM executions{where}", values
+
+
+# -- run statistics of the jobs list ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecentRun:
+    """One finished run as the jobs list sums it up; ``duration`` in seconds."""
+
+    success: bool
+    started_at: datetime
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStats:
+    """A job's last runs, newest first, and the median duration (seconds) of its last
+    ``window`` runs (``None`` when it never finished a run here)."""
+
+    last: tuple[RecentRun, ...] = ()
+    median_duration: float | None = None
+
+
+RUN_STATS = """
+WITH recent AS (
+    SELECT job_name, success, started_at,
+           date_diff('microsecond', started_at, finished_at) / 1e6 AS duration,
+           row_number() OVER (PARTITION BY job_name ORDER BY started_at DESC, id DESC) AS n
+    FROM executions
+    WHERE job_name IN (SELECT unnest(?::VARCHAR[]))
+    QUALIFY n <= ?
+)
+SELECT job_name,
+       list({'success': success, 'started_at': started_at, 'duration': duration} ORDER BY n)
+           FILTER (WHERE n <= ?),
+       median(duration)
+FROM recent GROUP BY job_name
+"""
+"""Parameters: the job names, the median's window, the number of last runs. One scan for a
+whole page of jobs; each job's runs come newest first."""
+
+
+def run_stats(rows: Sequence[Sequence[Any]]) -> dict[str, RunStats]:
+    """``RUN_STATS`` rows as ``RunStats`` by job name."""
+    return {
+        str(name): RunStats(
+            last=tuple(_recent(run) for run in runs or ()),
+            median_duration=float(median) if median is not None else None,
+        )
+        for name, runs, median in rows
+    }
+
+
+def _recent(run: Mapping[str, Any]) -> RecentRun:
+    return RecentRun(
+        success=bool(run["success"]),
+        started_at=run["started_at"].astimezone(UTC),
+        duration=float(run["duration"]),
+    )
