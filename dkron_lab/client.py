@@ -38,8 +38,9 @@ import inspect
 import json
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import (
@@ -88,6 +89,7 @@ DEFAULT_DATA_DIR = "dkron.data"
 TOKEN_FILE = "api-token"
 """The file of the data dir where a server started without ``--api-token`` keeps its token."""
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+NDJSON = "application/x-ndjson"
 KERNEL_TOKEN_HEADER = "X-Dkron-Lab-Token"
 """The header the Jupyter extension reads the secret it gave its kernels from."""
 
@@ -399,6 +401,27 @@ class _Operations:
         return found
 
     @endpoint
+    def list_executions_all(self, /, **params: Any) -> Operation[list[dict[str, Any]]]:
+        """``GET /v1/executions``: every job's executions, running ones first, then this
+        server's history newest first. Filters ``job``, ``status`` (``success``, ``failed``,
+        ``running``), ``node``, ``since``/``until`` (RFC 3339 with an offset, or aware
+        ``datetime``); ``sort``, ``order``, ``start``, ``end`` (100 rows without it, 1000 at
+        most), ``output_size_limit``."""
+        params = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
+        found: list[dict[str, Any]] = yield from _json(_get("/v1/executions", **params))
+        return found
+
+    @endpoint
+    def execution_output(self, job: str, id: str, offset: int = 0) -> Operation[dict[str, Any]]:
+        """``GET /v1/jobs/{job}/executions/{id}/output``: the output from byte ``offset``,
+        running or finished: ``{"offset", "next", "done", "data"}``. Read again from
+        ``next`` until ``done``; ``offset`` in the answer is past the one asked for when the
+        bytes before it are no longer kept. ``ExecutionNotFound`` if there is no such run."""
+        path = f"/v1/jobs/{_part(job)}/executions/{_part(id)}/output"
+        found: dict[str, Any] = yield from _json(_get(path, offset=offset))
+        return found
+
+    @endpoint
     def busy(self) -> Operation[list[dict[str, Any]]]:
         """``GET /v1/busy``: the executions running now, cluster-wide."""
         found: list[dict[str, Any]] = yield from _json(_get("/v1/busy"))
@@ -518,6 +541,30 @@ class _Operations:
     ) -> Operation[Any]:
         """Any other endpoint: ``method path`` (relative to the client's URL), JSON in and out."""
         return (yield from _json(_request(method, path, params, json)))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _twin(method: _F) -> _F:
+    """A streaming method of both clients, shown without its return type as ``endpoint``
+    shows the operations: the twins' iterators differ only in being sync or async."""
+    signature = inspect.signature(method)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.Signature.empty
+    )
+    return method
+
+
+def _stream_request(job: str, id: str, offset: int) -> Request:
+    """``follow_output``'s request: the stream may be quiet between keep-alives for longer than
+    the client's timeout, so only the connection is timed."""
+    return Request(
+        method="GET",
+        path=f"/v1/jobs/{_part(job)}/executions/{_part(id)}/output/stream",
+        params={"offset": str(offset)},
+        headers={"Accept": NDJSON},
+    )
 
 
 def _request(method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> Request:
@@ -696,6 +743,32 @@ class Client(_Base):
             result: _T = done.value
             return result
 
+    @_twin
+    def follow_output(self, job: str, id: str, offset: int = 0) -> Iterator[dict[str, Any]]:
+        """``GET /v1/jobs/{job}/executions/{id}/output/stream``: the output's chunks
+        (``{"offset", "next", "done", "data"}``) as the run prints them, until the one with
+        ``done``; chunks with empty ``data`` are the server's keep-alives. A stream that ends
+        without ``done`` (the node running it stopped answering) can be resumed with
+        ``execution_output`` from the last ``next``. ::
+
+            for chunk in dkron.follow_output("backup", execution_id):
+                print(chunk["data"], end="")
+        """
+        request = _stream_request(job, id, offset)
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            with self._http.stream(
+                "GET", request.path, params=request.params, headers=request.headers, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error(response, f"GET {request.path}")
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.url, self.timeout, request, exc) from exc
+
     def _send(self, request: Request) -> httpx.Response:
         try:
             response = self._http.request(request.method, request.path, **self._options(request))
@@ -743,6 +816,30 @@ class AsyncClient(_Base):
         except StopIteration as done:
             result: _T = done.value
             return result
+
+    @_twin
+    async def follow_output(
+        self, job: str, id: str, offset: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The ``async for`` twin of ``Client.follow_output``. ::
+
+        async for chunk in dkron.follow_output("backup", execution_id):
+            print(chunk["data"], end="")
+        """
+        request = _stream_request(job, id, offset)
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            async with self._http.stream(
+                "GET", request.path, params=request.params, headers=request.headers, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise _error(response, f"GET {request.path}")
+                async for line in response.aiter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.url, self.timeout, request, exc) from exc
 
     async def _send(self, request: Request) -> httpx.Response:
         try:

@@ -18,7 +18,9 @@ import pytest
 
 from dkron_lab.api.app import serve
 from dkron_lab.api.handlers import ExecutionOutputStream
+from dkron_lab.client import AsyncClient, Client
 from dkron_lab.config import Config
+from dkron_lab.errors import ExecutionNotFound
 from dkron_lab.node import Node
 from dkron_lab.testing import FakeClock, auth_headers, free_port
 from tests.integration.test_openapi import check
@@ -284,3 +286,32 @@ async def test_the_jobs_list_adds_last_results_and_median_duration_when_asked(ap
     assert {r["status"] for r in timed["last_results"]} == {"success"}
     assert timed["median_duration"] == 2.0
     assert set(timed) - set(plain[0]) == {"last_results", "median_duration"}
+
+
+# -- the clients ---------------------------------------------------------------------------------
+
+
+async def test_both_clients_list_read_and_follow_output(api: Api) -> None:
+    token = api.node.api_token
+    url = str(api.http.base_url)
+    await save(api, "clients", SLOW)
+    await api.http.post("/v1/jobs/clients/run")
+    execution = await running_id(api, "clients")
+    async with AsyncClient(url, token) as client:
+        streamed = [chunk async for chunk in client.follow_output("clients", execution)]
+        assert "".join(c["data"] for c in streamed) == "1\n2\n3\n" and streamed[-1]["done"]
+        read = await client.execution_output("clients", execution, offset=2)
+        assert read["data"] == "2\n3\n" and read["offset"] == 2
+        await asyncio.to_thread(api.node.history.flush)
+        found = await client.list_executions_all(job="clients", since=NOW, status="success")
+        assert [e["id"] for e in found] == [execution]
+        with pytest.raises(ExecutionNotFound):
+            [chunk async for chunk in client.follow_output("clients", "1-nowhere")]
+
+    def sync() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with Client(url, token) as client:
+            return list(client.follow_output("clients", execution)), client.list_executions_all()
+
+    chunks, listed_all = await asyncio.to_thread(sync)
+    assert chunks[-1]["done"] and "".join(c["data"] for c in chunks) == "1\n2\n3\n"
+    assert [e["id"] for e in listed_all] == [execution]
