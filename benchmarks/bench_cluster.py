@@ -4,7 +4,7 @@
     python benchmarks/bench_cluster.py --quick    # 45 s window (1.5 to 4 minutes)
     python benchmarks/bench_cluster.py --jobs 300 --duration 60
 
-One cluster of 3 servers + 2 agents (``dkron_lab.testing.Cluster``, real ``dkron-lab agent``
+One cluster of 3 servers + 2 agents (``tests.harness.Cluster``, real ``dkron-lab agent``
 subprocesses on loopback), every node tagged ``dc=dc1``:
 
 1. **creates**: 300 jobs created one after another on one keep-alive connection to a follower
@@ -50,7 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _http import RawHTTP
 from bench_single_node import percentile, print_table
 
-from dkron_lab.testing import Cluster, install_plugin
+from dkron_lab.testing import install_plugin
+from tests.harness import Cluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOOP_MODULE = '''

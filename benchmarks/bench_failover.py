@@ -4,7 +4,7 @@
     python benchmarks/bench_failover.py --quick     # 3 trials
     python benchmarks/bench_failover.py --trials 50 --seed 7
 
-Three `dkron-lab agent --server` processes on loopback (``dkron_lab.testing.Cluster``), a few
+Three `dkron-lab agent --server` processes on loopback (``tests.harness.Cluster``), a few
 ``@every 1s`` jobs running ``true`` on the servers. Each trial:
 
 1. steady state, then ``kill -9`` the leader at a random phase of the second;
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dkron_lab.scheduler import CLAIM_AHEAD
-from dkron_lab.testing import Cluster
+from tests.harness import Cluster
 
 JOBS = [f"tick-{i}" for i in range(5)]
 TARGET_MEDIAN = 1.5

@@ -33,7 +33,8 @@ import httpx
 from _http import RawHTTP
 
 from dkron_lab.state.raft import RaftNode, RaftSettings
-from dkron_lab.testing import free_port, new_cluster_key
+from dkron_lab.testing import free_port
+from tests.harness import new_cluster_key
 
 MODES = ("never", "batch", "always")
 TOKEN = "bench-fsync-token-0123456789abcdef"

@@ -6,7 +6,7 @@
     python benchmarks/bench_partition.py --seed 7 --keep  # replay trial seeds 7, 8, ...; keep logs
 
 Needs root and iproute2: each of the 3 servers and 2 worker agents runs in a network namespace
-of its own (``dkron_lab.testing.NamespacedCluster``). Each trial starts a fresh cluster, runs
+of its own (``tests.harness.NamespacedCluster``). Each trial starts a fresh cluster, runs
 jobs ``@every 1s`` on one worker and on both, takes the leader's link down for ``--cut``
 seconds, heals it, and checks every instant of every job against a ledger the runs append to
 (``tests/integration/partition_trial.py``, shared with ``test_partition_heal.py``). Misses

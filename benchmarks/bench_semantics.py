@@ -4,7 +4,7 @@ concurrency limit cost in scheduling lateness, and how fast a 10-step job chain 
     python benchmarks/bench_semantics.py            # full size (about 5 minutes)
     python benchmarks/bench_semantics.py --quick    # a short form for CI (under a minute)
 
-1. **lateness**: one real server (``dkron-lab agent`` through ``dkron_lab.testing.Cluster``)
+1. **lateness**: one real server (``dkron-lab agent`` through ``tests.harness.Cluster``)
    gets N jobs ``@every`` P with a no-op executor, job i anchored (``starts_at``) at i/N of the
    period, so the fires spread evenly over it. The jobs are created once and the server is
    restarted on the same data dir with each configuration's flags: no limit;
@@ -49,7 +49,7 @@ from _http import RawHTTP
 from bench_cluster import CLK_TCK, cpu_ticks, install_noop_plugin, stop_gracefully
 from bench_single_node import percentile, print_table
 
-from dkron_lab.testing import Cluster
+from tests.harness import Cluster
 
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -36,7 +36,8 @@ import pyarrow as pa
 
 from dkron_lab.credentials import API_TOKEN_FILE, read_secret
 from dkron_lab.history.duckdb import DuckDBHistory
-from dkron_lab.testing import Processes, auth_headers, free_port, wait_for
+from dkron_lab.testing import auth_headers, free_port, wait_for
+from tests.harness import Processes
 
 QUERY = (
     "SELECT job_name, avg(success::int) AS success_rate, count(*) AS runs "

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dkron_lab.testing import Network, Processes
+from tests.harness import Network, Processes
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ Shared by ``test_partition_heal.py`` (one short trial) and ``benchmarks/bench_pa
 ``raft_child``); the benchmark puts ``tests/integration`` on ``sys.path`` itself.
 
 The workload: 3 servers and 2 agents tagged ``role=worker``, each in a network namespace of its
-own (``dkron_lab.testing.NamespacedCluster``); jobs ``@every 1s`` with ``role: worker:1`` (each
+own (``tests.harness.NamespacedCluster``); jobs ``@every 1s`` with ``role: worker:1`` (each
 fire on one of the workers) and ``role: worker`` (on both). Every run appends
 ``<job> <execution id>`` to a ledger file in the trial's directory (the namespaces share the
 filesystem); the execution id (``<started ns>-<node>``) leads to the run's scheduled instant and
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from dkron_lab.scheduler import CLAIM_AHEAD
-from dkron_lab.testing import NamespacedCluster, new_cluster_key, wait_for
+from dkron_lab.testing import wait_for
+from tests.harness import NamespacedCluster, new_cluster_key
 
 __all__ = ["ALL_WORKERS", "ONE_WORKER", "Miss", "TrialResult", "run_trial"]
 

@@ -34,7 +34,8 @@ from dkron_lab.state.raft import RaftNode, RaftSettings
 from dkron_lab.state.raft import journal as journal_module
 from dkron_lab.state.raft._core import _Core
 from dkron_lab.state.raft.thread import _Pending
-from dkron_lab.testing import Child, Network, Processes, free_port
+from dkron_lab.testing import free_port
+from tests.harness import Child, Network, Processes
 
 KEY = "raft-test-cluster-key"  # the raft port never runs without one
 

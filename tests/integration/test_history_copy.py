@@ -20,7 +20,8 @@ from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
 from dkron_lab.state.machine import Event, StateRestored
-from dkron_lab.testing import free_port, new_cluster_key
+from dkron_lab.testing import free_port
+from tests.harness import new_cluster_key
 
 # pysyncobj 0.3.17 never closed the snapshot file it sends; the adapter closes it now, and
 # pytest's filterwarnings=error turns a leaked file (ResourceWarning) into a failure here.

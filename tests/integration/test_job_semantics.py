@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dkron_lab.testing import Cluster, free_port, wait_for
+from dkron_lab.testing import free_port, wait_for
+from tests.harness import Cluster
 from tests.integration.test_notifications import Inbox, smtp_server
 
 pytestmark = pytest.mark.slow

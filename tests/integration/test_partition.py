@@ -1,5 +1,5 @@
 """A real network partition of a 3-server cluster: each ``dkron-lab agent`` runs in a network
-namespace of its own (``dkron_lab.testing.NamespacedCluster``), and cutting a node's link
+namespace of its own (``tests.harness.NamespacedCluster``), and cutting a node's link
 silences every packet between it and the others, Raft and HTTP, in both directions.
 
 What must hold (issue 3): the minority side never fires (the claim of a fire goes through Raft
@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from dkron_lab.scheduler import CLAIM_AHEAD
-from dkron_lab.testing import NamespacedCluster, network_namespaces_unavailable, wait_for
+from dkron_lab.testing import wait_for
+from tests.harness import NamespacedCluster, network_namespaces_unavailable
 
 pytestmark = pytest.mark.slow
 

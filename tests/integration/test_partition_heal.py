@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from partition_trial import run_trial
 
-from dkron_lab.testing import network_namespaces_unavailable
+from tests.harness import network_namespaces_unavailable
 
 pytestmark = pytest.mark.slow
 

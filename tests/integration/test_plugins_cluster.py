@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dkron_lab.testing import Cluster, install_plugin, wait_for
+from dkron_lab.testing import install_plugin, wait_for
+from tests.harness import Cluster
 
 pytestmark = pytest.mark.slow
 

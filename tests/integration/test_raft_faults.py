@@ -2,7 +2,7 @@
 adapter; where the repro can run unpatched it does, and must show the spike's symptom.
 
 Nodes are real processes on loopback (``raft_child.py``); partitions go through the TCP
-proxies of ``dkron_lab.testing.Network`` (silent: nothing is closed, bytes wait).
+proxies of ``tests.harness.Network`` (silent: nothing is closed, bytes wait).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dkron_lab.errors import NoQuorumError
 from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
 from dkron_lab.state.raft._core import _sync_obj_conf
 from dkron_lab.state.raft.journal import RaftJournal
-from dkron_lab.testing import Network, Processes, free_port
+from dkron_lab.testing import free_port
+from tests.harness import Network, Processes
 
 SLOT = "job-a@2026-01-01T12:00:00Z"
 

@@ -21,7 +21,8 @@ from dkron_lab.errors import (
 )
 from dkron_lab.state.raft import JOURNAL_FILE, RaftNode, RaftSettings
 from dkron_lab.state.raft.journal import RaftJournal
-from dkron_lab.testing import Processes, free_port
+from dkron_lab.testing import free_port
+from tests.harness import Processes
 
 
 def _ok(answer: dict[str, Any]) -> Any:

@@ -1,6 +1,6 @@
 """Elections after a partition heals (issue 15): PreVote, leader stickiness and CheckQuorum in
 ``dkron_lab.state.raft._core._Core``, with real processes (``raft_child.py``) behind the
-partitionable proxies of ``dkron_lab.testing.Network``.
+partitionable proxies of ``tests.harness.Network``.
 
 Each test also runs with pysyncobj's elections (``--unpatched prevote``) and must then show
 the disruption the spike and the namespaced partition trials saw: the cut-off node's term
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from raft_child import RaftCluster, RaftProc
 
-from dkron_lab.testing import Network, Processes
+from tests.harness import Network, Processes
 
 # Elections after 0.6-1.2 s (FAST: 0.3-0.6 s): these tests assert that no election happens, and
 # on a starved 2-core machine (load average 10 seen) FAST's leader can miss a few heartbeats,

@@ -15,7 +15,8 @@ from dkron_lab.api.app import serve
 from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.testing import free_port, new_cluster_key
+from dkron_lab.testing import free_port
+from tests.harness import new_cluster_key
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from jupyter_server.serverapp import ServerApp
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 from dkron_lab.jupyter.extension import DkronLab
-from dkron_lab.testing import Cluster
+from tests.harness import Cluster
 
 READY_TIMEOUT = 60.0
 HEADLESS_TOKEN = "headless-test-token"

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dkron_lab.testing import Child, Processes, free_port, wait_for
+from dkron_lab.testing import free_port, wait_for
+from tests.harness import Child, Processes
 
 pytestmark = pytest.mark.slow
 

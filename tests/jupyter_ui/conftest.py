@@ -17,7 +17,8 @@ from comm.base_comm import BaseComm
 
 from dkron_lab.client import Client
 from dkron_lab.errors import DkronError
-from dkron_lab.testing import Child, Processes, free_port, wait_for
+from dkron_lab.testing import free_port, wait_for
+from tests.harness import Child, Processes
 
 CLI = str(Path(sys.executable).with_name("dkron-lab"))
 

@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from dkron_lab.client import Client
-from dkron_lab.testing import Processes, free_port, wait_for
+from dkron_lab.testing import free_port, wait_for
+from tests.harness import Processes
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -31,7 +31,8 @@ import pytest
 from dkron_lab.api import auth
 from dkron_lab.api.handlers import RESOURCES
 from dkron_lab.credentials import ConfigError
-from dkron_lab.testing import Processes, auth_headers, free_port, wait_for
+from dkron_lab.testing import auth_headers, free_port, wait_for
+from tests.harness import Processes
 from tests.security.conftest import StartApi
 
 NODE_NAME = "victim-node-7"

@@ -37,7 +37,8 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403
 from dkron_lab.client import KERNEL_TOKEN_HEADER, Client
 from dkron_lab.errors import Unauthorized
 from dkron_lab.jupyter.extension import DkronLab
-from dkron_lab.testing import Processes, free_port, wait_for
+from dkron_lab.testing import free_port, wait_for
+from tests.harness import Processes
 from tests.jupyter.conftest import extension_of, wait_ready
 from tests.jupyter.test_extension import fetch
 from tests.security.certs import make_pki

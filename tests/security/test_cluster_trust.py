@@ -32,7 +32,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dkron_lab import dispatch
-from dkron_lab.testing import Child, Processes, auth_headers, free_port, new_cluster_key, wait_for
+from dkron_lab.testing import auth_headers, free_port, wait_for
+from tests.harness import Child, Processes, new_cluster_key
 from tests.security.certs import make_pki
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,8 @@ from dkron_lab.errors import InsufficientStorage
 from dkron_lab.history import writer as history_module
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.model.execution import Execution, execution_id
-from dkron_lab.testing import auth_headers, free_port, new_cluster_key, wait_for
+from dkron_lab.testing import auth_headers, free_port, wait_for
+from tests.harness import new_cluster_key
 
 TOKEN = "durability-test-token-0123456789abcdef"
 PADDING = "x" * 3000  # a job of ~3 KB: a small tmpfs fills within a few hundred creates

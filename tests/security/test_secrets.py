@@ -31,7 +31,8 @@ from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.notify import Notifier
-from dkron_lab.testing import Processes, auth_headers, free_port, new_cluster_key, wait_for
+from dkron_lab.testing import auth_headers, free_port, wait_for
+from tests.harness import Processes, new_cluster_key
 from tests.security.conftest import Api, StartApi, serving
 
 SECRET = "s3cret-env-value"

@@ -27,7 +27,8 @@ from dkron_lab.errors import (
     Unavailable,
     ValidationError,
 )
-from dkron_lab.testing import Cluster, free_port
+from dkron_lab.testing import free_port
+from tests.harness import Cluster
 
 TOKEN = "client-test-token"
 JOB = {

@@ -1,4 +1,5 @@
-"""``dkron_lab.testing``'s process and partition helpers, with real processes and sockets."""
+"""The test harness (``tests/harness/``): its process and partition helpers, with real processes
+and sockets."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from dkron_lab.testing import Child, Network, Processes, TcpProxy
+from tests.harness import Child, Network, Processes, TcpProxy
 
 ECHO_SERVER = textwrap.dedent(
     """
