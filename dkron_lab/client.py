@@ -821,11 +821,8 @@ class AsyncClient(_Base):
     async def follow_output(
         self, job: str, id: str, offset: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
-        """The ``async for`` twin of ``Client.follow_output``. ::
-
-        async for chunk in dkron.follow_output("backup", execution_id):
-            print(chunk["data"], end="")
-        """
+        """The ``async for`` twin of ``Client.follow_output``:
+        ``async for chunk in dkron.follow_output(job, id): print(chunk["data"], end="")``."""
         request = _stream_request(job, id, offset)
         timeout = httpx.Timeout(self.timeout, read=None)
         try:
