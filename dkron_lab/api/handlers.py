@@ -783,10 +783,7 @@ class AllExecutions(ApiMixin):
         page, truncated, total = await self.node.jobs.list_all_executions(
             found, query, finished=status != "running", running=status in (None, "running")
         )
-        zones: dict[str, tzinfo] = {}
-        for execution in page:
-            if execution.job_name not in zones:
-                zones[execution.job_name] = _zone_of(self.node, execution.job_name)
+        zones = {name: _zone_of(self.node, name) for name in {e.job_name for e in page}}
         self.set_header("X-Total-Count", total)
         self.write_json(
             [_listed(e, zones[e.job_name], cut) for e, cut in zip(page, truncated, strict=True)]

@@ -315,3 +315,39 @@ async def test_both_clients_list_read_and_follow_output(api: Api) -> None:
     chunks, listed_all = await asyncio.to_thread(sync)
     assert chunks[-1]["done"] and "".join(c["data"] for c in chunks) == "1\n2\n3\n"
     assert [e["id"] for e in listed_all] == [execution]
+
+
+async def test_a_reader_that_goes_away_ends_its_stream_quietly(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ExecutionOutputStream, "keepalive", 0.05)
+    await save(api, "abandoned", "sleep 1.5; echo never read")
+    await api.http.post("/v1/jobs/abandoned/run")
+    execution = await running_id(api, "abandoned")
+    path = f"/v1/jobs/abandoned/executions/{execution}/output/stream"
+    async with api.http.stream("GET", path) as response:
+        async for line in response.aiter_lines():
+            assert json.loads(line)["data"] == ""
+            break  # the reader leaves after the first line
+    await asyncio.sleep(0.3)  # keep-alives meet the closed connection
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_running_executions_come_first_and_page_with_the_finished_ones(api: Api) -> None:
+    await save(api, "quick", "true")
+    await save(api, "long", "sleep 1")
+    for _ in range(3):
+        await run(api, "quick")
+        api.clock.advance(60)
+    await api.http.post("/v1/jobs/long/run")
+    long_id = await running_id(api, "long")
+    everything, total = await listed(api)
+    assert total == 4 and [e["id"] for e in everything][0] == long_id
+    assert everything[0]["status"] == "running" and "status" not in everything[1]
+    finished = [e["id"] for e in everything[1:]]
+    assert [e["id"] for e in (await listed(api, _start=0, _end=2))[0]] == [long_id, finished[0]]
+    assert [e["id"] for e in (await listed(api, _start=2, _end=4))[0]] == finished[1:]
+    oldest = [e["id"] for e in (await listed(api, _order="ASC", _start=2, _end=4))[0]]
+    assert oldest == [finished[0], long_id]  # running ones last when oldest come first
+    assert (await listed(api, status="success"))[1] == 3
