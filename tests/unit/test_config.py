@@ -12,9 +12,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from dkron_lab.cli import node as cli_node
 from dkron_lab.cli import cli
-from dkron_lab.config.values import CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
+from dkron_lab.cli import node as cli_node
 from dkron_lab.config import (
     NOT_YET_SUPPORTED,
     OPTIONS,
@@ -25,6 +24,7 @@ from dkron_lab.config import (
     read_config_file,
     resolve_config,
 )
+from dkron_lab.config.values import CATCHUP_POLICIES as CONFIG_CATCHUP_POLICIES
 from dkron_lab.errors import ValidationError
 from dkron_lab.model.job import CATCHUP_POLICIES
 
