@@ -27,8 +27,10 @@ class Clock(Protocol):
         """The current instant, aware, in UTC."""
         ...
 
-    async def sleep_until(self, when: datetime) -> None:
-        """Return at ``when`` (or at once if it has passed)."""
+    async def sleep_until(self, when: datetime, *, exact: bool = True) -> None:
+        """Return at ``when`` (or at once if it has passed). ``exact=False`` for loops that
+        only pace themselves (heartbeats, retries): they may wake a millisecond late, and
+        spend no CPU to be on time."""
         ...
 
 
@@ -64,10 +66,11 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    async def sleep_until(self, when: datetime) -> None:
+    async def sleep_until(self, when: datetime, *, exact: bool = True) -> None:
         target = when.timestamp()
-        while (delay := target - time.time()) > _SPIN:
+        spin = _SPIN if exact else 0.0
+        while (delay := target - time.time()) > spin:
             # Long sleeps are cut in pieces so a wall-clock jump is noticed within a minute.
-            await asyncio.sleep(min(delay - _SPIN, 60.0))
+            await asyncio.sleep(min(delay - spin, 60.0))
         while time.time() < target:
             pass

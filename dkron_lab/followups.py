@@ -148,7 +148,7 @@ class FollowUps:
 
         async def again() -> None:
             clock = self._shared.clock
-            await clock.sleep_until(clock.now() + AGAIN_AFTER)
+            await clock.sleep_until(clock.now() + AGAIN_AFTER, exact=False)
             if self._shared.is_leader():
                 callback(*args)
 

@@ -127,7 +127,7 @@ class Leader:
                 break
             except DkronError as exc:
                 log.warning("catch-up after the election unsettled (trying again): %s", exc)
-                await self._clock.sleep_until(self._clock.now() + RETRY_CATCH_UP)
+                await self._clock.sleep_until(self._clock.now() + RETRY_CATCH_UP, exact=False)
         self._caught_up()
         await self.scheduler.run()
 

@@ -338,7 +338,7 @@ class Metrics:
         clock = clock or SystemClock()
         while True:
             self.push_gauges()
-            await clock.sleep_until(clock.now() + timedelta(seconds=interval))
+            await clock.sleep_until(clock.now() + timedelta(seconds=interval), exact=False)
 
     def close(self) -> None:
         """Close the statsd socket (the registry needs nothing)."""

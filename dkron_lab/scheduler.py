@@ -180,7 +180,7 @@ class Scheduler:
         while True:
             await self._sleep_until_due()
             if not await self.tick(self._clock.now()):
-                await self._clock.sleep_until(self._clock.now() + RETRY_CLAIM)
+                await self._clock.sleep_until(self._clock.now() + RETRY_CLAIM, exact=False)
 
     def abandon(self) -> None:
         for task in self._pending:
@@ -194,7 +194,7 @@ class Scheduler:
             timeout = (earliest - CLAIM_AHEAD - self._clock.now()).total_seconds()
         if timeout > 0:
             sleeper = asyncio.ensure_future(
-                self._clock.sleep_until(self._clock.now() + timedelta(seconds=timeout))
+                self._clock.sleep_until(self._clock.now() + timedelta(seconds=timeout), exact=False)
             )
             waker = asyncio.ensure_future(self._wake.wait())
             try:

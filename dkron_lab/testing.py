@@ -74,7 +74,7 @@ class FakeClock:
     def now(self) -> datetime:
         return self._now
 
-    async def sleep_until(self, when: datetime) -> None:
+    async def sleep_until(self, when: datetime, *, exact: bool = True) -> None:
         if when <= self._now:
             await asyncio.sleep(0)
             return
