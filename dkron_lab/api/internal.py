@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from dkron_lab.api.handlers import ApiMixin
+from dkron_lab.api.base import ApiMixin
 from dkron_lab.errors import BadRequest, ExecutionNotFound
 
 __all__ = ["INTERNAL_RESOURCES"]
