@@ -2,7 +2,8 @@
 
 ``JobState.apply`` is deterministic: it reads nothing but the command and the state, so every
 replica that applies the same log holds the same state. Commands are versioned plain dicts
-(``{"type": "set_job", "v": 1, ...}``); results are plain dicts, ``{"error": {...}}`` on refusal.
+(``{"type": "set_job", "v": 1, ...}``, see ``dkron_lab.state.commands``), decoded once here and
+handled by type; results are plain dicts, ``{"error": {...}}`` on refusal.
 Execution history is not kept here (it would grow for ever): finished executions are handed to
 listeners (the DuckDB writer) as ``ExecutionFinished`` events.
 
@@ -17,7 +18,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,25 @@ from dkron_lab.errors import (
 )
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, retry_interval
+from dkron_lab.state.commands import (
+    Batch,
+    Claim,
+    Command,
+    DeleteExecutions,
+    DeleteJob,
+    Deregister,
+    Done,
+    Fire,
+    Limits,
+    Pause,
+    Register,
+    Retry,
+    SetJob,
+    SetLimits,
+    Skip,
+    ToggleJob,
+    decode,
+)
 
 __all__ = [
     "COMMAND_VERSION",
@@ -57,7 +77,8 @@ COMMAND_VERSION = 1
 
 
 def command(kind: str, **fields: Any) -> dict[str, Any]:
-    """A versioned command ready to replicate."""
+    """A wire dict as the Raft log holds it, for tests and tools; services build the typed
+    commands of ``dkron_lab.state.commands``."""
     return {"type": kind, "v": COMMAND_VERSION, **fields}
 
 
@@ -165,7 +186,7 @@ Event = (
     | FireClaimed
     | FiresSkipped
 )
-Handler = Callable[["JobState", dict[str, Any]], dict[str, Any]]
+Handler = Callable[["JobState", Any], dict[str, Any]]
 
 
 class JobState:
@@ -221,14 +242,13 @@ class JobState:
 
     # -- the state machine -----------------------------------------------------------------
 
-    def apply(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Apply one command; never raises."""
+    def apply(self, cmd: Mapping[str, Any] | Command) -> dict[str, Any]:
+        """Apply one command (a wire dict from the log, decoded here, or a typed one);
+        never raises."""
         with self.lock:
-            handler = _HANDLERS.get(cmd.get("type", ""))
-            if handler is None or cmd.get("v") != COMMAND_VERSION:
-                return _error(InvalidJob(f"unknown command {cmd.get('type')!r} v{cmd.get('v')}"))
             try:
-                return handler(self, cmd)
+                typed = cmd if isinstance(cmd, _COMMAND_TYPES) else decode(cmd)
+                return _HANDLERS[type(typed)](self, typed)
             except DkronError as exc:
                 return _error(exc)
 
@@ -347,34 +367,6 @@ class JobState:
 _NEVER_RUN = JobStats()  # shared: most of 100,000 jobs may never have run
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Cluster-wide concurrency limits (0: none). They travel inside each ``fire`` command, so
-    every replica admits and queues exactly alike whatever its own config says."""
-
-    overall: int = 0
-    groups: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.overall or any(self.groups.values()))
-
-    def room(self, busy: int, busy_by_group: Mapping[str, int], group: str, need: int) -> bool:
-        if self.overall and busy + need > self.overall:
-            return False
-        limit = self.groups.get(group, 0) if group else 0
-        return not limit or busy_by_group.get(group, 0) + need <= limit
-
-    def to_json(self) -> dict[str, Any]:
-        return {"overall": self.overall, "groups": dict(self.groups)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> Limits:
-        if not data:
-            return cls()
-        return cls(int(data.get("overall", 0)), {k: int(v) for k, v in data["groups"].items()})
-
-
 def _error(exc: DkronError) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": exc.message}}
 
@@ -427,19 +419,19 @@ def _check_parent(state: JobState, job: Job) -> None:
         parent = state.jobs[parent].parent_job if parent in state.jobs else ""
 
 
-def _set_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _set_job(state: JobState, cmd: SetJob) -> dict[str, Any]:
     if state.paused:  # decided here, in log order: a follower may not have applied the pause
         raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
-    job, sent = codec.job_from_json(cmd["job"])
+    job = cmd.job
     _check_parent(state, job)
     previous = state._put_job(job)
-    state.stats[job.name] = merge_stats(state.stats[job.name], sent)
+    state.stats[job.name] = merge_stats(state.stats[job.name], cmd.stats or JobStats())
     state._emit(JobChanged(job.name, job))
     return {"created": previous is None}
 
 
-def _delete_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
-    name = cmd["name"]
+def _delete_job(state: JobState, cmd: DeleteJob) -> dict[str, Any]:
+    name = cmd.name
     job = state.job(name)
     if state.children.get(name):
         raise JobHasDependents(
@@ -453,15 +445,15 @@ def _delete_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"job": codec.job_to_record(job), "stats": codec.stats_to_json(stats)}
 
 
-def _toggle_job(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
-    job = state.job(cmd["name"])
+def _toggle_job(state: JobState, cmd: ToggleJob) -> dict[str, Any]:
+    job = state.job(cmd.name)
     toggled = replace(job, disabled=not job.disabled)
     state._put_job(toggled)
     state._emit(JobChanged(job.name, toggled))
     return {"disabled": toggled.disabled}
 
 
-def _fire(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _fire(state: JobState, cmd: Fire) -> dict[str, Any]:
     """Claim fires: the first claim of (job, scheduled instant) wins; later ones lose.
 
     A ``forbid`` job with a run in flight (or queued) loses too, so no two of its runs
@@ -469,28 +461,28 @@ def _fire(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     command's concurrency ``limits`` a won fire may be queued (its group listed in
     ``queued``) until a finished run makes room.
     """
-    if "limits" in cmd:
-        state.limits = Limits.from_json(cmd["limits"])
-    won = [_claim(state, fire) for fire in cmd["fires"]]
-    claimed = {int(fire["group"]) for fire, ok in zip(cmd["fires"], won, strict=True) if ok}
+    if cmd.limits is not None:
+        state.limits = cmd.limits
+    won = [_claim(state, fire) for fire in cmd.claims]
+    claimed = {fire.group for fire, ok in zip(cmd.claims, won, strict=True) if ok}
     _promote(state, quiet=claimed)
     return {"won": won, "queued": [group for group in state.queue if group in claimed]}
 
 
-def _claim(state: JobState, fire: dict[str, Any]) -> bool:
-    job = state.jobs.get(fire["job"])
+def _claim(state: JobState, fire: Claim) -> bool:
+    job = state.jobs.get(fire.job)
     if job is None:
         return False
-    if fire.get("parent_group") is not None and not _owed(state, job, fire):
+    if fire.parent_group is not None and not _owed(state, job, fire):
         return False
-    scheduled = codec.parse_time(fire.get("scheduled_at"), "scheduled_at")
+    scheduled = codec.parse_time(fire.scheduled_at, "scheduled_at")
     if scheduled is not None:
         last = state.last_fired.get(job.name)
         if last is not None and scheduled <= last:
             return False
     if job.concurrency == "forbid" and state.running.get(job.name):
         if scheduled is not None:
-            _skip_instant(state, job.name, scheduled, fire["scheduled_at"], "running")
+            _skip_instant(state, job.name, scheduled, fire.scheduled_at, "running")
         return False
     if scheduled is not None:
         state.last_fired[job.name] = scheduled
@@ -499,17 +491,17 @@ def _claim(state: JobState, fire: dict[str, Any]) -> bool:
     return True
 
 
-def _open_claimed(state: JobState, job: Job, fire: dict[str, Any]) -> None:
-    group = int(fire["group"])
+def _open_claimed(state: JobState, job: Job, fire: Claim) -> None:
+    group = fire.group
     record: dict[str, Any] = {
         "job": job.name,
-        "targets": list(fire["targets"]),
+        "targets": list(fire.targets),
         "results": {},
-        "scheduled_at": fire.get("scheduled_at"),
+        "scheduled_at": fire.scheduled_at,
     }
     if job.concurrency_group:
         record["limit_group"] = job.concurrency_group
-    if fire.get("untargeted"):  # no live node had its tags: its one target is the claimer
+    if fire.untargeted:  # no live node had its tags: its one target is the claimer
         record["untargeted"] = True
     if state.limits.active:
         record["queued"] = True
@@ -517,16 +509,19 @@ def _open_claimed(state: JobState, job: Job, fire: dict[str, Any]) -> None:
     state._open_group(group, record)
 
 
-def _skip_instant(state: JobState, name: str, instant: datetime, at: str, reason: str) -> None:
+def _skip_instant(
+    state: JobState, name: str, instant: datetime, at: str | None, reason: str
+) -> None:
     """An instant the job will not run: it is handled (``last_fired`` moves), and said so once."""
     state.last_fired[name] = instant
     state._emit(_skipped_once(name, at, reason))
 
 
-def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
+def _owed(state: JobState, job: Job, fire: Claim) -> bool:
     """Take the dependent run owed to ``job`` for the parent group; a disabled child, or a
     ``forbid`` child still running, gives it up and the skip is recorded."""
-    entry: dict[str, Any] = {"child": job.name, "parent_group": int(fire["parent_group"])}
+    parent_group = fire.parent_group or 0
+    entry: dict[str, Any] = {"child": job.name, "parent_group": parent_group}
     if entry not in state.owed:
         return False
     state.owed.remove(entry)
@@ -536,7 +531,7 @@ def _owed(state: JobState, job: Job, fire: dict[str, Any]) -> bool:
     elif job.concurrency == "forbid" and state.running.get(job.name):
         reason = "running"
     if reason:
-        at = fire.get("at") or codec.format_time(_instant(int(fire["parent_group"])))
+        at = fire.at or codec.format_time(_instant(parent_group))
         state._emit(_skipped_once(job.name, at, reason))
         return False
     return True
@@ -568,13 +563,13 @@ def _promote(state: JobState, *, quiet: set[int] = frozenset()) -> None:  # type
             state._emit(GroupStarted(group["job"], group_id))
 
 
-def _retry(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _retry(state: JobState, cmd: Retry) -> dict[str, Any]:
     """Claim a due retry (fenced, from the leader): the first claim of (group, node, attempt)
     wins. ``to`` moves the retry to another node (``retry_on: any``)."""
-    group = state.groups.get(int(cmd["group"]))
-    node, to = cmd["node"], cmd.get("to") or cmd["node"]
+    group = state.groups.get(cmd.group)
+    node, to = cmd.node, cmd.to or cmd.node
     pending = group.get("retry", {}).get(node) if group else None
-    if group is None or pending is None or pending["attempt"] != cmd["attempt"]:
+    if group is None or pending is None or pending["attempt"] != cmd.attempt:
         return {"won": False}
     if to != node and to in group["targets"]:
         return {"won": False}
@@ -586,9 +581,9 @@ def _retry(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"won": True}
 
 
-def _done(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _done(state: JobState, cmd: Done) -> dict[str, Any]:
     applied = 0
-    for record in cmd["executions"]:
+    for record in cmd.executions:
         execution = codec.execution_from_json(record)
         if _finish(state, execution):
             applied += 1
@@ -687,27 +682,27 @@ def _complete_group(state: JobState, group_id: int) -> None:
         state._emit(JobChanged(name, None))
 
 
-def _delete_executions(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
-    name = cmd["name"]
+def _delete_executions(state: JobState, cmd: DeleteExecutions) -> dict[str, Any]:
+    name = cmd.name
     state.job(name)
     state.stats[name] = _NEVER_RUN
     state._emit(ExecutionsCleared(name))
     return {}
 
 
-def _skip(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _skip(state: JobState, cmd: Skip) -> dict[str, Any]:
     """Record missed fires as not run; they count as handled (``last_fired`` moves past them)."""
-    name = cmd["job"]
+    name = cmd.job
     state.job(name)
     handled = state.last_fired.get(name)
-    spans = tuple(span for span in cmd["spans"] if _after(_span_last(span), handled))
+    spans = tuple(dict(span) for span in cmd.spans if _after(_span_last(span), handled))
     if spans:  # spans already handled (a catch-up made twice) are not recorded twice
         state.last_fired[name] = max(_span_last(span) for span in spans)
         state._emit(FiresSkipped(name, spans))
     return {}
 
 
-def _span_last(span: dict[str, Any]) -> datetime:
+def _span_last(span: Mapping[str, Any]) -> datetime:
     last = codec.parse_time(span["last"], "last")
     if last is None:
         raise BadRequest("a skipped span needs its last instant")
@@ -718,55 +713,56 @@ def _after(instant: datetime, handled: datetime | None) -> bool:
     return handled is None or instant > handled
 
 
-def _batch(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _batch(state: JobState, cmd: Batch) -> dict[str, Any]:
     """Several commands in one log entry, applied in order, each with its own result."""
-    return {"results": [state.apply(sub) for sub in cmd["commands"]]}
+    return {"results": [state.apply(sub) for sub in cmd.commands]}
 
 
-def _register(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _register(state: JobState, cmd: Register) -> dict[str, Any]:
     """A node joined, came back, or changed its tags or addresses (a re-used name replaces)."""
-    node = dict(cmd["node"])
+    node = dict(cmd.node)
     state.nodes[str(node["name"])] = node
     return {}
 
 
-def _deregister(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
-    state.nodes.pop(cmd["name"], None)
+def _deregister(state: JobState, cmd: Deregister) -> dict[str, Any]:
+    state.nodes.pop(cmd.name, None)
     return {}
 
 
-def _set_limits(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
+def _set_limits(state: JobState, cmd: SetLimits) -> dict[str, Any]:
     """Concurrency limits set through the API: ``overall`` replaces, ``groups`` are merged
     (a limit of 0 removes a group's limit); they win over every server's config."""
     settings = state.limit_settings
-    if cmd.get("overall") is not None:
-        settings["overall"] = int(cmd["overall"])
-    groups = {**settings.get("groups", {}), **{k: int(v) for k, v in cmd.get("groups", {}).items()}}
+    if cmd.overall is not None:
+        settings["overall"] = cmd.overall
+    groups = {**settings.get("groups", {}), **cmd.groups}
     if groups:
         settings["groups"] = groups
     return {"limit_settings": dict(settings)}
 
 
-def _pause(state: JobState, cmd: dict[str, Any]) -> dict[str, Any]:
-    state.paused = bool(cmd["paused"])
+def _pause(state: JobState, cmd: Pause) -> dict[str, Any]:
+    state.paused = cmd.paused
     return {"paused": state.paused}
 
 
-_HANDLERS: dict[str, Handler] = {
-    "set_job": _set_job,
-    "delete_job": _delete_job,
-    "toggle_job": _toggle_job,
-    "fire": _fire,
-    "retry": _retry,
-    "done": _done,
-    "delete_executions": _delete_executions,
-    "pause": _pause,
-    "set_limits": _set_limits,
-    "batch": _batch,
-    "skip": _skip,
-    "register": _register,
-    "deregister": _deregister,
+_HANDLERS: dict[type, Handler] = {
+    SetJob: _set_job,
+    DeleteJob: _delete_job,
+    ToggleJob: _toggle_job,
+    Fire: _fire,
+    Retry: _retry,
+    Done: _done,
+    DeleteExecutions: _delete_executions,
+    Pause: _pause,
+    SetLimits: _set_limits,
+    Batch: _batch,
+    Skip: _skip,
+    Register: _register,
+    Deregister: _deregister,
 }
+_COMMAND_TYPES = tuple(_HANDLERS)
 
 
 def _instant(group: int) -> datetime:
