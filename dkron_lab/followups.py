@@ -23,7 +23,8 @@ from dkron_lab.membership import Liveness
 from dkron_lab.outcomes import Outcomes
 from dkron_lab.runs import Run, Runs
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import ChildrenDue, GroupFinished, GroupStarted, RetryDue, command
+from dkron_lab.state.commands import Claim, Retry
+from dkron_lab.state.machine import ChildrenDue, GroupFinished, GroupStarted, RetryDue
 
 __all__ = ["FollowUps"]
 
@@ -131,7 +132,7 @@ class FollowUps:
             others = [target for target in self._runs.targets(job) if target not in taken]
             if others:
                 to = self._rng.choice(others)
-        claim = command("retry", group=gid, node=node, attempt=attempt, to=to)
+        claim = Retry(group=gid, node=node, attempt=attempt, to=to)
         if not (await self._shared.submit(claim, fenced=True))["won"]:
             return
         with state.lock:
@@ -168,14 +169,13 @@ class FollowUps:
             run = Run(job, self._runs.new_group(), self._runs.targets(job))
             runs.append(run)
             fires.append(
-                {
-                    "job": job.name,
-                    "scheduled_at": None,
-                    "group": run.group,
-                    "targets": list(run.targets) or [self._shared.name],
-                    "parent_group": entry["parent_group"],
-                    "at": now,
-                }
+                Claim(
+                    job=job.name,
+                    group=run.group,
+                    targets=tuple(run.targets) or (self._shared.name,),
+                    parent_group=entry["parent_group"],
+                    at=now,
+                )
             )
         if not fires:
             return

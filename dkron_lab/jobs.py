@@ -37,7 +37,16 @@ from dkron_lab.roster import Roster
 from dkron_lab.runner import Runner
 from dkron_lab.runs import Run, Runs, http_of
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import command
+from dkron_lab.state.commands import (
+    Claim,
+    DeleteExecutions,
+    DeleteJob,
+    Fire,
+    Pause,
+    SetJob,
+    SetLimits,
+    ToggleJob,
+)
 from dkron_lab.state.raft import RaftNode
 from dkron_lab.views import ExecutionQuery, JobQuery, JobView, JobViews
 
@@ -90,19 +99,16 @@ class Jobs:
         validate_job(job)
         check_notify_on(job.metadata)
         self._registry.validate(job.executor, job.executor_config, job.processors)
-        record = codec.job_to_record(job)
-        if stats is not None:
-            record |= codec.stats_to_json(stats)
-        await self._shared.submit(command("set_job", job=record))
+        await self._shared.submit(SetJob(job=job, stats=stats))
         return self.get_job(job.name)
 
     async def delete_job(self, name: str) -> JobView:
         view = self.get_job(name)
-        await self._shared.submit(command("delete_job", name=name))
+        await self._shared.submit(DeleteJob(name=name))
         return view
 
     async def toggle_job(self, name: str) -> JobView:
-        await self._shared.submit(command("toggle_job", name=name))
+        await self._shared.submit(ToggleJob(name=name))
         return self.get_job(name)
 
     async def restore(self, jobs: list[tuple[Job, JobStats]]) -> list[str]:
@@ -118,7 +124,7 @@ class Jobs:
         return messages
 
     async def set_paused(self, paused: bool) -> bool:
-        result = await self._shared.submit(command("pause", paused=paused))
+        result = await self._shared.submit(Pause(paused=paused))
         return bool(result["paused"])
 
     # -- runs ----------------------------------------------------------------------------------
@@ -138,7 +144,7 @@ class Jobs:
                 f"no target nodes found to run job {name!r}: no live node has the tags {job.tags}"
             )
         group = self._runs.new_group()
-        claim = {"job": name, "scheduled_at": None, "group": group, "targets": targets}
+        claim = Claim(job=name, group=group, targets=tuple(targets))
         finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         waiting = self._followups.waiting
         waiting[group] = finished
@@ -219,7 +225,7 @@ class Jobs:
         return found
 
     async def delete_executions(self, name: str) -> JobView:
-        await self._shared.submit(command("delete_executions", name=name))
+        await self._shared.submit(DeleteExecutions(name=name))
         return self.get_job(name)
 
     async def skipped(self, name: str) -> list[dict[str, Any]]:
@@ -284,11 +290,10 @@ class Jobs:
     async def set_limits(self, change: LimitChange) -> dict[str, Any]:
         """Set cluster-wide limits for every server (0: no limit); see ``concurrency()``."""
         submit = self._shared.submit
-        await submit(command("set_limits", overall=change.overall, groups=dict(change.groups)))
+        await submit(SetLimits(overall=change.overall, groups=dict(change.groups)))
         if self._shared.is_leader():
             # Queued runs are let through under the new limits now, not at the next claim.
-            let_through = command("fire", fires=[], limits=self._runs.limits.to_json())
-            await submit(let_through, fenced=True)
+            await submit(Fire(limits=self._runs.limits), fenced=True)
         return self.concurrency()
 
     # -- the cluster ---------------------------------------------------------------------------

@@ -37,14 +37,14 @@ from dkron_lab.model.job import Job, parse_job_schedule
 from dkron_lab.model.planning import effective_policy, plan_catchup
 from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
 from dkron_lab.services import Shared
+from dkron_lab.state.commands import Batch, Claim, Command, Limits, Skip
+from dkron_lab.state.commands import Fire as FireCommand
 from dkron_lab.state.machine import (
     FireClaimed,
     FiresSkipped,
     JobChanged,
     JobState,
-    Limits,
     StateRestored,
-    command,
 )
 
 __all__ = ["CATCH_UP_CHUNK", "CatchUpSettings", "Leader", "Leadership", "Starts", "fire_command"]
@@ -56,7 +56,7 @@ CATCH_UP_CHUNK = 500
 # How long a leader waits before making again a catch-up whose claim went unanswered.
 RETRY_CATCH_UP = timedelta(milliseconds=200)
 
-Submit = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Submit = Callable[[Command], Awaitable[dict[str, Any]]]
 
 
 class Starts(Protocol):
@@ -82,12 +82,10 @@ class CatchUpSettings:
     window: timedelta
 
 
-def fire_command(state: JobState, limits: Limits, fires: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``fire`` command claiming ``fires`` under the cluster's concurrency ``limits``."""
-    cmd = command("fire", fires=fires)
-    if limits.active or state.limits.active:
-        cmd["limits"] = limits.to_json()
-    return cmd
+def fire_command(state: JobState, limits: Limits, claims: Iterable[Claim]) -> FireCommand:
+    """The ``fire`` command making ``claims`` under the cluster's concurrency ``limits``."""
+    carried = limits if limits.active or state.limits.active else None
+    return FireCommand(claims=tuple(claims), limits=carried)
 
 
 class Leader:
@@ -121,7 +119,7 @@ class Leader:
             try:
                 # A read barrier: once an entry of this term has committed, every entry of
                 # an earlier term that ever will has too (the catch-up plans from them).
-                await self._submit(command("batch", commands=[]))
+                await self._submit(Batch())
                 self._start_unstarted()
                 await self.catch_up(self._clock.now())
                 break
@@ -137,7 +135,7 @@ class Leader:
 
     # -- claims --------------------------------------------------------------------------------
 
-    async def claim(self, due: list[Fire], *, before: Iterable[dict[str, Any]] = ()) -> list[Fire]:
+    async def claim(self, due: list[Fire], *, before: Iterable[Command] = ()) -> list[Fire]:
         """Claim ``due`` (after the commands ``before``, in the same Raft entry) and answer the
         fires to start: those won, and the committed claims of those lost that may still be
         unstarted. Runs on other nodes are sent at once, with their instant; the local ones
@@ -147,7 +145,7 @@ class Leader:
         cmd = fire_command(self._state, self._starts.limits, records)
         before = list(before)
         if before:
-            result = (await self._submit(command("batch", commands=[*before, cmd])))["results"]
+            result = (await self._submit(Batch(commands=(*before, cmd))))["results"]
             result = result[-1]
         else:
             result = await self._submit(cmd)
@@ -197,16 +195,14 @@ class Leader:
         job = self._state.jobs.get(fire.job)
         return self._starts.targets(job) if job is not None else ()
 
-    def _record(self, fire: Fire) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "job": fire.job,
-            "scheduled_at": codec.format_time(fire.scheduled_at),
-            "group": fire.group,
-            "targets": list(fire.targets) or [self._starts.name],
-        }
-        if not fire.targets:
-            record["untargeted"] = True
-        return record
+    def _record(self, fire: Fire) -> Claim:
+        return Claim(
+            job=fire.job,
+            scheduled_at=codec.format_time(fire.scheduled_at),
+            group=fire.group,
+            targets=tuple(fire.targets) or (self._starts.name,),
+            untargeted=not fire.targets,
+        )
 
     def _start_unstarted(self) -> None:
         fires = self.unstarted()
@@ -228,7 +224,7 @@ class Leader:
             await self._catch_up_chunk(behind[start : start + CATCH_UP_CHUNK], now)
 
     async def _catch_up_chunk(self, jobs: list[Job], now: datetime) -> None:
-        skips: list[dict[str, Any]] = []
+        skips: list[Command] = []
         fires: list[Fire] = []
         for job in jobs:
             due = self._index.next_of(job.name)
@@ -250,7 +246,7 @@ class Leader:
             fires += [Fire(job=job.name, scheduled_at=at) for at in plan.fire]
             if plan.skipped:
                 spans = [_span_record(span) for span in plan.skipped]
-                skips.append(command("skip", job=job.name, spans=spans))
+                skips.append(Skip(job=job.name, spans=tuple(spans)))
         if fires:
             log.info("catching up %d missed fire(s)", len(fires))
         if fires or skips:

@@ -51,10 +51,8 @@ from dkron_lab.runner import Runner
 from dkron_lab.runs import Runs
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import (
-    JobState,
-    command,
-)
+from dkron_lab.state.commands import Command, encode_batch
+from dkron_lab.state.machine import JobState
 from dkron_lab.state.raft import RaftNode, RaftSettings
 from dkron_lab.views import JobViews
 
@@ -136,7 +134,7 @@ class Node:
         self.notifier = Notifier.from_config(config)
         self.metrics = Metrics.from_config(config, self._gauges)
         self.notifier.on_result = self.metrics.notification
-        self.outcomes = Outcomes(shared, self.metrics, replicate=self.raft.submit)
+        self.outcomes = Outcomes(shared, self.metrics, replicate=self._replicate)
         self.runner = Runner(
             node_name=self.name,
             registry=self.registry,
@@ -328,7 +326,7 @@ class Node:
         """Writes from concurrent requests share one Raft entry."""
         if len(commands) == 1:
             return [await self.raft.submit(commands[0])]
-        result = await self.raft.submit(command("batch", commands=commands))
+        result = await self.raft.submit(encode_batch(commands))
         return list(result["results"])
 
     # -- history copy --------------------------------------------------------------------------
@@ -381,14 +379,19 @@ class Node:
         ``/health`` is unhealthy; it clears by itself once the retried write succeeds."""
         return self.raft.storage_fault or self.history.storage_fault
 
-    async def _submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
+    async def _replicate(self, cmd: Command) -> dict[str, Any]:
+        """Straight to Raft, not through the write batcher (the caller batches already)."""
+        return await self.raft.submit(cmd.encode())
+
+    async def _submit(self, cmd: Command, *, fenced: bool = False) -> dict[str, Any]:
         fault = self.storage_fault
         if fault is not None:
             raise InsufficientStorage(f"{fault}; nothing was written")
+        wire = cmd.encode()  # the one place a command becomes the log's plain data
         if fenced:
-            result = await self.raft.submit(cmd, fenced=True)
+            result = await self.raft.submit(wire, fenced=True)
         else:
-            result = await self._writes.add(cmd)
+            result = await self._writes.add(wire)
         if "error" in result:
             error = result["error"]
             raise error_class(error["type"])(error["message"])

@@ -19,7 +19,7 @@ from dkron_lab.metrics import Metrics
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import command
+from dkron_lab.state.commands import Command, Done
 
 __all__ = ["Outcomes"]
 
@@ -31,7 +31,7 @@ class Outcomes:
         self,
         shared: Shared,
         metrics: Metrics,
-        replicate: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+        replicate: Callable[[Command], Awaitable[dict[str, Any]]],
     ) -> None:
         """``replicate`` writes one command straight to Raft (the batcher batches already)."""
         self._shared = shared
@@ -101,5 +101,5 @@ class Outcomes:
             await self.done.drain()
 
     async def _submit_done(self, records: list[dict[str, Any]]) -> list[None]:
-        await self._replicate(command("done", executions=records))
+        await self._replicate(Done(executions=tuple(records)))
         return [None] * len(records)

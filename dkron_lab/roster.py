@@ -27,7 +27,8 @@ from dkron_lab.outcomes import Outcomes
 from dkron_lab.runner import Runner
 from dkron_lab.runs import Runs
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import command, copy_group
+from dkron_lab.state.commands import Register
+from dkron_lab.state.machine import copy_group
 
 __all__ = ["Roster"]
 
@@ -104,14 +105,14 @@ class Roster:
         with state.lock:
             known = state.nodes.get(self._shared.name)
         if known != info:
-            await self._shared.submit(command("register", node=info))
+            await self._shared.submit(Register(node=info))
         self.liveness.beat(self._shared.name, [])
 
     async def say_goodbye(self) -> None:
         """Mark this node as left, so it shows as such and gets no runs (best effort)."""
         info = replace(self.node_info(), left=True).to_dict()
         try:
-            await asyncio.wait_for(self._shared.submit(command("register", node=info)), 3.0)
+            await asyncio.wait_for(self._shared.submit(Register(node=info)), 3.0)
         except (DkronError, TimeoutError) as exc:
             log.info("could not record this node as left: %s", exc)
 

@@ -33,7 +33,7 @@ from dkron_lab.outcomes import Outcomes
 from dkron_lab.runner import Runner
 from dkron_lab.scheduler import Fire
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import Limits
+from dkron_lab.state.commands import Claim, Limits
 
 __all__ = ["Run", "Runs", "http_of"]
 
@@ -121,7 +121,7 @@ class Runs:
         groups = {**config.concurrency_groups, **settings.get("groups", {})}
         return Limits(overall, {name: n for name, n in groups.items() if n})
 
-    async def claim(self, fires: list[dict[str, Any]]) -> tuple[list[bool], set[int]]:
+    async def claim(self, fires: list[Claim]) -> tuple[list[bool], set[int]]:
         """Claim ``fires`` through Raft: which were won, and which of those wait in the queue
         of the concurrency limits (their runs start when a ``GroupStarted`` says so)."""
         cmd = fire_command(self._shared.state, self.limits, fires)

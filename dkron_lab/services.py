@@ -14,14 +14,16 @@ from typing import Any, Protocol
 
 from dkron_lab.clock import Clock
 from dkron_lab.config import Config
+from dkron_lab.state.commands import Command
 from dkron_lab.state.machine import JobState
 
 __all__ = ["Shared", "Submit"]
 
 
 class Submit(Protocol):
-    def __call__(self, cmd: dict[str, Any], *, fenced: bool = False) -> Awaitable[dict[str, Any]]:
-        """Replicate ``cmd``; its result, or the ``DkronError`` the state machine raised.
+    def __call__(self, cmd: Command, *, fenced: bool = False) -> Awaitable[dict[str, Any]]:
+        """Replicate ``cmd`` (encoded here, once); its result, or the ``DkronError`` the state
+        machine raised.
         ``fenced``: answered only by the leader of the term it was made in (claims)."""
         ...
 

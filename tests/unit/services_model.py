@@ -35,6 +35,7 @@ from dkron_lab.peering import Peering
 from dkron_lab.roster import Roster
 from dkron_lab.runs import Runs
 from dkron_lab.services import Shared
+from dkron_lab.state.commands import Command
 from dkron_lab.state.machine import JobState, command
 from dkron_lab.testing import FakeClock
 
@@ -180,14 +181,14 @@ class Harness:
 
     # -- Shared ---------------------------------------------------------------------------------
 
-    async def state_apply(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        return self.state.apply(cmd)
+    async def state_apply(self, cmd: Command) -> dict[str, Any]:
+        return self.state.apply(cmd.encode())
 
-    async def submit(self, cmd: dict[str, Any], *, fenced: bool = False) -> dict[str, Any]:
-        refusal = self.refuse.pop(cmd["type"], None)
+    async def submit(self, cmd: Command, *, fenced: bool = False) -> dict[str, Any]:
+        refusal = self.refuse.pop(cmd.kind, None)
         if refusal is not None:  # its outcome unknown, as when a leader loses its election
             raise refusal
-        result = self.state.apply(cmd)
+        result = self.state.apply(cmd.encode())
         if "error" in result:
             raise error_class(result["error"]["type"])(result["error"]["message"])
         return result

@@ -14,6 +14,7 @@ from dkron_lab.followups import AGAIN_AFTER
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.runs import Run
+from dkron_lab.state.commands import Claim
 from dkron_lab.state.machine import command
 
 RUN = "/internal/v1/run"
@@ -26,7 +27,7 @@ async def failed_on_a1(job: Job, *, ran: timedelta, leader: bool = True) -> tupl
     harness.register("a1")
     harness.add_job(job)
     group = harness.runs.new_group()
-    fire = {"job": job.name, "scheduled_at": None, "group": group, "targets": ["a1"]}
+    fire = Claim(job=job.name, group=group, targets=("a1",))
     assert (await harness.runs.claim([fire]))[0] == [True]
     harness.runs.start([Run(job, group, ["a1"])])
     await settle()

@@ -9,6 +9,7 @@ from services_model import T0, Harness, settle
 
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
+from dkron_lab.state.commands import Claim
 from dkron_lab.state.machine import ExecutionFinished
 
 SLOW = Job(name="slow", schedule="@manually", executor="shell")
@@ -27,7 +28,7 @@ async def test_a_run_this_node_had_in_flight_when_it_stopped_is_recorded_failed_
     await harness.roster.register()
     harness.add_job(SLOW)
     group = harness.runs.new_group()
-    fire = {"job": "slow", "scheduled_at": None, "group": group, "targets": ["s1"]}
+    fire = Claim(job="slow", group=group, targets=("s1",))
     assert (await harness.runs.claim([fire]))[0] == [True]
     recorded = finished(harness)
     await harness.advance(3)  # killed, then restarted 3 s later
@@ -52,8 +53,7 @@ async def test_a_run_no_node_can_take_is_recorded_failed_for_the_claimer():
     await harness.advance(1.5)
     group = harness.runs.new_group()
     assert harness.runs.targets(job) == ()
-    fire = {"job": "nowhere", "scheduled_at": None, "group": group, "targets": ["s1"],
-            "untargeted": True}  # fmt: skip
+    fire = Claim(job="nowhere", group=group, targets=("s1",), untargeted=True)
     assert (await harness.runs.claim([fire]))[0] == [True]
     harness.outcomes.untargeted(job, group, None)
     await settle()

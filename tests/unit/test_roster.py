@@ -12,6 +12,7 @@ from dkron_lab.membership import HEARTBEAT_TTL, LOST_DISPATCH
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.runs import Run
+from dkron_lab.state.commands import Claim
 from dkron_lab.state.machine import ExecutionFinished
 
 HEARTBEAT = "/internal/v1/heartbeat"
@@ -60,7 +61,7 @@ async def dispatch_to_a1(harness: Harness) -> int:
     """Claim a run of ``long`` on a1 and send it there, at the clock's now."""
     job = harness.add_job(LONG)
     group = harness.runs.new_group()
-    fire = {"job": job.name, "scheduled_at": None, "group": group, "targets": ["a1"]}
+    fire = Claim(job=job.name, group=group, targets=("a1",))
     won, _ = await harness.runs.claim([fire])
     assert won == [True]
     harness.runs.start([Run(job, group, ["a1"])])
