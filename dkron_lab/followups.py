@@ -75,13 +75,12 @@ class FollowUps:
     def resume(self) -> None:
         """A new leader takes over the retries and dependent runs its predecessor left."""
         state = self._shared.state
-        with state.lock:
-            retries = [
-                (group["job"], gid, node, pending["attempt"], pending["at"])
-                for gid, group in state.groups.items()
-                for node, pending in group.get("retry", {}).items()
-            ]
-            owed = bool(state.owed)
+        retries = [
+            (group["job"], gid, node, pending["attempt"], pending["at"])
+            for gid, group in state.open_groups().items()
+            for node, pending in group.get("retry", {}).items()
+        ]
+        owed = bool(state.owed_runs())
         for job_name, gid, node, attempt, at in retries:
             when = codec.parse_time(at, "at") or self._shared.clock.now()
             self._retry_soon(job_name, gid, node, attempt, when)
@@ -90,12 +89,11 @@ class FollowUps:
 
     def _start_group(self, gid: int) -> None:
         state = self._shared.state
-        with state.lock:
-            group = state.groups.get(gid)
-            job = state.jobs.get(group["job"]) if group else None
-            if group is None or job is None or group.get("queued"):
-                return
-            targets = [t for t in group["targets"] if t not in group["results"]]
+        group = state.group(gid)
+        job = state.find_job(group["job"]) if group else None
+        if group is None or job is None or group.get("queued"):
+            return
+        targets = [t for t in group["targets"] if t not in group["results"]]
         scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
         self._runs.start([Run(job, gid, targets, scheduled_at)])
 
@@ -122,21 +120,19 @@ class FollowUps:
 
     async def _claim_retry(self, job_name: str, gid: int, node: str, attempt: int) -> None:
         state = self._shared.state
-        job = state.jobs.get(job_name)
+        job = state.find_job(job_name)
         if job is None or not self._shared.is_leader():
             return
         to = node
         if job.retry_on == "any":
-            with state.lock:
-                taken = set(state.groups.get(gid, {}).get("targets", ()))
+            taken = set((state.group(gid) or {}).get("targets", ()))
             others = [target for target in self._runs.targets(job) if target not in taken]
             if others:
                 to = self._rng.choice(others)
         claim = Retry(group=gid, node=node, attempt=attempt, to=to)
         if not (await self._shared.submit(claim, fenced=True))["won"]:
             return
-        with state.lock:
-            group = state.groups.get(gid, {})
+        group = state.group(gid) or {}
         scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
         if to != self._shared.name and not self._liveness.is_alive(to):
             self._outcomes.lost(job_name, gid, to, scheduled_at, "is gone: the retry could not run")
@@ -158,12 +154,11 @@ class FollowUps:
     async def _run_children(self) -> None:
         """Claim the dependent runs owed for successful parent groups, each exactly once."""
         state = self._shared.state
-        with state.lock:
-            owed = [dict(entry) for entry in state.owed]
+        owed = state.owed_runs()
         now = codec.format_time(self._shared.clock.now())
         fires, runs = [], []
         for entry in owed:
-            job = state.jobs.get(entry["child"])
+            job = state.find_job(entry["child"])
             if job is None:
                 continue
             run = Run(job, self._runs.new_group(), self._runs.targets(job))

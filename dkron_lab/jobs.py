@@ -93,8 +93,7 @@ class Jobs:
         return self._views.page(query)
 
     async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
-        with self._state.lock:
-            stored = self._state.jobs.get(job.name)
+        stored = self._state.find_job(job.name)
         job = secrets.unmask_job(job, stored)  # a job read from the API, saved back
         validate_job(job)
         check_notify_on(job.metadata)
@@ -162,15 +161,14 @@ class Jobs:
             await asyncio.to_thread(self._history.flush)
         else:
             waiting.pop(group, None)
-        if name in self._state.jobs:
+        if self._state.find_job(name) is not None:
             return self.get_job(name)
         return JobView(job=job, stats=JobStats(), next_fire=None)
 
     def _live_node(self, name: str) -> str:
-        with self._state.lock:
-            known = self._state.nodes.get(name)
+        known = self._state.node(name)
         if known is None or known.get("left"):
-            names = ", ".join(sorted(self._state.nodes)) or "none"
+            names = ", ".join(sorted(n["name"] for n in self._state.all_nodes())) or "none"
             raise NotFoundError(f"node {name!r} is not a member: choose one of {names}")
         if name != self._shared.name and not self._liveness.is_alive(name):
             raise ClusterError(f"node {name!r} is not answering heartbeats: it cannot run jobs")
@@ -245,8 +243,6 @@ class Jobs:
         return running + self._queued_cluster_wide()
 
     def _queued_cluster_wide(self) -> list[Execution]:
-        with self._state.lock:
-            groups = [(gid, dict(self._state.groups[gid])) for gid in self._state.queue]
         return [
             Execution(
                 id=f"queued-{gid}-{target}",
@@ -257,7 +253,7 @@ class Jobs:
                 scheduled_at=codec.parse_time(group.get("scheduled_at"), "scheduled_at"),
                 queued=True,
             )
-            for gid, group in groups
+            for gid, group in self._state.queued()
             for target in group["targets"]
         ]
 
@@ -266,12 +262,7 @@ class Jobs:
     def concurrency(self) -> dict[str, Any]:
         """The cluster-wide limits in force, the runs holding a slot and the runs queued."""
         limits = self._runs.limits
-        with self._state.lock:
-            busy, by_group = self._state.busy_slots()
-            queued: dict[str, int] = {}
-            for gid in self._state.queue:
-                name = self._state.groups[gid].get("limit_group", "")
-                queued[name] = queued.get(name, 0) + 1
+        busy, by_group, queued = self._state.concurrency_use()
         names = sorted({*limits.groups, *by_group, *queued} - {""})
         return {
             "limit": limits.overall,

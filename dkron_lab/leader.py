@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -84,7 +84,7 @@ class CatchUpSettings:
 
 def fire_command(state: JobState, limits: Limits, claims: Iterable[Claim]) -> FireCommand:
     """The ``fire`` command making ``claims`` under the cluster's concurrency ``limits``."""
-    carried = limits if limits.active or state.limits.active else None
+    carried = limits if limits.active or state.limits_in_force().active else None
     return FireCommand(claims=tuple(claims), limits=carried)
 
 
@@ -166,33 +166,32 @@ class Leader:
         """Every open, scheduled claim with targets that have not reported: a new leader
         starts them all again, since it cannot know which ones a fenced-out leader dropped."""
 
-        def scheduled(group: dict[str, Any]) -> Fire | None:
+        def scheduled(group: Mapping[str, Any]) -> Fire | None:
             at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
             return Fire(job=group["job"], scheduled_at=at) if at is not None else None
 
         return self._unstarted(scheduled)
 
-    def _unstarted(self, match: Callable[[dict[str, Any]], Fire | None]) -> list[Fire]:
+    def _unstarted(self, match: Callable[[Mapping[str, Any]], Fire | None]) -> list[Fire]:
         """The open, unqueued claims ``match`` names, each with the targets that have not
         reported yet (none: the claim found no target; report it)."""
         found = []
-        with self._state.lock:
-            for gid, group in self._state.groups.items():
-                fire = match(group)
-                if fire is None or group.get("queued"):
+        for gid, group in self._state.open_groups().items():
+            fire = match(group)
+            if fire is None or group.get("queued"):
+                continue
+            pending = tuple(t for t in group["targets"] if t not in group["results"])
+            if group.get("untargeted"):  # its one target stands for the claimer: report it
+                if pending != (self._starts.name,):
                     continue
-                pending = tuple(t for t in group["targets"] if t not in group["results"])
-                if group.get("untargeted"):  # its one target stands for the claimer: report it
-                    if pending != (self._starts.name,):
-                        continue
-                    pending = ()
-                elif not pending:
-                    continue
-                found.append(replace(fire, group=gid, targets=pending))
+                pending = ()
+            elif not pending:
+                continue
+            found.append(replace(fire, group=gid, targets=pending))
         return found
 
     def _targets(self, fire: Fire) -> tuple[str, ...]:
-        job = self._state.jobs.get(fire.job)
+        job = self._state.find_job(fire.job)
         return self._starts.targets(job) if job is not None else ()
 
     def _record(self, fire: Fire) -> Claim:
@@ -217,8 +216,7 @@ class Leader:
     async def catch_up(self, now: datetime) -> None:
         """Apply each job's catch-up policy to the instants its schedule held before ``now``,
         a chunk of jobs per Raft entry; a job's index moves once its chunk has committed."""
-        with self._state.lock:
-            jobs = list(self._state.jobs.values())
+        jobs = self._state.all_jobs()
         behind = [job for job in jobs if (due := self._index.next_of(job.name)) and due <= now]
         for start in range(0, len(behind), CATCH_UP_CHUNK):
             await self._catch_up_chunk(behind[start : start + CATCH_UP_CHUNK], now)
@@ -233,8 +231,7 @@ class Leader:
             # From what the state says is handled, if that is later (a catch-up made again
             # after its first answer was lost settles only what is left).
             handled = due - timedelta(microseconds=1)
-            with self._state.lock:
-                handled = max(handled, self._state.last_fired.get(job.name, handled))
+            handled = max(handled, self._state.last_fired_of(job.name) or handled)
             plan = plan_catchup(
                 job,
                 parse_job_schedule(job),
@@ -311,9 +308,7 @@ class Leadership:
         self._index.clear()
         state = self._shared.state
         now = self._shared.clock.now()
-        with state.lock:
-            jobs = [(job, state.last_fired.get(job.name)) for job in state.jobs.values()]
-        for job, last in jobs:
+        for job, last in state.jobs_with_last_fired():
             self._index.update(job.name, job, min(last, now) if resume and last else now)
 
     def _poke(self) -> None:

@@ -332,14 +332,12 @@ class Node:
     # -- history copy --------------------------------------------------------------------------
 
     def _finished_count(self) -> int:
-        with self.state.lock:
-            return sum(s.success_count + s.error_count for s in self.state.stats.values())
+        return self.state.runs_counted()
 
     def _history_sources(self) -> list[NodeInfo]:
         """The other servers, the leader first (it has applied the most)."""
         leader = self.roster.leader()
-        with self.state.lock:
-            nodes = [NodeInfo.from_dict(n) for n in self.state.nodes.values()]
+        nodes = [NodeInfo.from_dict(n) for n in self.state.all_nodes()]
         servers = [n for n in nodes if n.role == "server" and n.name != self.name and not n.left]
         first = leader["Name"] if leader else ""
         return sorted(servers, key=lambda n: (n.name != first, n.name))
@@ -347,9 +345,7 @@ class Node:
     # -- membership ----------------------------------------------------------------------------
 
     def _gauges(self) -> Gauges:
-        with self.state.lock:
-            queued = len(self.state.queue)
-            jobs = len(self.state.jobs)
+        queued, jobs = self.state.queue_length(), self.state.job_count()
         return Gauges(
             is_leader=self.is_leader,
             raft_term=self.raft.term,
@@ -370,7 +366,7 @@ class Node:
 
     @property
     def paused(self) -> bool:
-        return self.state.paused
+        return self.state.is_paused()
 
     @property
     def storage_fault(self) -> str | None:

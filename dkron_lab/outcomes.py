@@ -65,10 +65,8 @@ class Outcomes:
     ) -> None:
         """Record a run that could not happen or whose outcome is lost: never silently. It
         stands for the node's current attempt in the group (so a retry can follow it)."""
-        state = self._shared.state
-        with state.lock:
-            record = state.groups.get(group)
-            attempt = record.get("attempts", {}).get(node, 1) if record else 1
+        record = self._shared.state.group(group)
+        attempt = record.get("attempts", {}).get(node, 1) if record else 1
         now = self._shared.clock.now()
         self.report(
             Execution(
@@ -86,13 +84,12 @@ class Outcomes:
 
     async def fail_orphans(self) -> None:
         """Runs in flight here before this node stopped can never report: record them failed."""
-        state, name = self._shared.state, self._shared.name
-        with state.lock:
-            orphans = [
-                (gid, group)
-                for gid, group in state.groups.items()
-                if name in group["targets"] and name not in group["results"]
-            ]
+        name = self._shared.name
+        orphans = [
+            (gid, group)
+            for gid, group in self._shared.state.open_groups().items()
+            if name in group["targets"] and name not in group["results"]
+        ]
         for gid, group in orphans:
             scheduled_at = codec.parse_time(group.get("scheduled_at"), "scheduled_at")
             why = "stopped while this execution was running"

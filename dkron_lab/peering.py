@@ -46,9 +46,8 @@ class Peering:
 
     def voters(self) -> list[dict[str, Any]]:
         """The Raft voters as this server sees them, each with the node name registered there."""
-        state = self._shared.state
-        with state.lock:
-            names = {n["raft"]: n["name"] for n in state.nodes.values() if n.get("raft")}
+        nodes = self._shared.state.all_nodes()
+        names = {n["raft"]: n["name"] for n in nodes if n.get("raft")}
         return [{"name": names.get(p["address"], ""), **p} for p in self._raft.peers()]
 
     async def add(self, address: str, *, knocked: bool = False) -> None:
@@ -63,9 +62,7 @@ class Peering:
 
         Sent to the leader wherever it is received; stop the removed server afterwards.
         """
-        state = self._shared.state
-        with state.lock:
-            known = state.nodes.get(peer)
+        known = self._shared.state.node(peer)
         address = str(known["raft"]) if known and known.get("raft") else peer
         voters = [p["address"] for p in self._raft.peers()]
         if voters == [address]:

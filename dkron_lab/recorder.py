@@ -77,7 +77,7 @@ class Recorder:
 
     def _finished(self, event: ExecutionFinished) -> None:
         """On the leader: announce a run's final attempt (one to be retried is not)."""
-        job = self._shared.state.jobs.get(event.execution.job_name)
+        job = self._shared.state.find_job(event.execution.job_name)
         if job is None or not event.final or not self._shared.is_leader():
             return
         finished = self._notifier.finished(

@@ -28,7 +28,6 @@ from dkron_lab.runner import Runner
 from dkron_lab.runs import Runs
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import Register
-from dkron_lab.state.machine import copy_group
 
 __all__ = ["Roster"]
 
@@ -101,10 +100,7 @@ class Roster:
 
     async def register(self) -> None:
         info = self.node_info().to_dict()
-        state = self._shared.state
-        with state.lock:
-            known = state.nodes.get(self._shared.name)
-        if known != info:
+        if self._shared.state.node(self._shared.name) != info:
             await self._shared.submit(Register(node=info))
         self.liveness.beat(self._shared.name, [])
 
@@ -120,16 +116,15 @@ class Roster:
 
     async def heartbeats(self) -> None:
         """Tell every server, each second, that this node lives and what it runs."""
-        name, state = self._shared.name, self._shared.state
+        name = self._shared.name
         while True:
             busy = [codec.execution_to_json(e) for e in self._runner.busy()]
             self.liveness.beat(name, busy)
-            with state.lock:
-                servers = [
-                    (n["name"], n["http"])
-                    for n in state.nodes.values()
-                    if n["role"] == "server" and n["name"] != name
-                ]
+            servers = [
+                (n["name"], n["http"])
+                for n in self._shared.state.all_nodes()
+                if n["role"] == "server" and n["name"] != name
+            ]
             payload = {"node": name, "busy": busy}
             for server, http in servers:
                 # Each server on its own: one that hangs must not delay the beats to the others.
@@ -156,9 +151,7 @@ class Roster:
                 self.expire_leases(self._shared.clock.now().timestamp())
 
     def expire_leases(self, now: float) -> None:
-        state = self._shared.state
-        with state.lock:
-            groups = {gid: copy_group(group) for gid, group in state.groups.items()}
+        groups = self._shared.state.open_groups()
         self._runs.forget_sent(groups)
         here = {execution.group for execution in self._runner.busy()}
         name = self._shared.name
@@ -192,9 +185,7 @@ class Roster:
         return None
 
     def _nodes(self) -> list[NodeInfo]:
-        state = self._shared.state
-        with state.lock:
-            return [NodeInfo.from_dict(n) for n in state.nodes.values()]
+        return [NodeInfo.from_dict(n) for n in self._shared.state.all_nodes()]
 
     def _member(self, node: NodeInfo) -> dict[str, Any]:
         host, port = split_host_port(node.raft or node.http, default_port=8946)

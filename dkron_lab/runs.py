@@ -56,7 +56,7 @@ class Run:
 
 def http_of(shared: Shared, name: str) -> str:
     """The registered HTTP address of node ``name``."""
-    node = shared.state.nodes.get(name)
+    node = shared.state.node(name)
     if node is None:
         raise ClusterError(f"node {name!r} is not registered")
     return str(node["http"])
@@ -99,9 +99,7 @@ class Runs:
         return self._last_group
 
     def targets(self, job: Job) -> tuple[str, ...]:
-        state = self._shared.state
-        with state.lock:
-            nodes = [NodeInfo.from_dict(n) for n in state.nodes.values()]
+        nodes = [NodeInfo.from_dict(n) for n in self._shared.state.all_nodes()]
         candidates = [
             Candidate(name=n.name, tags=n.tags, region=n.region)
             for n in nodes
@@ -114,9 +112,7 @@ class Runs:
     def limits(self) -> Limits:
         """The cluster-wide concurrency limits: this node's config, overridden by the ones set
         through the API (replicated)."""
-        state, config = self._shared.state, self._shared.config
-        with state.lock:
-            settings = dict(state.limit_settings)
+        settings, config = self._shared.state.api_limits(), self._shared.config
         overall = settings.get("overall", config.concurrency_limit)
         groups = {**config.concurrency_groups, **settings.get("groups", {})}
         return Limits(overall, {name: n for name, n in groups.items() if n})
@@ -137,12 +133,12 @@ class Runs:
         state = self._shared.state
         if local:
             for fire in fires:
-                job = state.jobs.get(fire.job)
+                job = state.find_job(fire.job)
                 if job is not None and not fire.targets:
                     self._outcomes.untargeted(job, fire.group, fire.scheduled_at)
         runs = []
         for fire in fires:
-            job = state.jobs.get(fire.job)
+            job = state.find_job(fire.job)
             if job is not None and fire.targets:
                 runs.append(Run(job, fire.group, fire.targets, fire.scheduled_at))
         self.start(runs, local=local, remote=remote)

@@ -17,7 +17,7 @@ from dkron_lab.errors import BadRequest
 from dkron_lab.model import schedule, secrets
 from dkron_lab.model.job import Job, JobStats
 from dkron_lab.scheduler import ScheduleIndex
-from dkron_lab.state.machine import JobState
+from dkron_lab.state.machine import JobEntry, JobState
 
 __all__ = ["ExecutionQuery", "JobQuery", "JobView", "JobViews"]
 
@@ -112,18 +112,17 @@ class JobViews:
         self._state = state
         self._index = index
 
-    def view(self, job: Job) -> JobView:
+    def _view(self, entry: JobEntry) -> JobView:
         return JobView(
-            job=job,
-            stats=self._state.stats.get(job.name, JobStats()),
-            next_fire=self._index.next_of(job.name),
-            dependent_jobs=self._state.dependents(job.name),
+            job=entry.job,
+            stats=entry.stats,
+            next_fire=self._index.next_of(entry.job.name),
+            dependent_jobs=entry.dependents,
         )
 
     def get(self, name: str) -> JobView:
         """``JobNotFound`` when there is no such job."""
-        with self._state.lock:
-            return self.view(self._state.job(name))
+        return self._view(self._state.entry(name))
 
     def page(self, query: JobQuery) -> tuple[list[JobView], int]:
         """The page ``query`` asks for, and how many jobs match in all."""
@@ -133,23 +132,15 @@ class JobViews:
                 f"cannot sort jobs by {query.sort!r}: use one of {', '.join(sorted(_SORT_KEYS))}"
             )
         descending = query.descending
-        with self._state.lock:
-            if query.sort in ("", "id", "name") and not query.filtered:
-                return self._page_by_name(query, descending)
-            views = [
-                self.view(job)
-                for job in self._state.iter_jobs()
-                if query.matches(job, self._state.stats.get(job.name, JobStats()))
-            ]
+        if query.sort in ("", "id", "name") and not query.filtered:
+            entries, total = self._state.entries_by_name(
+                query.start, query.end, descending=descending
+            )
+            return [self._view(entry) for entry in entries], total
+        views = [
+            self._view(entry)
+            for entry in self._state.entries()
+            if query.matches(entry.job, entry.stats)
+        ]
         views.sort(key=key, reverse=descending)
         return views[query.start : query.end], len(views)
-
-    def _page_by_name(self, query: JobQuery, descending: bool) -> tuple[list[JobView], int]:
-        names = self._state.names
-        total = len(names)
-        end = total if query.end is None else min(query.end, total)
-        if descending:
-            page = [names[total - 1 - i] for i in range(query.start, end)]
-        else:
-            page = names[query.start : end]
-        return [self.view(self._state.jobs[name]) for name in page], total

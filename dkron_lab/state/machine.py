@@ -17,9 +17,10 @@ import bisect
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from dkron_lab import codec
@@ -63,6 +64,7 @@ __all__ = [
     "GroupFinished",
     "GroupStarted",
     "JobChanged",
+    "JobEntry",
     "JobState",
     "Limits",
     "RetryDue",
@@ -290,36 +292,156 @@ class JobState:
             self.limit_settings = dict(data.get("limit_settings", {}))
             self._emit(StateRestored())
 
-    # -- reads (callers hold ``lock``) ---------------------------------------------------------
+    # -- reads: each takes the lock and answers values that stay as they are ------------------
+    #
+    # Jobs are frozen model values; groups, nodes and owed runs are answered as read-only
+    # copies (``MappingProxyType``), so no caller holds the lock or sees a later change.
 
     def job(self, name: str) -> Job:
-        try:
-            return self.jobs[name]
-        except KeyError:
-            raise JobNotFound(f"job {name!r} not found") from None
+        """``JobNotFound`` when there is no such job."""
+        with self.lock:
+            try:
+                return self.jobs[name]
+            except KeyError:
+                raise JobNotFound(f"job {name!r} not found") from None
+
+    def find_job(self, name: str) -> Job | None:
+        with self.lock:
+            return self.jobs.get(name)
+
+    def entry(self, name: str) -> JobEntry:
+        """A job with its counters and dependents; ``JobNotFound`` when there is none."""
+        with self.lock:
+            return self._entry(self.job(name))
+
+    def entries(self) -> list[JobEntry]:
+        """Every job with its counters and dependents, in name order."""
+        with self.lock:
+            return [self._entry(self.jobs[name]) for name in self.names]
+
+    def entries_by_name(
+        self, start: int, end: int | None, *, descending: bool = False
+    ) -> tuple[list[JobEntry], int]:
+        """Positions ``start`` to ``end`` of the jobs in name order (or reversed), and how
+        many jobs there are: a page without reading every job."""
+        with self.lock:
+            names, total = self.names, len(self.names)
+            stop = total if end is None else min(end, total)
+            if descending:
+                page = [names[total - 1 - i] for i in range(start, stop)]
+            else:
+                page = names[start:stop]
+            return [self._entry(self.jobs[name]) for name in page], total
+
+    def _entry(self, job: Job) -> JobEntry:
+        stats = self.stats.get(job.name, _NEVER_RUN)
+        return JobEntry(job=job, stats=stats, dependents=self.dependents(job.name))
+
+    def all_jobs(self) -> list[Job]:
+        with self.lock:
+            return list(self.jobs.values())
+
+    def jobs_with_last_fired(self) -> list[tuple[Job, datetime | None]]:
+        """Every job and the last instant of it handled (fired or skipped), for the catch-up."""
+        with self.lock:
+            return [(job, self.last_fired.get(job.name)) for job in self.jobs.values()]
+
+    def last_fired_of(self, name: str) -> datetime | None:
+        with self.lock:
+            return self.last_fired.get(name)
+
+    def stats_of(self, name: str) -> JobStats:
+        with self.lock:
+            return self.stats.get(name, _NEVER_RUN)
+
+    def queue_length(self) -> int:
+        """Groups waiting for room under the concurrency limits."""
+        with self.lock:
+            return len(self.queue)
+
+    def job_count(self) -> int:
+        with self.lock:
+            return len(self.jobs)
+
+    def runs_counted(self) -> int:
+        """Finished runs the counters hold, over every job."""
+        with self.lock:
+            return sum(s.success_count + s.error_count for s in self.stats.values())
 
     def dependents(self, name: str) -> tuple[str, ...]:
-        return tuple(sorted(self.children.get(name, ())))
+        with self.lock:
+            return tuple(sorted(self.children.get(name, ())))
 
-    def iter_jobs(self) -> Iterator[Job]:
-        """Jobs in name order."""
-        return (self.jobs[name] for name in self.names)
+    def is_paused(self) -> bool:
+        with self.lock:
+            return self.paused
 
-    def in_flight(self, name: str) -> list[dict[str, Any]]:
-        return [self.groups[g] for g in sorted(self.running.get(name, ()))]
+    def limits_in_force(self) -> Limits:
+        """The concurrency limits the last ``fire`` command carried."""
+        with self.lock:
+            return self.limits
+
+    def api_limits(self) -> Mapping[str, Any]:
+        """The limits set through the API: ``{"overall"?, "groups"?}``."""
+        with self.lock:
+            return _frozen(self.limit_settings)
+
+    def node(self, name: str) -> Mapping[str, Any] | None:
+        """A registered node's ``NodeInfo`` dict."""
+        with self.lock:
+            node = self.nodes.get(name)
+            return None if node is None else _frozen(node)
+
+    def all_nodes(self) -> list[Mapping[str, Any]]:
+        with self.lock:
+            return [_frozen(node) for node in self.nodes.values()]
+
+    def group(self, group: int) -> Mapping[str, Any] | None:
+        """An open group's record: ``job``, ``targets``, ``results``, ``scheduled_at``, and
+        ``attempts``, ``retry``, ``queued``, ``limit_group``, ``untargeted`` when set."""
+        with self.lock:
+            record = self.groups.get(group)
+            return None if record is None else _frozen(copy_group(record))
+
+    def open_groups(self) -> dict[int, Mapping[str, Any]]:
+        """Every open group (claimed, not finished) by id."""
+        with self.lock:
+            return {gid: _frozen(copy_group(g)) for gid, g in self.groups.items()}
+
+    def queued(self) -> list[tuple[int, Mapping[str, Any]]]:
+        """The groups waiting for room under the concurrency limits, oldest first."""
+        with self.lock:
+            return [(gid, _frozen(copy_group(self.groups[gid]))) for gid in self.queue]
+
+    def owed_runs(self) -> list[Mapping[str, Any]]:
+        """Dependent runs due: ``{"child", "parent_group"}``."""
+        with self.lock:
+            return [_frozen(entry) for entry in self.owed]
+
+    def concurrency_use(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """Run slots held, overall and by concurrency group, and groups queued by
+        concurrency group ("" for none), read at one moment."""
+        with self.lock:
+            busy, by_group = self.busy_slots()
+            queued: dict[str, int] = {}
+            for gid in self.queue:
+                name = self.groups[gid].get("limit_group", "")
+                queued[name] = queued.get(name, 0) + 1
+            return busy, by_group, queued
 
     def busy_slots(self) -> tuple[int, dict[str, int]]:
         """Runs started and not finished (a pending retry holds its slot): overall and per
         concurrency group."""
         overall, by_group = 0, dict[str, int]()
-        for group in self.groups.values():
-            if group.get("queued"):
-                continue
-            slots = len(group["targets"]) - len(group["results"])
-            overall += slots
-            name = group.get("limit_group", "")
-            if name:
-                by_group[name] = by_group.get(name, 0) + slots
+        with self.lock:
+            for group in self.groups.values():
+                if group.get("queued"):
+                    continue
+                slots = len(group["targets"]) - len(group["results"])
+                overall += slots
+                name = group.get("limit_group", "")
+                if name:
+                    by_group[name] = by_group.get(name, 0) + slots
         return overall, by_group
 
     # -- helpers used by the handlers ----------------------------------------------------------
@@ -365,6 +487,20 @@ class JobState:
 
 
 _NEVER_RUN = JobStats()  # shared: most of 100,000 jobs may never have run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEntry:
+    """A job as the state holds it: the job, its counters and the jobs that depend on it."""
+
+    job: Job
+    stats: JobStats
+    dependents: tuple[str, ...]
+
+
+def _frozen(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy of a record (nested dicts and lists copied, not frozen)."""
+    return MappingProxyType(dict(record))
 
 
 def _error(exc: DkronError) -> dict[str, Any]:
