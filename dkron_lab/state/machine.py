@@ -7,8 +7,12 @@ handled by type; results are plain dicts, ``{"error": {...}}`` on refusal.
 Execution history is not kept here (it would grow for ever): finished executions are handed to
 listeners (the DuckDB writer) as ``ExecutionFinished`` events.
 
+Services read the state only through ``JobState``'s read methods, which take the lock
+themselves and answer values that do not change afterwards (jobs are frozen; records are
+read-only copies).
+
 Listeners are called on the applying thread, under ``lock``: they must be quick and must not
-call back into the state.
+write to the state (its read methods are fine: the lock is reentrant).
 """
 
 from __future__ import annotations
@@ -192,7 +196,7 @@ Handler = Callable[["JobState", Any], dict[str, Any]]
 
 
 class JobState:
-    """All replicated state of the cluster. Read it under ``lock``."""
+    """All replicated state of the cluster; read it through the read methods below."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
