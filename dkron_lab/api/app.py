@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import tornado.httpserver
 import tornado.web
 
+from dkron_lab import ui
 from dkron_lab.api import auth
 from dkron_lab.api.handlers import (
     RESOURCES,
@@ -158,12 +159,15 @@ def make_app(
         (route_pattern(template), mount(resource, HeadlessHandler), {"route": template})
         for template, resource in (*public, *INTERNAL_RESOURCES)
     ]
-    return tornado.web.Application(
+    app = tornado.web.Application(
         rules,
         default_handler_class=mount(NotFound, HeadlessHandler),
         dkron_node=node,
         dkron_policy=auth.Policy.from_config(node.config, node.api_token),
     )
+    if node.config.server and node.config.ui:  # the web UI at /ui/, and / redirects to it
+        app.add_handlers(r".*", ui.routes())
+    return app
 
 
 async def serve(node: NodeApi) -> tornado.httpserver.HTTPServer:

@@ -1,0 +1,140 @@
+// The standalone UI: a hash router over the views. Settings come from <meta> tags (no inline
+// script, the page's CSP forbids it); every URL is relative, so the page works at /ui/, under
+// a proxy's path prefix, and under Jupyter.
+//
+// Routes:
+//   #/                                   dashboard: counters and jobs
+//   #/jobs?status=&q=&disabled=&sort=&order=&page=   the jobs list, filtered by the server
+//   #/jobs/<job>                         a job and its executions
+//   #/jobs/<job>/show[/executions]       the same, at Dkron UI's addresses
+//   #/jobs/<job>/executions/<id>         one execution and its full (live) output
+//   #/busy                               what runs now
+
+import { adoptTokenFromHash, Client, pageSettings, storeToken, storedToken, TokenNeeded } from "./client.js";
+import { RestSource } from "./source.js";
+import { busyView } from "./views/busy.js";
+import { dashboardView } from "./views/dashboard.js";
+import { problem, put } from "./views/dom.js";
+import { executionView } from "./views/execution.js";
+import { jobView } from "./views/job.js";
+import { tokenView } from "./views/token.js";
+
+/** The view a hash asks for: `{view, ...its arguments}`, or null for an unknown address. */
+export function parseRoute(hash) {
+  const [path, search = ""] = hash.replace(/^#/, "").split("?");
+  const query = new URLSearchParams(search);
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts.length === 0) return { view: "dashboard", query };
+  if (parts[0] === "busy" && parts.length === 1) return { view: "busy", query };
+  if (parts[0] !== "jobs") return null;
+  if (parts.length === 1) return { view: "dashboard", query };
+  const [, name, section, id, extra] = parts;
+  if (parts.length === 2) return { view: "job", name, query };
+  if (section === "show" && (id === undefined || (id === "executions" && extra === undefined))) {
+    return { view: "job", name, focus: id, query };
+  }
+  if (section === "executions" && id !== undefined && extra === undefined) {
+    return { view: "execution", name, id, query };
+  }
+  return null;
+}
+
+const VIEWS = { dashboard: dashboardView, job: jobView, execution: executionView, busy: busyView };
+
+export function mount(main, { source, auth }) {
+  let current = null;
+
+  const navigate = (hash, { replace = false } = {}) => {
+    if (replace) {
+      history.replaceState(null, "", hash);
+      show();
+    } else {
+      location.hash = hash;
+    }
+  };
+
+  const fail = (error, where) => {
+    if (error.name === "AbortError") return;
+    if (error instanceof TokenNeeded) return askToken();
+    put(where, problem(error));
+  };
+
+  const askToken = () => {
+    current?.abort();
+    current = new AbortController();
+    const wrong = Boolean(storedToken());
+    tokenView({
+      el: main,
+      wrong,
+      retry: (token) => {
+        storeToken(token);
+        show();
+      },
+    });
+  };
+
+  const show = () => {
+    const focused = document.activeElement?.closest?.("[data-key]")?.dataset.key;
+    current?.abort();
+    const controller = new AbortController();
+    current = controller;
+    const signal = controller.signal;
+    const route = parseRoute(location.hash || "#/");
+    if (!route) {
+      put(main, problem(new Error(`No page at ${location.hash}: see the Dashboard.`)));
+      return;
+    }
+    const every = (ms, refresh) => poll(ms, refresh, signal);
+    const failHere = (error, where) => signal.aborted || fail(error, where);
+    VIEWS[route.view]({ ...route, source, el: main, signal, navigate, fail: failHere, every });
+    document.title = `${route.name ? `${route.name} · ` : ""}dkron-lab`;
+    if (focused) refocus(main, focused);
+  };
+
+  if (auth === "bearer") adoptTokenFromHash(location, history);
+  window.addEventListener("hashchange", show);
+  show();
+}
+
+/** Give focus back to a control the re-mounted view has again (the search box while typing). */
+function refocus(main, key) {
+  const control = main.querySelector(`[data-key="${CSS.escape(key)}"]`);
+  if (!control) return;
+  control.focus();
+  if (control.type === "search") control.setSelectionRange(control.value.length, control.value.length);
+}
+
+/** Call `refresh` now and every `ms` while the page is visible, until `signal` aborts. */
+function poll(ms, refresh, signal) {
+  let timer = null;
+  const tick = async () => {
+    if (signal.aborted) return;
+    if (!document.hidden) await refresh();
+    if (!signal.aborted) timer = setTimeout(tick, ms);
+  };
+  const wake = () => {
+    if (!document.hidden && !signal.aborted) {
+      clearTimeout(timer);
+      tick();
+    }
+  };
+  document.addEventListener("visibilitychange", wake, { signal });
+  signal.addEventListener("abort", () => clearTimeout(timer));
+  tick();
+}
+
+function clock() {
+  const el = document.getElementById("dk-clock");
+  if (!el) return;
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const tick = () => {
+    el.textContent = `${new Date().toLocaleTimeString()} ${zone}`;
+  };
+  tick();
+  setInterval(tick, 1000);
+}
+
+const settings = pageSettings(document);
+const client = new Client(settings);
+clock();
+mount(document.getElementById("dk-main"), { source: new RestSource(client), auth: settings.auth });

@@ -1,0 +1,100 @@
+// What the views read and do, over /v1. Views take a source, never a Client: a later AFM
+// `RestModel` (ui.md §4) can be built on the same methods, and a test can hand views a fake.
+
+const enc = encodeURIComponent;
+const jobPath = (job) => `jobs/${enc(job)}`;
+
+/** Jobs whose last run ended so: the counters of the dashboard, and the list's filters. */
+export const JOB_STATUSES = ["success", "failed", "partially_failed", "untriggered"];
+
+export class RestSource {
+  constructor(client) {
+    this.client = client;
+  }
+
+  /** How many jobs each status has, the leader, and the runs going on now. */
+  async counters(signal) {
+    const count = (query) =>
+      this.client.json("jobs", { query: { ...query, _start: 0, _end: 0 }, signal });
+    const [all, leader, busy, ...byStatus] = await Promise.all([
+      count({}),
+      this.client.json("leader", { signal }).catch((error) => {
+        if (error.status === 503) return { data: null }; // no leader elected yet
+        throw error;
+      }),
+      this.client.json("busy", { signal }),
+      ...JOB_STATUSES.map((status) => count({ status })),
+    ]);
+    const statuses = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, byStatus[i].total]));
+    return { total: all.total, leader: leader.data, running: busy.data, statuses };
+  }
+
+  /** A page of jobs, filtered and sorted by the server, with their last 10 results. */
+  async jobs(filter, signal) {
+    const query = { stats: "true", ...filter };
+    const { data, total } = await this.client.json("jobs", { query, signal });
+    return { jobs: data, total };
+  }
+
+  /** The executions running now, on every node this server knows. */
+  async busy(signal) {
+    return (await this.client.json("busy", { signal })).data;
+  }
+
+  async job(name, signal) {
+    return (await this.client.json(jobPath(name), { signal })).data;
+  }
+
+  /** A page of a job's executions, running ones first, then newest first, each output cut
+   * to a short tail. */
+  async executions(name, { start = 0, size = 25 } = {}, signal) {
+    const query = { job: name, _start: start, _end: start + size, output_size_limit: 200 };
+    const { data, total } = await this.client.json("executions", { query, signal });
+    return { executions: data, total };
+  }
+
+  async execution(name, id, signal) {
+    return (await this.client.json(`${jobPath(name)}/executions/${enc(id)}`, { signal })).data;
+  }
+
+  /** The output from byte `offset`: `{offset, next, done, data}`. */
+  async output(name, id, offset, signal) {
+    const path = `${jobPath(name)}/executions/${enc(id)}/output`;
+    return (await this.client.json(path, { query: { offset }, signal })).data;
+  }
+
+  /** Follow a running execution's output from `offset`: `onChunk({offset, next, done, data})`
+   * as it is printed, until it ends (a stream that breaks falls back to offset reads). */
+  async followOutput(name, id, offset, onChunk, signal) {
+    const path = `${jobPath(name)}/executions/${enc(id)}/output/stream`;
+    let next = offset;
+    let done = false;
+    const take = (chunk) => {
+      next = chunk.next;
+      done = chunk.done;
+      onChunk(chunk);
+    };
+    try {
+      await this.client.lines(path, { query: { offset }, signal, onLine: take });
+    } catch (error) {
+      if (signal?.aborted) return;
+      console.warn("output stream ended early, reading on by offset:", error.message);
+    }
+    while (!done && !signal?.aborted) {
+      take(await this.output(name, id, next, signal));
+      if (!done) await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  run(name) {
+    return this.client.json(`${jobPath(name)}/run`, { method: "POST" });
+  }
+
+  toggle(name) {
+    return this.client.json(`${jobPath(name)}/toggle`, { method: "POST" });
+  }
+
+  remove(name) {
+    return this.client.json(jobPath(name), { method: "DELETE" });
+  }
+}

@@ -1,0 +1,226 @@
+// The dashboard: live counters (each a link to the jobs it counts), then the jobs list, paged,
+// filtered and sorted by the server; the filter lives in the URL hash (#/jobs?status=failed).
+
+import { JOB_STATUSES } from "../source.js";
+import { jobActions } from "./actions.js";
+import { badge, h, jobHash, link, problem, put, rerender, squares, timeIn, duration } from "./dom.js";
+
+const PAGE = 25;
+const SORTS = { name: "Name", next: "Next run", last_error: "Last failure", last_success: "Last success" };
+const STATUS_LABELS = {
+  success: "Succeeded",
+  failed: "Failing",
+  partially_failed: "Partly failed",
+  untriggered: "Never run",
+};
+
+/** The filter the hash's query asks for, as /v1/jobs parameters. */
+export function jobFilter(query) {
+  const page = Math.max(1, Number(query.get("page")) || 1);
+  const filter = {
+    q: query.get("q") || "",
+    status: JOB_STATUSES.includes(query.get("status")) ? query.get("status") : "",
+    disabled: ["true", "false"].includes(query.get("disabled")) ? query.get("disabled") : "",
+    _sort: query.get("sort") in SORTS ? query.get("sort") : "name",
+    _order: query.get("order") === "desc" ? "DESC" : "ASC",
+  };
+  return { filter, page };
+}
+
+function filterHash(filter, page = 1) {
+  const query = new URLSearchParams();
+  if (filter.q) query.set("q", filter.q);
+  if (filter.status) query.set("status", filter.status);
+  if (filter.disabled) query.set("disabled", filter.disabled);
+  if (filter._sort !== "name") query.set("sort", filter._sort);
+  if (filter._order === "DESC") query.set("order", "desc");
+  if (page > 1) query.set("page", page);
+  const text = query.toString();
+  return text ? `#/jobs?${text}` : "#/jobs";
+}
+
+function counters(data) {
+  const tile = (label, value, hash, status) =>
+    h(
+      "a",
+      { class: `dk-tile${status ? ` dk-tile-${status}` : ""}`, href: hash },
+      h("span", { class: "dk-tile-value" }, value),
+      h("span", { class: "dk-tile-label" }, label),
+    );
+  const leader = data.leader?.Name || data.leader?.name || "none yet";
+  return h(
+    "section",
+    { class: "dk-tiles", "aria-label": "Counters" },
+    h(
+      "div",
+      { class: "dk-tile dk-tile-leader" },
+      h("span", { class: "dk-tile-value" }, leader),
+      h("span", { class: "dk-tile-label" }, "Leader"),
+    ),
+    tile("Jobs", data.total, "#/jobs"),
+    JOB_STATUSES.map((status) =>
+      tile(STATUS_LABELS[status], data.statuses[status], `#/jobs?status=${status}`, status),
+    ),
+    tile("Running now", data.running.length, "#/busy", "running"),
+  );
+}
+
+function controls(filter, navigate) {
+  const go = (change) => navigate(filterHash({ ...filter, ...change }), { replace: true });
+  const select = (label, name, value, options, onchange) =>
+    h(
+      "label",
+      {},
+      `${label} `,
+      h(
+        "select",
+        { name, "data-key": `filter:${name}`, onchange: (event) => onchange(event.target.value) },
+        Object.entries(options).map(([key, text]) =>
+          h("option", { value: key, selected: key === value }, text),
+        ),
+      ),
+    );
+  let typing;
+  const search = h("input", {
+    type: "search",
+    name: "q",
+    "data-key": "filter:q",
+    value: filter.q,
+    placeholder: "name or display name",
+    oninput: (event) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => go({ q: event.target.value.trim() }), 300);
+    },
+  });
+  return h(
+    "form",
+    { class: "dk-filters", role: "search", onsubmit: (event) => event.preventDefault() },
+    h("label", {}, "Search ", search),
+    select("Status", "status", filter.status, { "": "any", ...STATUS_LABELS }, (status) =>
+      go({ status }),
+    ),
+    select(
+      "Schedule",
+      "disabled",
+      filter.disabled,
+      { "": "any", false: "enabled", true: "disabled" },
+      (disabled) => go({ disabled }),
+    ),
+    select("Sort by", "sort", filter._sort, SORTS, (_sort) => go({ _sort })),
+    select("Order", "order", filter._order, { ASC: "ascending", DESC: "descending" }, (_order) =>
+      go({ _order }),
+    ),
+  );
+}
+
+function jobRow(job, running, actions) {
+  const zone = job.timezone || "UTC";
+  const status = h("td", {}, badge(job.status), running ? [" ", badge("running")] : null);
+  return h(
+    "tr",
+    { class: job.disabled ? "dk-disabled" : "" },
+    h(
+      "th",
+      { scope: "row" },
+      link(jobHash(job.name), job.displayname || job.name),
+      job.displayname ? h("small", { class: "dk-muted" }, ` ${job.name}`) : null,
+    ),
+    status,
+    h("td", {}, squares(job.last_results, zone)),
+    h("td", { class: "dk-mono" }, job.schedule, job.disabled ? h("small", {}, " (disabled)") : null),
+    h("td", {}, job.disabled ? "—" : timeIn(job.next, zone)),
+    h("td", { class: "dk-num" }, duration(job.median_duration)),
+    h("td", {}, actions),
+  );
+}
+
+function table(jobs, running, actionsOf) {
+  if (!jobs.length) return h("p", { class: "dk-empty" }, "No job matches.");
+  return h(
+    "div",
+    { class: "dk-scroll" },
+    h(
+      "table",
+      { class: "dk-table" },
+      h("caption", { class: "dk-sr" }, "Jobs"),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Job", "Status", "Last runs", "Schedule", "Next run", "Median", "Actions"].map((c) =>
+            h("th", { scope: "col" }, c),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        jobs.map((job) => jobRow(job, running.has(job.name), actionsOf(job))),
+      ),
+    ),
+  );
+}
+
+function pager(filter, page, total, navigate) {
+  const pages = Math.max(1, Math.ceil(total / PAGE));
+  const first = total ? (page - 1) * PAGE + 1 : 0;
+  const last = Math.min(total, page * PAGE);
+  const to = (n) => () => navigate(filterHash(filter, n));
+  return h(
+    "nav",
+    { class: "dk-pager", "aria-label": "Pages" },
+    h("button", { type: "button", disabled: page <= 1, onclick: to(page - 1) }, "Previous"),
+    h("span", { "aria-live": "polite" }, `${first}–${last} of ${total}`),
+    h("button", { type: "button", disabled: page >= pages, onclick: to(page + 1) }, "Next"),
+  );
+}
+
+/** Render the dashboard into `el` and refresh it every few seconds until `signal` aborts. */
+export function dashboardView({ source, el, query, signal, navigate, fail, every }) {
+  const { filter, page } = jobFilter(query);
+  const state = { confirming: null, notice: null };
+  const tiles = h("div", { "aria-live": "off" });
+  const notice = h("div", { role: "status", class: "dk-notice" });
+  const list = h("div");
+  put(
+    el,
+    h("h1", {}, filter.status ? `Jobs: ${STATUS_LABELS[filter.status]}` : "Jobs"),
+    tiles,
+    controls(filter, navigate),
+    notice,
+    list,
+  );
+  let last = null;
+  const draw = (focusKey) => {
+    if (!last) return;
+    const { counts, page: shown, running } = last;
+    put(tiles, counters(counts));
+    const actionsOf = (job) => jobActions({ source, job, state, after });
+    rerender(
+      list,
+      () => [table(shown.jobs, running, actionsOf), pager(filter, page, shown.total, navigate)],
+      focusKey,
+    );
+  };
+  const after = (action, error, focusKey) => {
+    if (error) put(notice, problem(error));
+    else if (action) put(notice, h("p", {}, `Done: ${action}.`));
+    draw(focusKey);
+    if (action) refresh();
+  };
+  const refresh = async () => {
+    try {
+      const [counts, shown] = await Promise.all([
+        source.counters(signal),
+        source.jobs({ ...filter, _start: (page - 1) * PAGE, _end: page * PAGE }, signal),
+      ]);
+      last = { counts, page: shown, running: new Set(counts.running.map((e) => e.job_name)) };
+      draw();
+    } catch (error) {
+      fail(error, list);
+    }
+  };
+  every(5000, refresh);
+}
