@@ -80,9 +80,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         made.put_job(shell_job("ok-job", "echo all fine; echo second line", displayname="OK job"))
         made.put_job(shell_job("bad-job", "echo no space left >&2; exit 1"))
         made.put_job(shell_job("never-job", "true", timezone="Europe/Paris"))
-        made.run("ok-job")
+        for count in range(1, 4):  # a few runs, for the "last runs" squares
+            made.run("ok-job")
+            made.ran("ok-job", count)
         made.run("bad-job")
-        made.ran("ok-job")
         made.ran("bad-job")
         yield made
 

@@ -158,8 +158,11 @@ def test_run_from_the_ui_and_watch_its_output_live(api: Api, tab: Tab, tmp_path:
     page.goto(api.url + "/ui/#/jobs/slow-job")
     page.get_by_role("button", name="Run slow-job").click()
     page.get_by_role("button", name="Yes, run").click()
-    running = page.locator("#executions tbody tr").filter(has_text="Running")
-    running.first.get_by_role("link").click()
+    page.locator("#executions tbody tr").filter(has_text="Running").first.wait_for()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Running").click()
+    busy = page.locator("main tbody tr").filter(has_text="slow-job")
+    busy.get_by_role("link").nth(1).click()  # its start time: the execution's page
+    page.wait_for_url(re.compile(r"#/jobs/slow-job/executions/\d+-node1$"))
     output = page.locator(".dk-output")
     output.filter(has_text="first line").wait_for()
     assert "last line" not in output.inner_text()  # seen while it runs

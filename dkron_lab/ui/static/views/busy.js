@@ -7,7 +7,7 @@ function row(execution) {
     "tr",
     {},
     h("th", { scope: "row" }, link(jobHash(execution.job_name), execution.job_name)),
-    h("td", {}, link(executionHash(execution.job_name, execution.id), timeIn(execution.started_at, ""))),
+    h("td", {}, link(executionHash(execution.job_name, execution.id), timeIn(execution.started_at, null))),
     h("td", {}, badge("running")),
     h("td", { class: "dk-num" }, executionDuration(execution)),
     h("td", {}, execution.node_name),

@@ -48,15 +48,18 @@ export function browserTime(text) {
   return `${new Date(text).toLocaleString()} (${zone}, your browser)`;
 }
 
-/** A <time> in the job's zone, with the browser's on hover. */
+/** A <time> in the job's zone (`null`: unknown, the offset is shown), with the browser's on
+ * hover. */
 export function timeIn(text, zone) {
   if (unset(text)) return h("span", { class: "dk-muted" }, "—");
+  const offset = /(Z|[+-]\d\d:\d\d)$/.exec(text)?.[1];
+  const label = zone === null ? (offset === "Z" ? "UTC" : offset || "") : zone || "UTC";
   return h(
     "time",
     { datetime: text, title: browserTime(text) },
     wallTime(text),
     " ",
-    h("small", { class: "dk-muted" }, zone || "UTC"),
+    h("small", { class: "dk-muted" }, label),
   );
 }
 
