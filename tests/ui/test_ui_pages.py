@@ -203,3 +203,36 @@ def test_narrow_light_screenshots(api: Api, browser: Any, tmp_path: Path) -> Non
         page.set_viewport_size({"width": 1280, "height": 900})
         screenshot(page, "job", tmp_path)
         tab.assert_quiet()
+
+
+ROUTES = {
+    "#/": {"view": "dashboard"},
+    "#/jobs?status=failed": {"view": "dashboard"},
+    "#/busy": {"view": "busy"},
+    "#/jobs/db.backup-1": {"view": "job", "name": "db.backup-1"},
+    "#/jobs/a%20b/show": {"view": "job", "name": "a b"},
+    "#/jobs/x/show/executions": {"view": "job", "name": "x", "focus": "executions"},
+    "#/jobs/x/executions/17-node1": {"view": "execution", "name": "x", "id": "17-node1"},
+    "#/jobs/x/show/other": None,
+    "#/jobs/x/executions": None,
+    "#/nodes": None,
+}
+
+
+def test_routes(api: Api, tab: Tab) -> None:
+    sign_in(tab, api.url, api.node.token)
+    parsed = tab.page.evaluate(
+        """async (hashes) => {
+            const { parseRoute } = await import("./router.js");
+            return hashes.map((hash) => {
+                const route = parseRoute(hash);
+                if (route) delete route.query;
+                return route;
+            });
+        }""",
+        list(ROUTES),
+    )
+    assert dict(zip(ROUTES, parsed, strict=True)) == ROUTES
+    tab.page.goto(api.url + "/ui/#/nodes")
+    tab.page.get_by_role("alert").filter(has_text="No page at #/nodes").wait_for()
+    tab.assert_quiet()

@@ -11,6 +11,7 @@
 //   #/busy                               what runs now
 
 import { adoptTokenFromHash, Client, pageSettings, storeToken, storedToken, TokenNeeded } from "./client.js";
+import { parseRoute } from "./router.js";
 import { RestSource } from "./source.js";
 import { busyView } from "./views/busy.js";
 import { dashboardView } from "./views/dashboard.js";
@@ -18,26 +19,6 @@ import { problem, put } from "./views/dom.js";
 import { executionView } from "./views/execution.js";
 import { jobView } from "./views/job.js";
 import { tokenView } from "./views/token.js";
-
-/** The view a hash asks for: `{view, ...its arguments}`, or null for an unknown address. */
-export function parseRoute(hash) {
-  const [path, search = ""] = hash.replace(/^#/, "").split("?");
-  const query = new URLSearchParams(search);
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  if (parts.length === 0) return { view: "dashboard", query };
-  if (parts[0] === "busy" && parts.length === 1) return { view: "busy", query };
-  if (parts[0] !== "jobs") return null;
-  if (parts.length === 1) return { view: "dashboard", query };
-  const [, name, section, id, extra] = parts;
-  if (parts.length === 2) return { view: "job", name, query };
-  if (section === "show" && (id === undefined || (id === "executions" && extra === undefined))) {
-    return { view: "job", name, focus: id, query };
-  }
-  if (section === "executions" && id !== undefined && extra === undefined) {
-    return { view: "execution", name, id, query };
-  }
-  return null;
-}
 
 const VIEWS = { dashboard: dashboardView, job: jobView, execution: executionView, busy: busyView };
 

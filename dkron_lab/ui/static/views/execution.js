@@ -120,7 +120,12 @@ export async function executionView({ source, el, name, id, signal, fail }) {
     put(about, facts(job, execution));
     if (isRunning(execution)) {
       output.setAttribute("aria-busy", "true");
-      await source.followOutput(name, id, 0, (chunk) => append(output, chunk.data), signal);
+      const ticking = setInterval(() => put(about, facts(job, execution)), 1000);
+      try {
+        await source.followOutput(name, id, 0, (chunk) => append(output, chunk.data), signal);
+      } finally {
+        clearInterval(ticking);
+      }
       output.removeAttribute("aria-busy");
       if (!signal.aborted) put(about, facts(job, await settled(source, name, id, signal)));
     } else {
