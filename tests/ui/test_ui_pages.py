@@ -116,9 +116,11 @@ def test_toggle_and_delete_ask_first(api: Api, tab: Tab) -> None:
     sign_in(tab, api.url, api.node.token)
     page = tab.page
     page.goto(api.url + "/ui/#/jobs?q=throwaway")
-    page.get_by_role("button", name="Disable throwaway").click()
-    page.get_by_role("button", name="Yes, disable").click()
-    page.get_by_role("button", name="Enable throwaway").wait_for()
+    page.get_by_role("button", name="Disable throwaway").focus()  # by keyboard
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Yes, disable")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Enable throwaway")).to_be_focused()
     assert api.job("throwaway")["disabled"] is True
     page.get_by_role("button", name="Delete throwaway").click()
     page.get_by_role("button", name="Cancel").click()
@@ -235,4 +237,24 @@ def test_routes(api: Api, tab: Tab) -> None:
     assert dict(zip(ROUTES, parsed, strict=True)) == ROUTES
     tab.page.goto(api.url + "/ui/#/nodes")
     tab.page.get_by_role("alert").filter(has_text="No page at #/nodes").wait_for()
+    tab.assert_quiet()
+
+
+def test_the_client_authenticates_by_token_or_by_jupyter_cookie(api: Api, tab: Tab) -> None:
+    sign_in(tab, api.url, api.node.token)
+    headers = tab.page.evaluate(
+        """async () => {
+            const { Client } = await import("./client.js");
+            document.cookie = "_xsrf=xsrf-value; path=/";
+            const bearer = new Client({ auth: "bearer" });
+            const jupyter = new Client({ api: "../dkron/v1", auth: "jupyter" });
+            return { bearer: bearer.headers("POST"), read: jupyter.headers("GET"),
+                     write: jupyter.headers("DELETE"), base: jupyter.url("jobs").pathname };
+        }"""
+    )
+    assert headers["bearer"]["Authorization"] == f"Bearer {api.node.token}"
+    assert "Authorization" not in headers["read"] and "X-XSRFToken" not in headers["read"]
+    assert headers["write"]["X-XSRFToken"] == "xsrf-value"
+    assert "Authorization" not in headers["write"]
+    assert headers["base"] == "/dkron/v1/jobs"  # relative to the page, wherever it is
     tab.assert_quiet()

@@ -21,7 +21,8 @@ const ACTIONS = {
 
 const text = (value, job) => (typeof value === "function" ? value(job) : value);
 
-/** The action buttons of `job`. `after(action, error)` is called once one is done or failed. */
+/** The action buttons of `job`. `after(action, error, focusKey)` is called once one is done
+ * or failed (action null: asked or cancelled); `focusKey` names the button to focus next. */
 export function jobActions({ source, job, state, after }) {
   const asking = state.confirming?.job === job.name ? state.confirming.action : null;
   const key = (name) => `${name}:${job.name}`;
@@ -29,15 +30,15 @@ export function jobActions({ source, job, state, after }) {
     const action = ACTIONS[asking];
     const cancel = () => {
       state.confirming = null;
-      after(null, null);
+      after(null, null, key(asking));
     };
     const confirm = async () => {
       state.confirming = null;
       try {
         await action.call(source, job);
-        after(asking, null);
+        after(asking, null, key(asking));
       } catch (error) {
-        after(asking, error);
+        after(asking, error, key(asking));
       }
     };
     return h(
