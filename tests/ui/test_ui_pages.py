@@ -258,3 +258,19 @@ def test_the_client_authenticates_by_token_or_by_jupyter_cookie(api: Api, tab: T
     assert "Authorization" not in headers["write"]
     assert headers["base"] == "/dkron/v1/jobs"  # relative to the page, wherever it is
     tab.assert_quiet()
+
+
+def test_output_keeps_terminal_colours_as_classes(api: Api, tab: Tab) -> None:
+    api.put_job(shell_job("colours", r"printf '\033[1;31mred\033[0m plain \033[32mgreen\033[Kx\n'"))
+    api.run("colours")
+    api.ran("colours")
+    sign_in(tab, api.url, api.node.token)
+    page = tab.page
+    page.goto(api.url + "/ui/#/jobs/colours/show/executions")
+    page.locator("#executions tbody tr").first.get_by_role("link").click()
+    output = page.locator(".dk-output[data-complete=yes]")
+    output.wait_for()
+    assert output.inner_text() == "red plain greenx\n"  # \033[K (erase line) is dropped
+    assert output.locator("span.dk-fg-1.dk-bold").inner_text() == "red"
+    assert "".join(output.locator("span.dk-fg-2").all_inner_texts()).strip() == "greenx"
+    tab.assert_quiet()

@@ -1,6 +1,7 @@
 // One execution: its result and its full output. A running one's output streams in as it is
 // printed (relayed by the server this page talks to), then the result is read again.
 
+import { AnsiWriter } from "./ansi.js";
 import {
   badge,
   executionDuration,
@@ -63,10 +64,14 @@ function toolbar(output, name) {
   );
 }
 
-/** Append a chunk to the output and keep its end in view while following. */
+const writers = new WeakMap();
+
+/** Append a chunk to the output (ANSI colours as classes) and keep its end in view while
+ * following. */
 function append(output, text) {
   if (!text) return;
-  output.append(text);
+  if (!writers.has(output)) writers.set(output, new AnsiWriter(output));
+  writers.get(output).write(text);
   if (output.dataset.follow === "yes") output.scrollTop = output.scrollHeight;
 }
 
