@@ -273,4 +273,9 @@ def test_output_keeps_terminal_colours_as_classes(api: Api, tab: Tab) -> None:
     assert output.inner_text() == "red plain greenx\n"  # \033[K (erase line) is dropped
     assert output.locator("span.dk-fg-1.dk-bold").inner_text() == "red"
     assert "".join(output.locator("span.dk-fg-2").all_inner_texts()).strip() == "greenx"
+    page.get_by_label("Find").fill("RE")
+    page.get_by_text("2 found").wait_for()  # "red", "green"
+    page.get_by_label("Find").press("Enter")
+    page.get_by_text("2 of 2").wait_for()
+    assert page.evaluate("CSS.highlights.get('dk-found').size") == 2
     tab.assert_quiet()

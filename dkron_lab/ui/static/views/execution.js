@@ -2,6 +2,7 @@
 // printed (relayed by the server this page talks to), then the result is read again.
 
 import { AnsiWriter } from "./ansi.js";
+import { findBox } from "./find.js";
 import {
   badge,
   executionDuration,
@@ -61,6 +62,7 @@ function toolbar(output, name) {
       output.dataset.follow = on ? "yes" : "no";
     }),
     download,
+    findBox(output, h),
   );
 }
 
