@@ -127,6 +127,11 @@ class _Base(Operations):
                 "X-Dkron-Token": tok,
                 KERNEL_TOKEN_HEADER: tok,
             }
+        self._open(base_url=self.url, headers=self._headers, timeout=timeout, verify=self._verify)
+
+    def _open(self, **options: Any) -> None:
+        """Make the pooled HTTP client (``httpx.Client`` or ``httpx.AsyncClient``)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -160,18 +165,10 @@ def _verify(tls_ca: str | Path | None) -> ssl.SSLContext | bool:
 class Client(_Base):
     """A blocking connection to one node's REST API (kernel code, CLI, widget)."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        timeout: float | None = 10.0,
-        *,
-        tls_ca: str | Path | None = None,
-    ) -> None:
-        super().__init__(url, token, timeout, tls_ca=tls_ca)
-        self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=timeout, verify=self._verify
-        )
+    _http: httpx.Client
+
+    def _open(self, **options: Any) -> None:
+        self._http = httpx.Client(**options)
 
     def __enter__(self) -> Client:
         return self
@@ -234,18 +231,10 @@ class Client(_Base):
 class AsyncClient(_Base):
     """The ``await``-able twin of ``Client``: the same methods, arguments and errors."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        timeout: float | None = 10.0,
-        *,
-        tls_ca: str | Path | None = None,
-    ) -> None:
-        super().__init__(url, token, timeout, tls_ca=tls_ca)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=timeout, verify=self._verify
-        )
+    _http: httpx.AsyncClient
+
+    def _open(self, **options: Any) -> None:
+        self._http = httpx.AsyncClient(**options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
