@@ -71,7 +71,7 @@ def test_the_start_up_link_token_is_kept_in_the_tab_not_the_url(api: Api, tab: T
 
 
 def rows(page: Any) -> list[str]:
-    return page.locator("main table tbody th").all_inner_texts()
+    return page.locator("main .dk-jobs tbody th").all_inner_texts()
 
 
 def test_counters_link_to_the_jobs_they_count(api: Api, tab: Tab, tmp_path: Path) -> None:
@@ -81,12 +81,15 @@ def test_counters_link_to_the_jobs_they_count(api: Api, tab: Tab, tmp_path: Path
     counters.get_by_text("node1").wait_for()  # the leader
     for label, count in (("Succeeded", 1), ("Failing", 1), ("Never run", 1), ("Running now", 0)):
         assert counters.get_by_role("link", name=f"{count} {label}").count() == 1
-    page.locator("main table").wait_for()
+    page.locator("main .dk-jobs").wait_for()
+    node = page.get_by_role("region", name="Nodes").locator("tbody tr")
+    expect(node).to_have_count(1)
+    assert re.match(r"node1 leader\t127\.0\.0\.1:\d+\talive\t0\t", node.inner_text())
     screenshot(page, "dashboard", tmp_path)
     counters.get_by_role("link", name="1 Failing").click()
     page.wait_for_url(re.compile(r"#/jobs\?status=failed$"))
     page.get_by_role("heading", name="Jobs: Failing").wait_for()
-    expect(page.locator("main tbody tr")).to_have_count(1)
+    expect(page.locator("main .dk-jobs tbody tr")).to_have_count(1)
     assert rows(page) == ["bad-job"]
     tab.assert_quiet()
 
@@ -96,17 +99,17 @@ def test_the_jobs_list_is_filtered_by_the_url(api: Api, tab: Tab) -> None:
     page = tab.page
     page.goto(api.url + "/ui/#/jobs?status=untriggered")
     page.get_by_role("heading", name="Jobs: Never run").wait_for()
-    expect(page.locator("main tbody tr")).to_have_count(1)
-    row = page.locator("main tbody tr")
+    expect(page.locator("main .dk-jobs tbody tr")).to_have_count(1)
+    row = page.locator("main .dk-jobs tbody tr")
     assert row.locator("th").inner_text() == "never-job"
     assert "Never run" in row.inner_text() and "Europe/Paris" in row.inner_text()
     assert page.get_by_label("Status").input_value() == "untriggered"
     page.get_by_label("Status").select_option("")
     page.wait_for_url(re.compile(r"#/jobs$"))
-    expect(page.locator("main tbody tr")).to_have_count(3)
+    expect(page.locator("main .dk-jobs tbody tr")).to_have_count(3)
     page.get_by_label("Search").fill("ok")
     page.wait_for_url(re.compile(r"#/jobs\?q=ok$"))
-    expect(page.locator("main tbody th")).to_have_text([re.compile("^OK job")])
+    expect(page.locator("main .dk-jobs tbody th")).to_have_text([re.compile("^OK job")])
     assert page.get_by_label("Search").evaluate("e => e === document.activeElement")
     tab.assert_quiet()
 
@@ -181,7 +184,7 @@ def test_dark_theme_follows_the_system(api: Api, browser: Any, tmp_path: Path) -
     for tab in open_tab(browser, color_scheme="dark"):
         sign_in(tab, api.url, api.node.token)
         page = tab.page
-        page.locator("main table tbody tr").first.wait_for()
+        page.locator("main .dk-jobs tbody tr").first.wait_for()
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(15, 20, 25)"
         screenshot(page, "dashboard-dark", tmp_path)
@@ -194,7 +197,7 @@ def test_narrow_light_screenshots(api: Api, browser: Any, tmp_path: Path) -> Non
     for tab in open_tab(browser, color_scheme="light"):
         sign_in(tab, api.url, api.node.token)
         page = tab.page
-        page.locator("main table tbody tr").first.wait_for()
+        page.locator("main .dk-jobs tbody tr").first.wait_for()
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == (
             "rgb(255, 255, 255)"
         )

@@ -78,7 +78,7 @@ def test_the_ui_works_under_a_path_prefix(api: Api, prefix_proxy: str, tab: Tab)
     assert answer.status_code == 200 and str(answer.url) == f"{prefix_proxy}/ui/"
     sign_in(tab, prefix_proxy, api.node.token)
     page = tab.page
-    expect(page.locator("main tbody tr")).to_have_count(3)
+    expect(page.locator("main .dk-jobs tbody tr")).to_have_count(3)
     page.get_by_role("link", name="bad-job").click()
     page.wait_for_url(f"{prefix_proxy}/ui/#/jobs/bad-job")
     page.locator("#executions tbody tr").first.get_by_role("link").click()

@@ -36,6 +36,11 @@ export class RestSource {
     return { jobs: data, total };
   }
 
+  /** The cluster's members, as Serf reports them (Name, Addr, Port, Tags, statusText). */
+  async members(signal) {
+    return (await this.client.json("members", { signal })).data;
+  }
+
   /** The executions running now, on every node this server knows. */
   async busy(signal) {
     return (await this.client.json("busy", { signal })).data;

@@ -141,7 +141,7 @@ function table(jobs, running, actionsOf) {
     { class: "dk-scroll" },
     h(
       "table",
-      { class: "dk-table" },
+      { class: "dk-table dk-jobs" },
       h("caption", { class: "dk-sr" }, "Jobs"),
       h(
         "thead",
@@ -177,6 +177,51 @@ function pager(filter, page, total, navigate) {
   );
 }
 
+function nodes(members, leader, running) {
+  const busy = (name) => running.filter((execution) => execution.node_name === name).length;
+  const tags = (member) =>
+    Object.entries(member.Tags || {})
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([key, value]) => h("code", { class: "dk-chip" }, `${key}=${value}`));
+  return h(
+    "section",
+    { "aria-labelledby": "dk-nodes" },
+    h("h2", { id: "dk-nodes" }, "Nodes"),
+    h(
+      "div",
+      { class: "dk-scroll" },
+      h(
+        "table",
+        { class: "dk-table dk-nodes" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Node", "Address", "Status", "Running", "Tags"].map((c) => h("th", { scope: "col" }, c)),
+          ),
+        ),
+        h(
+          "tbody",
+          {},
+          members.map((member) =>
+            h(
+              "tr",
+              {},
+              h("th", { scope: "row" }, member.Name, member.Name === leader ? h("small", { class: "dk-muted" }, " leader") : null),
+              h("td", { class: "dk-mono" }, `${member.Addr}:${member.Port}`),
+              h("td", {}, member.statusText || String(member.Status)),
+              h("td", { class: "dk-num" }, String(busy(member.Name))),
+              h("td", { class: "dk-wrap" }, tags(member)),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
 /** Render the dashboard into `el` and refresh it every few seconds until `signal` aborts. */
 export function dashboardView({ source, el, query, signal, navigate, fail, every }) {
   const { filter, page } = jobFilter(query);
@@ -184,6 +229,7 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
   const tiles = h("div", { "aria-live": "off" });
   const notice = h("div", { role: "status", class: "dk-notice" });
   const list = h("div");
+  const cluster = h("div");
   put(
     el,
     h("h1", {}, filter.status ? `Jobs: ${STATUS_LABELS[filter.status]}` : "Jobs"),
@@ -191,12 +237,15 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
     controls(filter, navigate),
     notice,
     list,
+    cluster,
   );
   let last = null;
   const draw = (focusKey) => {
     if (!last) return;
-    const { counts, page: shown, running } = last;
+    const { counts, page: shown, running, members } = last;
     put(tiles, counters(counts));
+    const leader = counts.leader?.Name || counts.leader?.name;
+    put(cluster, nodes(members, leader, counts.running));
     const actionsOf = (job) => jobActions({ source, job, state, after });
     rerender(
       list,
@@ -212,11 +261,13 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
   };
   const refresh = async () => {
     try {
-      const [counts, shown] = await Promise.all([
+      const [counts, shown, members] = await Promise.all([
         source.counters(signal),
         source.jobs({ ...filter, _start: (page - 1) * PAGE, _end: page * PAGE }, signal),
+        source.members(signal),
       ]);
-      last = { counts, page: shown, running: new Set(counts.running.map((e) => e.job_name)) };
+      const running = new Set(counts.running.map((e) => e.job_name));
+      last = { counts, page: shown, running, members };
       draw();
     } catch (error) {
       fail(error, list);
