@@ -111,6 +111,13 @@ def test_the_jobs_list_is_filtered_by_the_url(api: Api, tab: Tab) -> None:
     page.wait_for_url(re.compile(r"#/jobs\?q=ok$"))
     expect(page.locator("main .dk-jobs tbody th")).to_have_text([re.compile("^OK job")])
     assert page.get_by_label("Search").evaluate("e => e === document.activeElement")
+    api.put_job(shell_job("tagged", "true", metadata={"team": "data", "env": "prod"}))
+    page.goto(api.url + "/ui/#/jobs?metadata=team%3Ddata")
+    expect(page.locator("main .dk-jobs tbody th")).to_have_text(["tagged"])
+    page.get_by_label("Metadata").fill("team=data, env=test")
+    page.get_by_label("Metadata").press("Enter")
+    page.wait_for_url(re.compile(r"metadata=team%3Ddata%2C\+?env%3Dtest$"))
+    page.get_by_text("No job matches.").wait_for()
     tab.assert_quiet()
 
 

@@ -23,8 +23,25 @@ export function jobFilter(query) {
     disabled: ["true", "false"].includes(query.get("disabled")) ? query.get("disabled") : "",
     _sort: query.get("sort") in SORTS ? query.get("sort") : "name",
     _order: query.get("order") === "desc" ? "DESC" : "ASC",
+    metadata: query.get("metadata") || "",
   };
   return { filter, page };
+}
+
+/** "team=data, env=prod" as `{"metadata[team]": "data", "metadata[env]": "prod"}`. */
+export function metadataQuery(text) {
+  const pairs = text.split(",").map((pair) => pair.split("="));
+  return Object.fromEntries(
+    pairs
+      .filter(([key, value]) => key.trim() && value !== undefined)
+      .map(([key, ...value]) => [`metadata[${key.trim()}]`, value.join("=").trim()]),
+  );
+}
+
+/** The /v1/jobs parameters of a filter and page. */
+function apiQuery(filter, page) {
+  const { metadata, ...rest } = filter;
+  return { ...rest, ...metadataQuery(metadata), _start: (page - 1) * PAGE, _end: page * PAGE };
 }
 
 function filterHash(filter, page = 1) {
@@ -34,6 +51,7 @@ function filterHash(filter, page = 1) {
   if (filter.disabled) query.set("disabled", filter.disabled);
   if (filter._sort !== "name") query.set("sort", filter._sort);
   if (filter._order === "DESC") query.set("order", "desc");
+  if (filter.metadata) query.set("metadata", filter.metadata);
   if (page > 1) query.set("page", page);
   const text = query.toString();
   return text ? `#/jobs?${text}` : "#/jobs";
@@ -92,10 +110,19 @@ function controls(filter, navigate) {
       typing = setTimeout(() => go({ q: event.target.value.trim() }), 300);
     },
   });
+  const metadata = h("input", {
+    type: "text",
+    name: "metadata",
+    "data-key": "filter:metadata",
+    value: filter.metadata,
+    placeholder: "key=value, ...",
+    onchange: (event) => go({ metadata: event.target.value.trim() }),
+  });
   return h(
     "form",
     { class: "dk-filters", role: "search", onsubmit: (event) => event.preventDefault() },
     h("label", {}, "Search ", search),
+    h("label", {}, "Metadata ", metadata),
     select("Status", "status", filter.status, { "": "any", ...STATUS_LABELS }, (status) =>
       go({ status }),
     ),
@@ -263,7 +290,7 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
     try {
       const [counts, shown, members] = await Promise.all([
         source.counters(signal),
-        source.jobs({ ...filter, _start: (page - 1) * PAGE, _end: page * PAGE }, signal),
+        source.jobs(apiQuery(filter, page), signal),
         source.members(signal),
       ]);
       const running = new Set(counts.running.map((e) => e.job_name));
