@@ -221,6 +221,7 @@ ROUTES = {
     "#/": {"view": "dashboard"},
     "#/jobs?status=failed": {"view": "dashboard"},
     "#/busy": {"view": "busy"},
+    "#/runs?status=failed": {"view": "runs"},
     "#/jobs/db.backup-1": {"view": "job", "name": "db.backup-1"},
     "#/jobs/a%20b/show": {"view": "job", "name": "a b"},
     "#/jobs/x/show/executions": {"view": "job", "name": "x", "focus": "executions"},
@@ -288,4 +289,24 @@ def test_output_keeps_terminal_colours_as_classes(api: Api, tab: Tab) -> None:
     page.get_by_label("Find").press("Enter")
     page.get_by_text("2 of 2").wait_for()
     assert page.evaluate("CSS.highlights.get('dk-found').size") == 2
+    tab.assert_quiet()
+
+
+def test_runs_across_jobs_filtered_by_result(api: Api, tab: Tab) -> None:
+    sign_in(tab, api.url, api.node.token)
+    page = tab.page
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Runs").click()
+    page.get_by_label("Result").select_option("failed")
+    page.wait_for_url(re.compile(r"#/runs\?status=failed$"))
+    rows = page.locator("main .dk-runs tbody tr")
+    expect(rows.filter(has_text="bad-job")).to_have_count(1)
+    assert all("Failed" in text for text in rows.all_inner_texts())
+    page.get_by_label("Job").fill("ok-job")
+    page.get_by_label("Job").press("Enter")
+    page.wait_for_url(re.compile(r"#/runs\?status=failed&job=ok-job$"))
+    page.get_by_text("No run matches.").wait_for()
+    page.get_by_label("Result").select_option("success")
+    expect(rows).to_have_count(3)
+    rows.first.get_by_role("link").nth(1).click()
+    page.locator(".dk-output[data-complete=yes]").filter(has_text="second line").wait_for()
     tab.assert_quiet()

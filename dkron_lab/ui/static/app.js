@@ -8,6 +8,7 @@
 //   #/jobs/<job>                         a job and its executions
 //   #/jobs/<job>/show[/executions]       the same, at Dkron UI's addresses
 //   #/jobs/<job>/executions/<id>         one execution and its full (live) output
+//   #/runs?status=&job=&page=            runs across every job, running ones first
 //   #/busy                               what runs now
 
 import { adoptTokenFromHash, Client, pageSettings, storeToken, storedToken, TokenNeeded } from "./client.js";
@@ -18,9 +19,16 @@ import { dashboardView } from "./views/dashboard.js";
 import { problem, put } from "./views/dom.js";
 import { executionView } from "./views/execution.js";
 import { jobView } from "./views/job.js";
+import { runsView } from "./views/runs.js";
 import { tokenView } from "./views/token.js";
 
-const VIEWS = { dashboard: dashboardView, job: jobView, execution: executionView, busy: busyView };
+const VIEWS = {
+  dashboard: dashboardView,
+  job: jobView,
+  execution: executionView,
+  busy: busyView,
+  runs: runsView,
+};
 
 export function mount(main, { source, auth }) {
   let current = null;

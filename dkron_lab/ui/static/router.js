@@ -7,6 +7,7 @@ export function parseRoute(hash) {
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return { view: "dashboard", query };
   if (parts[0] === "busy" && parts.length === 1) return { view: "busy", query };
+  if (parts[0] === "runs" && parts.length === 1) return { view: "runs", query };
   if (parts[0] !== "jobs") return null;
   if (parts.length === 1) return { view: "dashboard", query };
   const [, name, section, id, extra] = parts;

@@ -58,6 +58,14 @@ export class RestSource {
     return { executions: data, total };
   }
 
+  /** A page of every job's executions (filter: status, job, node, since, until, _start,
+   * _end), running ones first, then newest first. */
+  async allExecutions(filter, signal) {
+    const query = { output_size_limit: 200, ...filter };
+    const { data, total } = await this.client.json("executions", { query, signal });
+    return { executions: data, total };
+  }
+
   async execution(name, id, signal) {
     return (await this.client.json(`${jobPath(name)}/executions/${enc(id)}`, { signal })).data;
   }
