@@ -11,7 +11,14 @@
 //   #/runs?status=&job=&page=            runs across every job, running ones first
 //   #/busy                               what runs now
 
-import { adoptTokenFromHash, Client, pageSettings, storeToken, storedToken, TokenNeeded } from "./client.js";
+import {
+  adoptTokenFromHash,
+  Client,
+  pageSettings,
+  storeToken,
+  storedToken,
+  TokenNeeded,
+} from "./client.js";
 import { parseRoute } from "./router.js";
 import { RestSource } from "./source.js";
 import { busyView } from "./views/busy.js";
@@ -90,7 +97,8 @@ function refocus(main, key) {
   const control = main.querySelector(`[data-key="${CSS.escape(key)}"]`);
   if (!control) return;
   control.focus();
-  if (control.type === "search") control.setSelectionRange(control.value.length, control.value.length);
+  if (control.type === "search")
+    control.setSelectionRange(control.value.length, control.value.length);
 }
 
 /** Call `refresh` now and every `ms` while the page is visible, until `signal` aborts. */

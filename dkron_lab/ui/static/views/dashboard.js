@@ -3,10 +3,26 @@
 
 import { JOB_STATUSES } from "../source.js";
 import { jobActions } from "./actions.js";
-import { badge, h, jobHash, link, problem, put, rerender, squares, timeIn, duration } from "./dom.js";
+import {
+  badge,
+  h,
+  jobHash,
+  link,
+  problem,
+  put,
+  rerender,
+  squares,
+  timeIn,
+  duration,
+} from "./dom.js";
 
 const PAGE = 25;
-const SORTS = { name: "Name", next: "Next run", last_error: "Last failure", last_success: "Last success" };
+const SORTS = {
+  name: "Name",
+  next: "Next run",
+  last_error: "Last failure",
+  last_success: "Last success",
+};
 const STATUS_LABELS = {
   success: "Succeeded",
   failed: "Failing",
@@ -154,7 +170,12 @@ function jobRow(job, running, actions) {
     ),
     status,
     h("td", {}, squares(job.last_results, zone)),
-    h("td", { class: "dk-mono" }, job.schedule, job.disabled ? h("small", {}, " (disabled)") : null),
+    h(
+      "td",
+      { class: "dk-mono" },
+      job.schedule,
+      job.disabled ? h("small", {}, " (disabled)") : null,
+    ),
     h("td", {}, job.disabled ? "—" : timeIn(job.next, zone)),
     h("td", { class: "dk-num" }, duration(job.median_duration)),
     h("td", {}, actions),
@@ -226,7 +247,9 @@ function nodes(members, leader, running) {
           h(
             "tr",
             {},
-            ["Node", "Address", "Status", "Running", "Tags"].map((c) => h("th", { scope: "col" }, c)),
+            ["Node", "Address", "Status", "Running", "Tags"].map((c) =>
+              h("th", { scope: "col" }, c),
+            ),
           ),
         ),
         h(
@@ -236,7 +259,12 @@ function nodes(members, leader, running) {
             h(
               "tr",
               {},
-              h("th", { scope: "row" }, member.Name, member.Name === leader ? h("small", { class: "dk-muted" }, " leader") : null),
+              h(
+                "th",
+                { scope: "row" },
+                member.Name,
+                member.Name === leader ? h("small", { class: "dk-muted" }, " leader") : null,
+              ),
               h("td", { class: "dk-mono" }, `${member.Addr}:${member.Port}`),
               h("td", {}, member.statusText || String(member.Status)),
               h("td", { class: "dk-num" }, String(busy(member.Name))),

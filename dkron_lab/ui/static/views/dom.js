@@ -38,7 +38,10 @@ export function unset(text) {
  * server wrote it in (the job's), without parsing it into the browser's. */
 export function wallTime(text) {
   if (unset(text)) return "";
-  return String(text).replace("T", " ").replace(/\.\d+/, "").replace(/(Z|[+-]\d\d:\d\d)$/, "");
+  return String(text)
+    .replace("T", " ")
+    .replace(/\.\d+/, "")
+    .replace(/(Z|[+-]\d\d:\d\d)$/, "");
 }
 
 /** The same instant in the browser's zone, for a title on hover. */

@@ -3,16 +3,7 @@
 
 import { AnsiWriter } from "./ansi.js";
 import { findBox } from "./find.js";
-import {
-  badge,
-  executionDuration,
-  h,
-  isRunning,
-  jobHash,
-  link,
-  put,
-  timeIn,
-} from "./dom.js";
+import { badge, executionDuration, h, isRunning, jobHash, link, put, timeIn } from "./dom.js";
 
 function facts(job, execution) {
   const zone = job.timezone || "UTC";
@@ -38,7 +29,12 @@ function toolbar(output, name) {
     h(
       "label",
       {},
-      h("input", { type: "checkbox", "data-key": key, checked, onchange: (e) => onchange(e.target.checked) }),
+      h("input", {
+        type: "checkbox",
+        "data-key": key,
+        checked,
+        onchange: (e) => onchange(e.target.checked),
+      }),
       ` ${label}`,
     );
   const download = h(

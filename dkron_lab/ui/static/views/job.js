@@ -38,7 +38,11 @@ function summary(job, running) {
     { class: "dk-summary" },
     field("Status", badge(job.status), running ? [" ", badge("running")] : null),
     field("Last runs", squares(job.last_results, zone)),
-    field("Schedule", h("code", {}, job.schedule || "(after its parent)"), job.disabled ? " — disabled" : ""),
+    field(
+      "Schedule",
+      h("code", {}, job.schedule || "(after its parent)"),
+      job.disabled ? " — disabled" : "",
+    ),
     field("Time zone", zone),
     field("Next run", job.disabled ? "—" : timeIn(job.next, zone)),
     field("Last success", timeIn(job.last_success, zone)),
@@ -53,7 +57,10 @@ function summary(job, running) {
     field("Metadata", labels(job.metadata)),
     job.parent_job ? field("Parent", link(jobHash(job.parent_job), job.parent_job)) : null,
     job.dependent_jobs?.length
-      ? field("Children", job.dependent_jobs.map((child) => [link(jobHash(child), child), " "]))
+      ? field(
+          "Children",
+          job.dependent_jobs.map((child) => [link(jobHash(child), child), " "]),
+        )
       : null,
     job.owner ? field("Owner", job.owner, job.owner_email ? ` <${job.owner_email}>` : "") : null,
   );
@@ -66,7 +73,11 @@ function executionRow(job, execution) {
   return h(
     "tr",
     {},
-    h("th", { scope: "row" }, link(executionHash(job.name, execution.id), timeIn(execution.started_at, zone))),
+    h(
+      "th",
+      { scope: "row" },
+      link(executionHash(job.name, execution.id), timeIn(execution.started_at, zone)),
+    ),
     h("td", {}, badge(status)),
     h("td", { class: "dk-num" }, executionDuration(execution)),
     h("td", {}, execution.node_name),
@@ -76,7 +87,9 @@ function executionRow(job, execution) {
 }
 
 function lastLine(output) {
-  const lines = String(output || "").trimEnd().split("\n");
+  const lines = String(output || "")
+    .trimEnd()
+    .split("\n");
   return lines[lines.length - 1].slice(0, 120);
 }
 
@@ -101,7 +114,11 @@ function executions(job, page, start, go) {
               ),
             ),
           ),
-          h("tbody", {}, rows.map((execution) => executionRow(job, execution))),
+          h(
+            "tbody",
+            {},
+            rows.map((execution) => executionRow(job, execution)),
+          ),
         ),
       )
     : h("p", { class: "dk-empty" }, "No execution yet.");
@@ -111,9 +128,27 @@ function executions(job, page, start, go) {
     h(
       "nav",
       { class: "dk-pager", "aria-label": "Execution pages" },
-      h("button", { type: "button", "data-key": "newer", disabled: start <= 0, onclick: () => go(start - PAGE) }, "Newer"),
+      h(
+        "button",
+        {
+          type: "button",
+          "data-key": "newer",
+          disabled: start <= 0,
+          onclick: () => go(start - PAGE),
+        },
+        "Newer",
+      ),
       h("span", {}, `${page.total ? start + 1 : 0}–${last} of ${page.total}`),
-      h("button", { type: "button", "data-key": "older", disabled: last >= page.total, onclick: () => go(start + PAGE) }, "Older"),
+      h(
+        "button",
+        {
+          type: "button",
+          "data-key": "older",
+          disabled: last >= page.total,
+          onclick: () => go(start + PAGE),
+        },
+        "Older",
+      ),
     ),
   ];
 }
@@ -170,7 +205,11 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
       ]);
       const withStats = stats.jobs.find((listed) => listed.name === name) || {};
       last = {
-        job: { ...job, last_results: withStats.last_results, median_duration: withStats.median_duration },
+        job: {
+          ...job,
+          last_results: withStats.last_results,
+          median_duration: withStats.median_duration,
+        },
         page,
         running: busy.some((execution) => execution.job_name === name),
       };

@@ -28,12 +28,18 @@ function runsHash(filter, page = 1) {
 
 function row(execution) {
   const status = isRunning(execution) ? "running" : execution.success ? "success" : "failed";
-  const lines = String(execution.output || "").trimEnd().split("\n");
+  const lines = String(execution.output || "")
+    .trimEnd()
+    .split("\n");
   return h(
     "tr",
     {},
     h("th", { scope: "row" }, link(jobHash(execution.job_name), execution.job_name)),
-    h("td", {}, link(executionHash(execution.job_name, execution.id), timeIn(execution.started_at, null))),
+    h(
+      "td",
+      {},
+      link(executionHash(execution.job_name, execution.id), timeIn(execution.started_at, null)),
+    ),
     h("td", {}, badge(status)),
     h("td", { class: "dk-num" }, executionDuration(execution)),
     h("td", {}, execution.node_name),
@@ -52,7 +58,11 @@ function controls(filter, navigate) {
       "Result ",
       h(
         "select",
-        { name: "status", "data-key": "runs:status", onchange: (e) => go({ status: e.target.value }) },
+        {
+          name: "status",
+          "data-key": "runs:status",
+          onchange: (e) => go({ status: e.target.value }),
+        },
         Object.entries(RESULTS).map(([key, text]) =>
           h("option", { value: key, selected: key === filter.status }, text),
         ),
@@ -105,8 +115,8 @@ export function runsView({ source, el, query, signal, navigate, fail, every }) {
                   h(
                     "tr",
                     {},
-                    ["Job", "Started", "Result", "Duration", "Node", "Output (last line)"].map((c) =>
-                      h("th", { scope: "col" }, c),
+                    ["Job", "Started", "Result", "Duration", "Node", "Output (last line)"].map(
+                      (c) => h("th", { scope: "col" }, c),
                     ),
                   ),
                 ),
@@ -117,9 +127,27 @@ export function runsView({ source, el, query, signal, navigate, fail, every }) {
         h(
           "nav",
           { class: "dk-pager", "aria-label": "Pages" },
-          h("button", { type: "button", "data-key": "runs:newer", disabled: page <= 1, onclick: () => navigate(runsHash(filter, page - 1)) }, "Newer"),
+          h(
+            "button",
+            {
+              type: "button",
+              "data-key": "runs:newer",
+              disabled: page <= 1,
+              onclick: () => navigate(runsHash(filter, page - 1)),
+            },
+            "Newer",
+          ),
           h("span", {}, `${total ? start + 1 : 0}–${last} of ${total}`),
-          h("button", { type: "button", "data-key": "runs:older", disabled: last >= total, onclick: () => navigate(runsHash(filter, page + 1)) }, "Older"),
+          h(
+            "button",
+            {
+              type: "button",
+              "data-key": "runs:older",
+              disabled: last >= total,
+              onclick: () => navigate(runsHash(filter, page + 1)),
+            },
+            "Older",
+          ),
         ),
       ]);
     } catch (error) {
