@@ -24,7 +24,7 @@ from dkron_lab.outcomes import Outcomes
 from dkron_lab.runs import Run, Runs
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import Claim, Retry
-from dkron_lab.state.machine import ChildrenDue, GroupFinished, GroupStarted, RetryDue
+from dkron_lab.state.events import ChildrenDue, GroupFinished, GroupStarted, RetryDue
 
 __all__ = ["FollowUps"]
 

@@ -39,13 +39,8 @@ from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import Batch, Claim, Command, Limits, Skip
 from dkron_lab.state.commands import Fire as FireCommand
-from dkron_lab.state.machine import (
-    FireClaimed,
-    FiresSkipped,
-    JobChanged,
-    JobState,
-    StateRestored,
-)
+from dkron_lab.state.events import FireClaimed, FiresSkipped, JobChanged, StateRestored
+from dkron_lab.state.machine import JobState
 
 __all__ = ["CATCH_UP_CHUNK", "CatchUpSettings", "Leader", "Leadership", "Starts", "fire_command"]
 

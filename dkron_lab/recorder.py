@@ -15,7 +15,7 @@ from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.metrics import Metrics
 from dkron_lab.notify import Notifier
 from dkron_lab.services import Shared
-from dkron_lab.state.machine import (
+from dkron_lab.state.events import (
     ExecutionFinished,
     ExecutionsCleared,
     FiresSkipped,
