@@ -54,6 +54,25 @@ def secure_data_dir(path: Path) -> Path:
     return path
 
 
+def secure_files(path: Path) -> None:
+    """``secure_data_dir(path)``, and every file in it ``0600``: new files are, an older
+    version's were not (the raft journal holds every job's secrets)."""
+    secure_data_dir(path)
+    for file in path.iterdir():
+        if file.is_file() and not file.is_symlink():
+            keep_private(file)
+
+
+def require_asserts() -> None:
+    """Refuse ``python -O``: pysyncobj checks the cluster key of each connection with an
+    ``assert``, which ``-O`` removes."""
+    if not __debug__:
+        raise ConfigError(
+            "dkron-lab does not run under python -O: pysyncobj checks the cluster key of "
+            "each connection with an assert, which -O removes; start it without -O"
+        )
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to a new ``0600`` file, on disk before this returns; never overwrite."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -26,7 +26,6 @@ from dkron_lab.config import Config
 from dkron_lab.credentials import secure_data_dir
 from dkron_lab.dispatch import Peers, Verifier, cluster_key
 from dkron_lab.errors import (
-    ClusterError,
     InsufficientStorage,
     error_class,
 )
@@ -37,7 +36,6 @@ from dkron_lab.jobs import Jobs
 from dkron_lab.leader import Leadership
 from dkron_lab.membership import (
     Liveness,
-    NodeInfo,
 )
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model.execution import Execution
@@ -77,11 +75,7 @@ class Node:
         (e.g. ``compaction_min_entries``, so a test can make the leader send snapshots)."""
         self.config = config
         self.name = config.node_name
-        if not __debug__:
-            raise credentials.ConfigError(
-                "dkron-lab does not run under python -O: pysyncobj checks the cluster key of "
-                "each connection with an assert, which -O removes; start it without -O"
-            )
+        credentials.require_asserts()
         secure_data_dir(config.data_dir)
         self.encrypt = credentials.cluster_key(config)
         self.api_token = credentials.api_token(config)
@@ -101,10 +95,7 @@ class Node:
             ),
         )
         settings = replace(_raft_settings(config, self.encrypt), **(raft_tuning or {}))
-        secure_data_dir(settings.data_dir)  # the journal holds every job's secrets
-        for path in settings.data_dir.iterdir():  # new files are 0600; an older version's were not
-            if path.is_file() and not path.is_symlink():
-                credentials.keep_private(path)
+        credentials.secure_files(settings.data_dir)
         self.raft = RaftNode(
             settings, self.state, on_leadership=self._on_leadership, on_knock=self._on_knock
         )
@@ -191,8 +182,8 @@ class Node:
         self.history_copy = HistoryCopy(
             self.history,
             self.peers,
-            finished=self._finished_count,
-            sources=self._history_sources,
+            finished=self.state.runs_counted,
+            sources=self.roster.other_servers,
             tasks=self._loops,
         )
         self.recorder = Recorder(
@@ -226,7 +217,7 @@ class Node:
         self.history.open()
         self.state.before_snapshot(self.history.flush)
         self.raft.start()
-        await self._wait_for_cluster()
+        await self.peering.wait_for_cluster()
         self.leadership.reindex(resume=True)
         await self.roster.register()
         self.history_copy.soon()  # a late joiner or a wiped disk: in the background
@@ -243,43 +234,6 @@ class Node:
         task = asyncio.ensure_future(work)
         self._loops.add(task)
         task.add_done_callback(self._loops.discard)
-
-    async def _wait_for_cluster(self) -> None:
-        """Wait until a leader is known and this node has caught up, saying why it waits.
-
-        With ``--retry-join`` it waits ``--retry-max`` times ``--retry-interval`` (for ever
-        when ``--retry-max`` is 0, as Dkron does); otherwise 5 minutes. The cluster links
-        themselves are retried all along.
-        """
-        config = self.config
-        if not config.retry_join:
-            patience: float | None = 300.0
-        elif config.retry_max:
-            patience = config.retry_max * config.retry_interval.total_seconds()
-        else:
-            patience = None
-        waited = 0.0
-        while True:
-            try:
-                await self.raft.wait_ready(timeout=10.0)
-                return
-            except ClusterError:
-                waited += 10.0
-                if patience is not None and waited >= patience:
-                    raise
-            servers = ", ".join(config.join + config.retry_join) or "the servers"
-            if config.server:
-                log.warning(
-                    "no leader yet after %.0f s: waiting for a quorum of %s; a server new to "
-                    "a running cluster asks to be added (its --join must name every server, "
-                    "with the cluster's key), or add it by hand: dkron-lab raft add-peer "
-                    "--peer-addr %s", waited, servers, config.bind_addr,
-                )  # fmt: skip
-            else:
-                log.warning(
-                    "no leader yet after %.0f s: waiting to reach a server at %s (with the "
-                    "cluster's key, if it has one)", waited, servers,
-                )  # fmt: skip
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Stop scheduling, let running executions finish (``graceful``) and close everything."""
@@ -328,19 +282,6 @@ class Node:
             return [await self.raft.submit(commands[0])]
         result = await self.raft.submit(encode_batch(commands))
         return list(result["results"])
-
-    # -- history copy --------------------------------------------------------------------------
-
-    def _finished_count(self) -> int:
-        return self.state.runs_counted()
-
-    def _history_sources(self) -> list[NodeInfo]:
-        """The other servers, the leader first (it has applied the most)."""
-        leader = self.roster.leader()
-        nodes = [NodeInfo.from_dict(n) for n in self.state.all_nodes()]
-        servers = [n for n in nodes if n.role == "server" and n.name != self.name and not n.left]
-        first = leader["Name"] if leader else ""
-        return sorted(servers, key=lambda n: (n.name != first, n.name))
 
     # -- membership ----------------------------------------------------------------------------
 

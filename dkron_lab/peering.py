@@ -1,5 +1,6 @@
 """The Raft voters: list them, add and remove them (on the leader, wherever the request came
-in), and admit the servers that knock at this server's Raft port (automatic join).
+in), admit the servers that knock at this server's Raft port (automatic join), and wait at
+start until this node has a leader, saying why it waits.
 
 May call: ``RaftNode`` (membership changes), ``Peers.post`` (to reach the leader) and
 ``Roster.leader``.
@@ -14,7 +15,7 @@ from typing import Any
 
 from dkron_lab.clock import interval_seconds
 from dkron_lab.dispatch import Peers
-from dkron_lab.errors import ConflictError, DkronError
+from dkron_lab.errors import ClusterError, ConflictError, DkronError
 from dkron_lab.roster import Roster
 from dkron_lab.runs import http_of
 from dkron_lab.services import Shared
@@ -43,6 +44,43 @@ class Peering:
         self._seconds = interval_seconds(shared.clock)  # the rate limits below
         self._admitted: dict[str, float] = {}  # server -> when its automatic join was tried
         self._removed: dict[str, float] = {}  # server -> when it was removed here
+
+    async def wait_for_cluster(self) -> None:
+        """Wait until a leader is known and this node has caught up, saying why it waits.
+
+        With ``--retry-join`` it waits ``--retry-max`` times ``--retry-interval`` (for ever
+        when ``--retry-max`` is 0, as Dkron does); otherwise 5 minutes. The cluster links
+        themselves are retried all along.
+        """
+        config = self._shared.config
+        if not config.retry_join:
+            patience: float | None = 300.0
+        elif config.retry_max:
+            patience = config.retry_max * config.retry_interval.total_seconds()
+        else:
+            patience = None
+        waited = 0.0
+        while True:
+            try:
+                await self._raft.wait_ready(timeout=10.0)
+                return
+            except ClusterError:
+                waited += 10.0
+                if patience is not None and waited >= patience:
+                    raise
+            servers = ", ".join(config.join + config.retry_join) or "the servers"
+            if config.server:
+                log.warning(
+                    "no leader yet after %.0f s: waiting for a quorum of %s; a server new to "
+                    "a running cluster asks to be added (its --join must name every server, "
+                    "with the cluster's key), or add it by hand: dkron-lab raft add-peer "
+                    "--peer-addr %s", waited, servers, config.bind_addr,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "no leader yet after %.0f s: waiting to reach a server at %s (with the "
+                    "cluster's key, if it has one)", waited, servers,
+                )  # fmt: skip
 
     def voters(self) -> list[dict[str, Any]]:
         """The Raft voters as this server sees them, each with the node name registered there."""

@@ -184,6 +184,18 @@ class Roster:
                 return self._member(node)
         return None
 
+    def other_servers(self) -> list[NodeInfo]:
+        """The servers besides this one that have not left, the leader first (it has applied
+        the most): where a history copy is asked for."""
+        leader = self.leader()
+        first = leader["Name"] if leader else ""
+        servers = [
+            n
+            for n in self._nodes()
+            if n.role == "server" and n.name != self._shared.name and not n.left
+        ]
+        return sorted(servers, key=lambda n: (n.name != first, n.name))
+
     def _nodes(self) -> list[NodeInfo]:
         return [NodeInfo.from_dict(n) for n in self._shared.state.all_nodes()]
 
