@@ -58,6 +58,9 @@ def test_token_prompt_refuses_a_wrong_token_and_takes_the_right_one(api: Api, ta
     page.get_by_label("Token", exact=True).fill(api.node.token)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("link", name=re.compile("^3 Jobs")).wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Token", exact=True).wait_for()
+    assert page.evaluate("sessionStorage.getItem('dkron-lab.token')") is None
     tab.assert_quiet("401")
 
 

@@ -87,7 +87,17 @@ export function mount(main, { source, auth }) {
     if (focused) refocus(main, focused);
   };
 
-  if (auth === "bearer") adoptTokenFromHash(location, history);
+  if (auth === "bearer") {
+    adoptTokenFromHash(location, history);
+    const signOut = document.getElementById("dk-sign-out");
+    if (signOut) {
+      signOut.hidden = false;
+      signOut.addEventListener("click", () => {
+        storeToken("");
+        askToken();
+      });
+    }
+  }
   window.addEventListener("hashchange", show);
   show();
 }
