@@ -26,6 +26,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -296,6 +297,12 @@ class Leadership:
         else:  # skipped instants are handled: a later leader must not settle them again
             if event.last is not None:
                 self._index.fired(event.job_name, event.last)
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Index every job from its last fire (so the fires missed while down are found);
+        at stop, schedule no more (the first thing a node stops)."""
+        self.reindex(resume=True)
+        stack.push_async_callback(self.stop)
 
     def reindex(self, *, resume: bool = False) -> None:
         """Recompute every job's next fire; ``resume`` starts each from its last fire, so the

@@ -12,10 +12,10 @@ Owns: the order of start and stop, and the node's storage fault. May call: what 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory, SqlLimits
 from dkron_lab.jobs import Jobs
 from dkron_lab.leader import Leadership
+from dkron_lab.lifecycle import Service, unwind
 from dkron_lab.membership import (
     Liveness,
 )
@@ -108,6 +109,7 @@ class Node:
         )
         self.started_at = self.clock.now()
         self._build_services(config, rng or random.Random())
+        self._stack = self._closers()
 
     def _build_services(self, config: Config, rng: random.Random) -> None:
         """Each service takes what it calls; the order is the order of their dependencies."""
@@ -211,24 +213,49 @@ class Node:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open history, replay the replicated log, and start scheduling when leader."""
+        """Open history, replay the replicated log, and start scheduling when leader. A start
+        that fails undoes what it had started."""
         self._loop = asyncio.get_running_loop()
+        try:
+            await self._enter(self._stack)
+        except BaseException:
+            await unwind(self._take_stack(), hurry=True)
+            raise
+        self._ready = True
+        self.leadership.changed()
+        log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
+
+    async def _enter(self, stack: AsyncExitStack) -> None:
+        """Storage and Raft first, then every service in the order of their dependencies: the
+        stack stops them in reverse (scheduling first, the history last)."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.history.open()
         self.state.before_snapshot(self.history.flush)
         self.raft.start()
         await self.peering.wait_for_cluster()
-        self.leadership.reindex(resume=True)
-        await self.roster.register()
+        services: list[Service] = [self.roster, self.outcomes, self.runner, self.leadership]
+        for service in services:
+            await service.start(stack)
         self.history_copy.soon()  # a late joiner or a wiped disk: in the background
-        await self.outcomes.fail_orphans()
-        self._spawn(self.roster.heartbeats())
-        self._spawn(self.roster.leases())
         if self.metrics.statsd_enabled:
             self._spawn(self.metrics.run_statsd(clock=self.clock))
-        self._ready = True
-        self.leadership.changed()
-        log.info("node %s started (%s)", self.name, "leader" if self.is_leader else "follower")
+
+    def _take_stack(self) -> AsyncExitStack:
+        """The stack to unwind, and a fresh one holding the closers (``stop`` is idempotent)."""
+        stack, self._stack = self._stack, self._closers()
+        return stack
+
+    def _closers(self) -> AsyncExitStack:
+        """What every node closes, started or not; unwound last, the history last of all."""
+        stack = AsyncExitStack()
+        stack.callback(self.history.close)
+        stack.callback(self.raft.stop)
+        stack.callback(self.metrics.close)
+        stack.push_async_callback(self.notifier.close)
+        stack.push_async_callback(self.registry.aclose)
+        stack.push_async_callback(self.peers.aclose)
+        stack.push_async_callback(self._cancel_loops)
+        return stack
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -236,25 +263,14 @@ class Node:
         task.add_done_callback(self._loops.discard)
 
     async def stop(self, *, graceful: bool = True) -> None:
-        """Stop scheduling, let running executions finish (``graceful``) and close everything."""
-        await self.leadership.stop()
-        if graceful:
-            await self.runner.drain()
-        else:
-            await self.runner.cancel_all()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.outcomes.done.drain(), timeout=10.0)
-        if graceful and self._ready:
-            await self.roster.say_goodbye()
+        """Stop scheduling, let running executions finish (``graceful``; else cancel them) and
+        close everything, in the reverse order of ``start``."""
+        await unwind(self._take_stack(), hurry=not graceful)
+
+    async def _cancel_loops(self) -> None:
         for task in list(self._loops):
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        await self.peers.aclose()
-        await self.registry.aclose()
-        await self.notifier.close()
-        self.metrics.close()
-        self.raft.stop()
-        self.history.close()
 
     async def leave(self) -> None:
         """Shut this node down gracefully (``POST /v1/leave``)."""

@@ -8,8 +8,11 @@ a record that fails to replicate is retried by the batcher.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +24,10 @@ from dkron_lab.model.job import Job
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import Command, Done
 
-__all__ = ["Outcomes"]
+__all__ = ["DRAIN_TIMEOUT", "Outcomes"]
+
+DRAIN_TIMEOUT = 10.0
+"""Seconds a stopping node waits for its last *done* records to replicate."""
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,16 @@ class Outcomes:
         self._metrics = metrics
         self._replicate = replicate
         self.done: Batcher[dict[str, Any], None] = Batcher(self._submit_done, retry=True)
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Record the runs this node lost by stopping; at stop, send what the *done* batcher
+        still holds (for at most ``DRAIN_TIMEOUT``)."""
+        await self.fail_orphans()
+        stack.push_async_callback(self._drain)
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.done.drain(), timeout=DRAIN_TIMEOUT)
 
     def ran(self, execution: Execution) -> None:
         """A run on this node finished: count it here, once, and report it."""

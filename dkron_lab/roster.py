@@ -13,6 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from dkron_lab._version import __version__
 from dkron_lab.config import split_host_port
 from dkron_lab.dispatch import Peers
 from dkron_lab.errors import DkronError
+from dkron_lab.lifecycle import hurried
 from dkron_lab.membership import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, Liveness, NodeInfo, lost_runs
 from dkron_lab.outcomes import Outcomes
 from dkron_lab.runner import Runner
@@ -97,6 +99,19 @@ class Roster:
             tags=self.tags,
             region=config.region,
         )
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Register this node, beat every second and (on the leader) expire leases; at a
+        graceful stop, say goodbye."""
+        await self.register()
+        self._shared.spawn(self.heartbeats())
+        self._shared.spawn(self.leases())
+        stack.push_async_exit(self._leave)
+
+    async def _leave(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        if not hurried(exc_type):
+            await self.say_goodbye()
+        return False
 
     async def register(self) -> None:
         info = self.node_info().to_dict()

@@ -17,11 +17,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
+from dkron_lab.lifecycle import hurried
 from dkron_lab.model.execution import Execution, execution_id, mark_cut
 from dkron_lab.model.job import Job
 from dkron_lab.model.output import OutputChunk, read_chunk
@@ -121,7 +123,7 @@ class Runner:
         self._slots = _slots(concurrency)
         self._executor_slots = {name: _slots(n) for name, n in (limits or {}).items() if n > 0}
 
-    def start(
+    def execute(
         self, job: Job, *, group: int, attempt: int = 1, scheduled_at: datetime | None = None
     ) -> asyncio.Task[Execution]:
         """Start ``job`` now, or once a slot is free; the task's result is the finished
@@ -286,6 +288,14 @@ class Runner:
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """At stop, let running executions finish, or cancel them in a hurry."""
+        stack.push_async_exit(self._stop)
+
+    async def _stop(self, exc_type: type[BaseException] | None, *_: object) -> bool:
+        await (self.cancel_all() if hurried(exc_type) else self.drain())
+        return False
 
     async def drain(self) -> None:
         """Wait for every running execution to finish (graceful stop)."""

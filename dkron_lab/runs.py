@@ -225,11 +225,11 @@ class Runs:
         if scheduled_at is not None and scheduled_at > self._shared.clock.now():
             self._shared.spawn(self._start_at(job, group, attempt, scheduled_at))
         else:
-            self._runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
+            self._runner.execute(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
 
     async def _start_at(self, job: Job, group: int, attempt: int, scheduled_at: datetime) -> None:
         await self._shared.clock.sleep_until(scheduled_at)
-        self._runner.start(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
+        self._runner.execute(job, group=group, attempt=attempt, scheduled_at=scheduled_at)
 
     async def _notify_started(self, run: Run, target: str) -> None:
         now = self._shared.clock.now()

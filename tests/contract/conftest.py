@@ -455,7 +455,7 @@ class Harness:
 
     async def run(self, job: Job, *, timeout: float = 90.0) -> Execution:
         async with asyncio.timeout(timeout):
-            return await self.runner.start(job, group=1)
+            return await self.runner.execute(job, group=1)
 
 
 @pytest.fixture

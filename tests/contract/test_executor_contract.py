@@ -370,7 +370,7 @@ async def test_cancellation_stops_the_work_promptly(
 ) -> None:
     run = harness()
     job, shown = case.holding(marker("holding"))
-    task = run.runner.start(job, group=1)
+    task = run.runner.execute(job, group=1)
     widest = await watch_until_live(run.runner, shown)
     assert widest < MAX_LOOP_GAP, f"the event loop stood still for {widest:.2f} s"
     started = descendants()
@@ -404,7 +404,7 @@ async def leak(
     node_token = f"node-api-token-{secrets.token_hex(6)}"
     monkeypatch.setenv("DKRON_API_TOKEN", node_token)  # a job's process must not inherit it
     run = harness(hidden=frozenset({credential}))
-    task = run.runner.start(case.leaking(secret, credential), group=1)
+    task = run.runner.execute(case.leaking(secret, credential), group=1)
     seen: list[str] = []
     async with asyncio.timeout(90.0):
         while not task.done():
@@ -445,8 +445,8 @@ async def test_runs_at_once_stay_apart(case: ExecutorCase, harness: Callable[...
     said = {group: marker(f"run{group}") for group in (1, 2)}
     failure = case.failing(said[2])
     tasks = {
-        1: run.runner.start(case.succeeding(said[1]), group=1),
-        2: run.runner.start(failure.job, group=2),
+        1: run.runner.execute(case.succeeding(said[1]), group=1),
+        2: run.runner.execute(failure.job, group=2),
     }
     async with asyncio.timeout(90.0):
         done: Mapping[int, Any] = {group: await task for group, task in tasks.items()}
