@@ -36,12 +36,11 @@ import httpx
 from _http import RawHTTP
 
 from dkron_lab.agent import tune_interpreter
-from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult
 from dkron_lab.registry import PluginRegistry
-from dkron_lab.testing import free_port
+from dkron_lab.testing import free_port, server_config
 
 
 class NoopExecutor:
@@ -59,14 +58,7 @@ def percentile(values: list[float], q: float) -> float:
 @contextlib.asynccontextmanager
 async def in_process_node(data_dir: Path) -> AsyncIterator[Node]:
     registry = PluginRegistry(executors={"noop": NoopExecutor()})
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="bench",
-        data_dir=data_dir,
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-    )
+    config = server_config(data_dir, node_name="bench")
     node = Node(config, registry=registry)
     await node.start()
     try:

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from dkron_lab.credentials import API_TOKEN_FILE, read_secret
 from dkron_lab.history.duckdb import DuckDBHistory
-from dkron_lab.testing import auth_headers, free_port, wait_for
+from dkron_lab.testing import auth_headers, free_port, server_config, wait_for
 from tests.harness import Processes
 
 QUERY = (
@@ -80,18 +80,10 @@ def serve(data_dir: Path, port: int) -> None:
     """Child mode: a one-node server on ``data_dir`` with /v1/sql, until SIGTERM. It keeps its
     admin token in ``data_dir`` (generated on its first start), where the parent reads it."""
     from dkron_lab.api.app import make_app
-    from dkron_lab.config import Config
     from dkron_lab.node import Node
 
     async def main() -> None:
-        config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="bench",
-            data_dir=data_dir,
-            http_addr=f"127.0.0.1:{port}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-        )
+        config = server_config(data_dir, node_name="bench", http_addr=f"127.0.0.1:{port}")
         node = Node(config)
         await node.start()
         app = make_app(node)

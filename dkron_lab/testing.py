@@ -47,6 +47,7 @@ from dkron_lab.netaddr import free_port
 
 if TYPE_CHECKING:
     from dkron_lab.client import Client
+    from dkron_lab.config import Config
 
 __all__ = [
     "DkronNode",
@@ -57,6 +58,7 @@ __all__ = [
     "free_port",
     "install_plugin",
     "one_node",
+    "server_config",
     "wait_for",
 ]
 
@@ -100,6 +102,25 @@ class FakeClock:
 def auth_headers(token: str) -> dict[str, str]:
     """The headers that authenticate with ``token`` (none for ``""``)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def server_config(
+    data_dir: Path, *, node_name: str = "t1", host: str = "127.0.0.1", **settings: Any
+) -> Config:
+    """The ``Config`` of a server that bootstraps alone (for a ``Node`` in this process): its
+    API on ``host`` and its Raft listener on loopback, each at a free port, its data in
+    ``data_dir``; ``settings`` are more ``Config`` fields."""
+    from dkron_lab.config import Config
+
+    return Config(
+        server=True,
+        bootstrap_expect=1,
+        node_name=node_name,
+        data_dir=data_dir,
+        http_addr=settings.pop("http_addr", None) or f"{host}:{free_port()}",
+        bind_addr=f"127.0.0.1:{free_port()}",
+        **settings,
+    )
 
 
 def wait_for(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:

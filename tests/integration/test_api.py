@@ -18,9 +18,8 @@ import pytest
 import tornado.httpserver
 
 from dkron_lab.api.app import serve
-from dkron_lab.config import Config
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, auth_headers, free_port
+from dkron_lab.testing import FakeClock, auth_headers, free_port, server_config
 
 NOW = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)
 TOKEN = "s3cret-token"
@@ -46,15 +45,7 @@ async def start_api(tmp_path: Path) -> AsyncIterator[StartApi]:
 
     async def start(**overrides: Any) -> Api:
         overrides.setdefault("api_token", TOKEN)
-        config = Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="t1",
-            data_dir=tmp_path / f"node{len(started)}",
-            http_addr=overrides.pop("http_addr", None) or f"127.0.0.1:{free_port()}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-            **overrides,
-        )
+        config = server_config(tmp_path / f"node{len(started)}", **overrides)
         port = config.http_host_port[1]
         node = Node(config, clock=FakeClock(NOW))
         await node.start()

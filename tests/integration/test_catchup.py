@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dkron_lab.config import Config
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult
 from dkron_lab.registry import PluginRegistry
-from dkron_lab.testing import FakeClock, free_port
+from dkron_lab.testing import FakeClock, server_config
 
 T0 = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 
@@ -25,15 +24,7 @@ class Noop:
 
 def make_node(data_dir: Path, clock: FakeClock, **config: object) -> Node:
     return Node(
-        Config(
-            server=True,
-            bootstrap_expect=1,
-            node_name="n1",
-            data_dir=data_dir,
-            http_addr=f"127.0.0.1:{free_port()}",
-            bind_addr=f"127.0.0.1:{free_port()}",
-            **config,  # type: ignore[arg-type]
-        ),
+        server_config(data_dir, node_name="n1", **config),
         clock=clock,
         registry=PluginRegistry(executors={"noop": Noop()}, entry_points=False),
     )

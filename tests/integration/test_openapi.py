@@ -24,11 +24,10 @@ from dkron_lab import codec
 from dkron_lab.api.app import make_app, serve
 from dkron_lab.api.handlers import openapi_document
 from dkron_lab.api.internal import INTERNAL_RESOURCES
-from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, auth_headers, free_port
+from dkron_lab.testing import FakeClock, auth_headers, server_config
 
 DOC = openapi_document()
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -37,14 +36,7 @@ DOCS_MD = Path(__file__).parents[2] / "docs" / "api.md"
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="t1",
-        data_dir=tmp_path,
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-    )
+    config = server_config(tmp_path)
     node = Node(config, clock=FakeClock(datetime(2026, 3, 27, 10, tzinfo=UTC)))
     await node.start()
     yield node

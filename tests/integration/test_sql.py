@@ -24,10 +24,9 @@ import tornado.web
 from dkron_lab.api.app import make_app
 from dkron_lab.api.sql import ARROW_STREAM
 from dkron_lab.codec import format_time
-from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution, execution_id
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, auth_headers, free_port
+from dkron_lab.testing import FakeClock, auth_headers, server_config
 
 NOW = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)
 ENDLESS = "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"
@@ -43,14 +42,7 @@ class Server:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="t1",
-        data_dir=tmp_path / "node",
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-    )
+    config = server_config(tmp_path / "node")
     node = Node(config, clock=FakeClock(NOW))
     await node.start()
     http_server = tornado.httpserver.HTTPServer(make_app(node))

@@ -19,10 +19,9 @@ import pytest
 from dkron_lab.api.app import serve
 from dkron_lab.api.handlers import ExecutionOutputStream
 from dkron_lab.client import AsyncClient, Client
-from dkron_lab.config import Config
 from dkron_lab.errors import ExecutionNotFound
 from dkron_lab.node import Node
-from dkron_lab.testing import FakeClock, auth_headers, free_port
+from dkron_lab.testing import FakeClock, auth_headers, server_config
 from tests.integration.test_openapi import check
 
 NOW = datetime(2026, 3, 27, 10, 0, tzinfo=UTC)
@@ -39,14 +38,7 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="t1",
-        data_dir=tmp_path,
-        http_addr=f"127.0.0.1:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-    )
+    config = server_config(tmp_path)
     clock = FakeClock(NOW)
     node = Node(config, clock=clock)
     await node.start()

@@ -20,10 +20,9 @@ import tornado.httpserver
 
 from dkron_lab.api.app import serve
 from dkron_lab.clock import Clock
-from dkron_lab.config import Config
 from dkron_lab.node import Node
 from dkron_lab.registry import PluginRegistry
-from dkron_lab.testing import auth_headers, free_port
+from dkron_lab.testing import auth_headers, server_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,15 +51,7 @@ async def serving(
 ) -> AsyncIterator[Api]:
     """A server that bootstraps alone, its API on ``host`` at a free port; ``settings`` are
     more ``Config`` fields. Stopped (not gracefully) on exit, or when ``serve`` refuses."""
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name=node_name,
-        data_dir=data_dir,
-        http_addr=f"{host}:{free_port()}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-        **settings,
-    )
+    config = server_config(data_dir, node_name=node_name, host=host, **settings)
     node = Node(config, clock=clock, registry=registry)
     async with contextlib.AsyncExitStack() as running:
         await node.start()

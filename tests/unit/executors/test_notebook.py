@@ -27,7 +27,7 @@ from dkron_lab.executors.notebook import (
 )
 from dkron_lab.plugins import ExecutionRequest, Executor, ExecutorResult
 from dkron_lab.registry import PluginRegistry
-from dkron_lab.testing import FakeClock, auth_headers, free_port, wait_for
+from dkron_lab.testing import FakeClock, auth_headers, server_config, wait_for
 
 DATA = Path(__file__).parents[2] / "data" / "notebooks"
 NOW = datetime(2026, 3, 27, 10, 5, 9, tzinfo=UTC)
@@ -380,18 +380,10 @@ async def test_invalid_config_at_run_time_is_a_failed_result() -> None:
 async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A real one-node server (Raft, DuckDB, the executors from the registry) over HTTP."""
     from dkron_lab.api.app import serve
-    from dkron_lab.config import Config
     from dkron_lab.node import Node
 
-    port = free_port()
-    config = Config(
-        server=True,
-        bootstrap_expect=1,
-        node_name="t1",
-        data_dir=tmp_path / "node",
-        http_addr=f"127.0.0.1:{port}",
-        bind_addr=f"127.0.0.1:{free_port()}",
-    )
+    config = server_config(tmp_path / "node")
+    port = config.http_host_port[1]
     node = Node(config, clock=FakeClock(NOW))
     await node.start()
     server = await serve(node)
