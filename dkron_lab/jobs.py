@@ -11,6 +11,7 @@ relayed to the node that runs the execution), ``Runner.read_output``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -34,7 +35,7 @@ from dkron_lab.notify import check_notify_on
 from dkron_lab.peering import Peering
 from dkron_lab.registry import PluginRegistry
 from dkron_lab.roster import Roster
-from dkron_lab.runner import Runner
+from dkron_lab.runner import OUTPUT_POLL, Runner
 from dkron_lab.runs import Run, Runs, http_of
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import (
@@ -51,6 +52,9 @@ from dkron_lab.state.raft import RaftNode
 from dkron_lab.views import ExecutionQuery, JobQuery, JobView, JobViews
 
 __all__ = ["Jobs"]
+
+RECORD_WAIT = 5.0
+"""Seconds an output read that ends a run waits for the run's record to reach the history."""
 
 
 class Jobs:
@@ -375,19 +379,30 @@ class Jobs:
         ``ExecutionNotFound`` when no one knows it."""
         self.get_job(job_name)
         chunk = await self.read_output_here(job_name, execution_id, offset, wait=wait)
-        if chunk is not None:
-            return chunk
-        node = self._running_on(job_name, execution_id)
+        node = self._running_on(job_name, execution_id) if chunk is None else None
         if node is not None:
-            try:
-                return await self._read_output_on(node, job_name, execution_id, offset, wait)
-            except ExecutionNotFound:
-                pass  # it ended there and was forgotten: the history has it (or will)
+            # ExecutionNotFound: it ended there and was forgotten; the history has it (or will)
+            with contextlib.suppress(ExecutionNotFound):
+                chunk = await self._read_output_on(node, job_name, execution_id, offset, wait)
+        if chunk is not None:
+            if chunk.done:  # a reader told "done" then asks for the execution: have it ready
+                await self._recorded(job_name, execution_id)
+            return chunk
         found = await asyncio.to_thread(self._history.get_execution, job_name, execution_id)
         if found is None:
             raise ExecutionNotFound(f"execution {execution_id!r} of job {job_name!r} not found")
         stored = found.output.encode("utf-8", errors="replace")
         return read_chunk(stored, base=0, offset=offset, limit=OUTPUT_READ_LIMIT, ended=True)
+
+    async def _recorded(self, job_name: str, execution_id: str) -> None:
+        """Wait (at most ``RECORD_WAIT`` seconds) until this server's history holds the
+        execution: the run ends on its node before its record has gone through Raft."""
+        deadline = asyncio.get_running_loop().time() + RECORD_WAIT
+        get = self._history.get_execution
+        while await asyncio.to_thread(get, job_name, execution_id) is None:
+            if asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(OUTPUT_POLL)
 
     async def read_output_here(
         self, job_name: str, execution_id: str, offset: int, *, wait: float = 0.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -226,6 +227,35 @@ async def test_the_stream_delivers_lines_while_the_run_goes_on(api: Api) -> None
     assert last_at - first_at > 0.3, lines  # the first lines came before the run ended
     for before, after in zip(chunks, chunks[1:], strict=False):
         assert after["offset"] == before["next"]
+
+
+async def test_once_a_read_says_done_the_execution_is_there(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader told "done" asks for the execution next (the UI does): the history must have
+    it by then, though the run ended on its node before its record went through Raft."""
+    written = api.node.history.append
+    slow = threading.Event()
+
+    def late(*args: Any, **kwargs: Any) -> Any:
+        slow.wait(0.5)  # the record reaches the history half a second after the run ended
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(api.node.history, "append", late)
+    for read in ("stream", "offset"):
+        await save(api, f"told-{read}", "echo one; sleep 0.2; echo two")
+        await api.http.post(f"/v1/jobs/told-{read}/run")
+        execution = await running_id(api, f"told-{read}")
+        if read == "stream":
+            last = (await stream_lines(api, f"told-{read}", execution))[-1][1]
+        else:
+            last = await output(api, f"told-{read}", execution)
+            while not last["done"]:
+                last = await output(api, f"told-{read}", execution, last["next"])
+        assert last["done"]
+        found = await api.http.get(f"/v1/jobs/told-{read}/executions/{execution}")
+        assert found.status_code == 200, found.text
+        assert found.json()["output"] == "one\ntwo\n"
 
 
 async def test_the_stream_sends_a_keepalive_while_nothing_is_printed(
