@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import tornado.httpserver
 import tornado.web
@@ -213,6 +215,8 @@ def _log_start(node: NodeApi) -> None:
     if config.no_auth:
         _warn_open(config.http_addr, port, loopback=is_loopback(host))
         log.info("HTTP API listening on %s (no authentication): %s/v1/jobs", url, url)
+        if config.ui:
+            log.info("web UI: %s/ui/", url)
         return
     if not is_loopback(host) and scheme == "http":
         log.warning(
@@ -233,6 +237,17 @@ def _log_start(node: NodeApi) -> None:
         token,
         url,
     )
+    if config.ui:
+        log.info("web UI: %s", _ui_link(url, node.api_token))
+
+
+def _ui_link(url: str, token: str) -> str:
+    """The UI's address. On a terminal it carries the token once, as Jupyter's link does (the
+    page keeps it for the tab and drops it from the address); in a log that others may read,
+    or that outlives the terminal, it does not, and the page asks for the token."""
+    if sys.stderr.isatty():
+        return f"{url}/ui/#token={quote(token, safe='')}"
+    return f"{url}/ui/ (it asks for the admin token; on a terminal this link carries it)"
 
 
 def _warn_open(address: str, port: int, *, loopback: bool) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import pty
+import select
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -106,6 +108,35 @@ def test_a_default_agent_is_closed_and_says_where_its_token_is(
     assert str(token_file.absolute()) in text
     assert f"{url}/v1/jobs" in text
     assert token not in text  # the log says where the token is, not what it is
+    ui = wait_for(lambda: _logged(log, "web UI:"), 10, "the UI's address")
+    assert f"{url}/ui/ (it asks for the admin token" in ui and token not in ui
+
+
+def test_on_a_terminal_the_ui_link_carries_the_token_once(tmp_path: Path, procs: Processes) -> None:
+    """As Jupyter's start-up link: on the terminal that started the agent (not in a log file
+    others may read) the UI's address carries the token, which the page keeps for the tab."""
+    data_dir, port = tmp_path / "dkron.data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DKRON_")}
+    args = [sys.executable, "-m", "dkron_lab.cli", "agent", "--server", "--bootstrap-expect"]
+    args += ["1", "--data-dir", str(data_dir), "--http-addr", f"127.0.0.1:{port}"]
+    args += ["--bind-addr", f"127.0.0.1:{free_port()}"]
+    terminal, other_end = pty.openpty()
+    try:
+        procs.start(args, env=env, cwd=tmp_path, stderr=os.ttyname(other_end))
+        said = bytearray()
+
+        def link() -> str | None:
+            while select.select([terminal], [], [], 0.1)[0]:
+                said.extend(os.read(terminal, 65536))
+            text = said.decode(errors="replace")
+            return text if "web UI:" in text else None
+
+        text = wait_for(link, 30, "the UI's link on the terminal")
+    finally:
+        os.close(terminal)
+        os.close(other_end)
+    token = (data_dir / "api-token").read_text().strip()
+    assert f"http://127.0.0.1:{port}/ui/#token={token}" in text
 
 
 def _answers(http: httpx.Client, path: str) -> bool:
