@@ -277,19 +277,7 @@ class DuckDBHistory:
         Raises :class:`~dkron_lab.errors.BadRequest` for any other value.
         """
         sql, params = queries.list_query(job_name, sort, order, start, end, output_size_limit)
-
-        def run(cur: duckdb.DuckDBPyConnection) -> tuple[list[tuple[Any, ...]], int]:
-            cur.execute("BEGIN TRANSACTION READ ONLY")  # the page and the total from one snapshot
-            try:
-                rows = cur.execute(sql, params).fetchall()
-                (total,) = cur.execute(queries.COUNT_JOB, [job_name]).fetchall()[0]
-            finally:
-                cur.execute("ROLLBACK")
-            return rows, total
-
-        rows, total = self._read(run)
-        executions = [execution_from_row(row) for row in rows]
-        return executions, [bool(row[10]) for row in rows], int(total)
+        return self._page((sql, params), (queries.COUNT_JOB, [job_name]))
 
     def list_all_executions(
         self,
@@ -304,14 +292,20 @@ class DuckDBHistory:
         """``limit`` executions from ``offset`` of every job's executions that ``found``
         selects, sorted as :meth:`list_executions` sorts, with their ``output_truncated``
         flags and how many ``found`` selects in all (page and total from one snapshot)."""
-        sql, params = queries.list_all_query(found, sort, order, offset, limit, output_size_limit)
-        count, count_params = queries.count_all_query(found)
+        page = queries.list_all_query(found, sort, order, offset, limit, output_size_limit)
+        return self._page(page if limit else None, queries.count_all_query(found))
+
+    def _page(
+        self, page: tuple[str, list[Any]] | None, count: tuple[str, list[Any]]
+    ) -> tuple[list[Execution], list[bool], int]:
+        """The executions ``page`` (a query and its parameters; None: none) selects with their
+        ``output_truncated`` flags, and the total ``count`` counts, from one snapshot."""
 
         def run(cur: duckdb.DuckDBPyConnection) -> tuple[list[tuple[Any, ...]], int]:
             cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
-                rows = cur.execute(sql, params).fetchall() if limit else []
-                (total,) = cur.execute(count, count_params).fetchall()[0]
+                rows = cur.execute(*page).fetchall() if page is not None else []
+                (total,) = cur.execute(*count).fetchall()[0]
             finally:
                 cur.execute("ROLLBACK")
             return rows, total
