@@ -10,6 +10,11 @@
 //   #/jobs/<job>/executions/<id>         one execution and its full (live) output
 //   #/runs?status=&job=&page=            runs across every job, running ones first
 //   #/busy                               what runs now
+//   #/cluster                            members, leader, Raft voters, runs per node
+//   #/sql                                read-only SQL over the history
+//   #/graph                              the jobs' dependencies, with their last status
+//   #/jobs/new[?from=<job>]              the job form: a new job, or a clone of <job>
+//   #/jobs/<job>/edit                    the job form over <job>
 
 import {
   adoptTokenFromHash,
@@ -22,11 +27,15 @@ import {
 import { parseRoute } from "./router.js";
 import { RestSource } from "./source.js";
 import { busyView } from "./views/busy.js";
+import { clusterView } from "./views/cluster.js";
 import { dashboardView } from "./views/dashboard.js";
 import { problem, put } from "./views/dom.js";
 import { executionView } from "./views/execution.js";
+import { formView } from "./views/form.js";
+import { graphView } from "./views/graph.js";
 import { jobView } from "./views/job.js";
 import { runsView } from "./views/runs.js";
+import { sqlView } from "./views/sql.js";
 import { tokenView } from "./views/token.js";
 
 const VIEWS = {
@@ -35,6 +44,10 @@ const VIEWS = {
   execution: executionView,
   busy: busyView,
   runs: runsView,
+  cluster: clusterView,
+  sql: sqlView,
+  graph: graphView,
+  form: formView,
 };
 
 export function mount(main, { source, auth }) {

@@ -8,9 +8,14 @@ export function parseRoute(hash) {
   if (parts.length === 0) return { view: "dashboard", query };
   if (parts[0] === "busy" && parts.length === 1) return { view: "busy", query };
   if (parts[0] === "runs" && parts.length === 1) return { view: "runs", query };
+  if (parts[0] === "cluster" && parts.length === 1) return { view: "cluster", query };
+  if (parts[0] === "sql" && parts.length === 1) return { view: "sql", query };
+  if (parts[0] === "graph" && parts.length === 1) return { view: "graph", query };
   if (parts[0] !== "jobs") return null;
   if (parts.length === 1) return { view: "dashboard", query };
   const [, name, section, id, extra] = parts;
+  if (parts.length === 2 && name === "new") return { view: "form", query };
+  if (parts.length === 3 && section === "edit") return { view: "form", name, query };
   if (parts.length === 2) return { view: "job", name, query };
   if (section === "show" && (id === undefined || (id === "executions" && extra === undefined))) {
     return id ? { view: "job", name, focus: id, query } : { view: "job", name, query };

@@ -99,6 +99,24 @@ export class RestSource {
     }
   }
 
+  /** Create or update a job (POST /v1/jobs); a 400's message says which field is wrong. */
+  async saveJob(job) {
+    return (await this.client.json("jobs", { method: "POST", body: job })).data;
+  }
+
+  /** The next `count` fires of a schedule in `timezone` (GET /v1/schedule), or an ApiError
+   * whose message says what is wrong with it. */
+  async schedule(spec, timezone, count, signal) {
+    const query = { schedule: spec, timezone, count };
+    return (await this.client.json("schedule", { query, signal })).data;
+  }
+
+  /** The names of every job (at most 1000), sorted, for the parent job dropdown. */
+  async jobNames(signal) {
+    const query = { _start: 0, _end: 1000, _sort: "name", _order: "ASC" };
+    return (await this.client.json("jobs", { query, signal })).data.map((job) => job.name);
+  }
+
   run(name) {
     return this.client.json(`${jobPath(name)}/run`, { method: "POST" });
   }
@@ -109,5 +127,44 @@ export class RestSource {
 
   remove(name) {
     return this.client.json(jobPath(name), { method: "DELETE" });
+  }
+
+  // -- history, cluster and SQL (views/history.js, cluster.js, sql.js) -----------------------
+
+  /** The job's latest `size` executions with no output, newest first (running ones first). */
+  async recentRuns(name, size, signal) {
+    const query = { job: name, _start: 0, _end: size, output_size_limit: 0 };
+    return (await this.client.json("executions", { query, signal })).data;
+  }
+
+  /** Spans of fires the job did not run: `{reason, first, last, count, recorded_at}`. */
+  async skipped(name, signal) {
+    return (await this.client.json(`${jobPath(name)}/skipped`, { signal })).data;
+  }
+
+  /** One read-only SELECT over the history: `{columns, rows, truncated, row_count}`. */
+  async sql(query, { maxRows = 1000, signal } = {}) {
+    const body = { query, max_rows: maxRows };
+    return (await this.client.json("sql", { method: "POST", body, signal })).data;
+  }
+
+  /** This server's status (`GET /v1`): agent, serf counters, raft (as strings), tags. */
+  async status(signal) {
+    return (await this.client.json("", { signal })).data;
+  }
+
+  /** The Raft voters as this server sees them (name, address, role, leader, reachable,
+   * match_index). */
+  async raftPeers(signal) {
+    return (await this.client.json("raft/peers", { signal })).data;
+  }
+
+  removePeer(peer) {
+    return this.client.json(`raft/peers/${enc(peer)}`, { method: "DELETE" });
+  }
+
+  /** Ask the server this page talks to to leave the cluster and stop. */
+  leave() {
+    return this.client.json("leave", { method: "POST" });
   }
 }

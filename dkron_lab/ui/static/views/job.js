@@ -2,6 +2,7 @@
 // each a link to its own page (#/jobs/<job>/executions/<id>).
 
 import { jobActions } from "./actions.js";
+import { historySection } from "./history.js";
 import {
   badge,
   executionDuration,
@@ -161,12 +162,14 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
   const notice = h("div", { role: "status", class: "dk-notice" });
   const about = h("section", { "aria-label": "Summary" });
   const runs = h("section", { id: "executions", "aria-labelledby": "dk-executions" });
+  const history = historySection({ source, name, signal });
   put(
     el,
     h("p", { class: "dk-crumbs" }, link("#/jobs", "Jobs"), " / "),
     head,
     notice,
     about,
+    history.el,
     h("h2", { id: "dk-executions", tabindex: "-1" }, "Executions"),
     runs,
   );
@@ -176,7 +179,13 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
     if (!last) return;
     const { job, page, running } = last;
     const actions = jobActions({ source, job, state, after });
-    rerender(head, () => [h("h1", {}, job.displayname || job.name), actions], focusKey);
+    const edit = h(
+      "span",
+      { class: "dk-actions" },
+      link(`${jobHash(job.name)}/edit`, "Edit"),
+      link(`#/jobs/new?from=${encodeURIComponent(job.name)}`, "Clone"),
+    );
+    rerender(head, () => [h("h1", {}, job.displayname || job.name), actions, edit], focusKey);
     put(about, summary(job, running));
     rerender(runs, () => executions(job, page, state.start, go));
     if (focus === "executions" && !scrolled) {
@@ -214,6 +223,7 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
         running: busy.some((execution) => execution.job_name === name),
       };
       draw();
+      history.update(last.job, `${page.total}:${last.running}:${job.success_count}`);
     } catch (error) {
       fail(error, about);
     }
