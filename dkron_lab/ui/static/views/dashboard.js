@@ -3,6 +3,7 @@
 
 import { JOB_STATUSES } from "../source.js";
 import { jobActions } from "./actions.js";
+import { bulkBar, selectAll, selectOne } from "./bulk.js";
 import {
   badge,
   h,
@@ -156,12 +157,13 @@ function controls(filter, navigate) {
   );
 }
 
-function jobRow(job, running, actions) {
+function jobRow(job, running, actions, select) {
   const zone = job.timezone || "UTC";
   const status = h("td", {}, badge(job.status), running ? [" ", badge("running")] : null);
   return h(
     "tr",
     { class: job.disabled ? "dk-disabled" : "" },
+    select,
     h(
       "th",
       { scope: "row" },
@@ -182,7 +184,7 @@ function jobRow(job, running, actions) {
   );
 }
 
-function table(jobs, running, actionsOf) {
+function table(jobs, running, actionsOf, bulk) {
   if (!jobs.length) return h("p", { class: "dk-empty" }, "No job matches.");
   return h(
     "div",
@@ -197,6 +199,7 @@ function table(jobs, running, actionsOf) {
         h(
           "tr",
           {},
+          bulk.all,
           ["Job", "Status", "Last runs", "Schedule", "Next run", "Median", "Actions"].map((c) =>
             h("th", { scope: "col" }, c),
           ),
@@ -205,7 +208,7 @@ function table(jobs, running, actionsOf) {
       h(
         "tbody",
         {},
-        jobs.map((job) => jobRow(job, running.has(job.name), actionsOf(job))),
+        jobs.map((job) => jobRow(job, running.has(job.name), actionsOf(job), bulk.one(job))),
       ),
     ),
   );
@@ -280,14 +283,19 @@ function nodes(members, leader, running) {
 /** Render the dashboard into `el` and refresh it every few seconds until `signal` aborts. */
 export function dashboardView({ source, el, query, signal, navigate, fail, every }) {
   const { filter, page } = jobFilter(query);
-  const state = { confirming: null, notice: null };
+  const state = { confirming: null, notice: null, selected: new Set(), bulk: null };
   const tiles = h("div", { "aria-live": "off" });
   const notice = h("div", { role: "status", class: "dk-notice" });
   const list = h("div");
   const cluster = h("div");
   put(
     el,
-    h("h1", {}, filter.status ? `Jobs: ${STATUS_LABELS[filter.status]}` : "Jobs"),
+    h(
+      "div",
+      { class: "dk-heading" },
+      h("h1", {}, filter.status ? `Jobs: ${STATUS_LABELS[filter.status]}` : "Jobs"),
+      h("a", { href: "#/jobs/new", class: "dk-button" }, "New job"),
+    ),
     tiles,
     controls(filter, navigate),
     notice,
@@ -302,9 +310,17 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
     const leader = counts.leader?.Name || counts.leader?.name;
     put(cluster, nodes(members, leader, counts.running));
     const actionsOf = (job) => jobActions({ source, job, state, after });
+    const bulk = {
+      all: selectAll(shown.jobs, state, after),
+      one: (job) => selectOne(job, state, after),
+    };
     rerender(
       list,
-      () => [table(shown.jobs, running, actionsOf), pager(filter, page, shown.total, navigate)],
+      () => [
+        bulkBar({ source, jobs: shown.jobs, state, after }),
+        table(shown.jobs, running, actionsOf, bulk),
+        pager(filter, page, shown.total, navigate),
+      ],
       focusKey,
     );
   };
