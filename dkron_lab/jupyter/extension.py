@@ -15,6 +15,12 @@ What it serves:
   (``RESOURCE_JOBS``, ``RESOURCE_EXECUTIONS``, ``RESOURCE_CLUSTER``, ``RESOURCE_SQL``) and the
   action of the role the headless server would require (``auth_action``): ``read`` for what a
   viewer may do, ``execute`` for an operator's run, toggle and pause, ``write`` for the rest;
+* the web UI (``dkron_lab/ui/static``) at ``{base_url}dkron/ui/`` (``UiFiles``), behind
+  Jupyter's login (a browser without it is redirected there), its ``index.html`` switched to
+  Jupyter's cookie and ``_xsrf`` (``<meta name="dkron-auth" content="jupyter">``); its API base
+  stays ``../v1``, i.e. ``{base_url}dkron/v1``. The UI's Content-Security-Policy lets only this
+  origin frame it (the JupyterLab extension's dashboard tab), unless the operator's
+  ``c.ServerApp.tornado_settings["headers"]`` names other frame ancestors for Jupyter itself;
 * the same routes accept the secret this extension gives its kernels (``X-Dkron-Lab-Token``):
   a request with it is a kernel of this server, running as the server's user, so it is trusted
   as the server's owner (no XSRF: a header is not sent by browsers on their own);
@@ -41,6 +47,7 @@ import hmac
 import inspect
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Callable
@@ -50,13 +57,15 @@ from typing import Any, get_args, get_origin
 import tornado.httpserver
 import tornado.web
 from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.auth.identity import User
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import ensure_async
 from traitlets import Bool, Dict, Integer, List, TraitType, Unicode, default
 
+from dkron_lab import ui
 from dkron_lab.api import handlers
 from dkron_lab.api.app import make_app, record_change
 from dkron_lab.api.auth import Principal, Role, role_needed
@@ -74,6 +83,7 @@ __all__ = [
     "RESOURCE_SQL",
     "DkronHandler",
     "DkronLab",
+    "UiFiles",
     "auth_action",
     "auth_resource",
     "routes",
@@ -214,6 +224,81 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         for template, resource in handlers.RESOURCES
     ]
     return [*found, (PREFIX + r"(?:/.*)?", _guarded(NotFound, RESOURCE_JOBS, None))]
+
+
+_AUTH_META = re.compile(r'(<meta name="dkron-auth" content=")[^"]*(")')
+_FRAME_ANCESTORS = re.compile(r"(?:^|;)\s*(frame-ancestors[^;]*)")
+
+
+def jupyter_index() -> str:
+    """The UI's ``index.html`` with its client switched to Jupyter's cookie and ``_xsrf``."""
+    page, found = _AUTH_META.subn(r"\1jupyter\2", (ui.STATIC / "index.html").read_text())
+    if found != 1:
+        raise RuntimeError("dkron_lab/ui/static/index.html has no <meta name='dkron-auth'>")
+    return page
+
+
+class UiFiles(JupyterHandler, tornado.web.StaticFileHandler):
+    """The web UI's files under ``{base_url}dkron/ui/``, for a user Jupyter has logged in (any
+    other is sent to Jupyter's login page); ``index.html`` says ``dkron-auth: jupyter``. The
+    page holds no data: each API call it makes is authorized on its own."""
+
+    auth_resource = RESOURCE_JOBS
+
+    @property
+    def content_security_policy(self) -> str:
+        # frame-ancestors applies to every ancestor: where the operator let others frame
+        # Jupyter, they frame the Lab tab that frames this page too.
+        configured = self.settings.get("headers", {}).get("Content-Security-Policy", "")
+        ancestors = _FRAME_ANCESTORS.search(configured)
+        if ancestors is None:
+            return ui.CONTENT_SECURITY_POLICY
+        return ui.CONTENT_SECURITY_POLICY.replace("frame-ancestors 'self'", ancestors[1].strip())
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "no-cache")
+
+    def compute_etag(self) -> str | None:
+        if getattr(self, "absolute_path", None) is None:  # the page get wrote: hash its body
+            return tornado.web.RequestHandler.compute_etag(self)
+        return super().compute_etag()
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, path: str, include_body: bool = True) -> None:  # type: ignore[override]
+        await self._serve(path, include_body)
+
+    @tornado.web.authenticated
+    @authorized
+    async def head(self, path: str) -> None:  # type: ignore[override]
+        await self._serve(path, False)
+
+    async def _serve(self, path: str, include_body: bool) -> None:
+        self.xsrf_token  # noqa: B018 (sets the _xsrf cookie the page sends back on writes)
+        if path in ("", "index.html"):
+            self.set_header("Content-Type", "text/html; charset=UTF-8")
+            self.set_header("Cache-Control", "no-cache")
+            await self.finish(jupyter_index() if include_body else None)
+            return
+        await tornado.web.StaticFileHandler.get(self, path, include_body)
+
+
+class _ToUi(JupyterHandler):
+    """``{base_url}dkron/ui``: to ``ui/``, relative, so the base URL stays."""
+
+    @allow_unauthenticated
+    def get(self) -> None:
+        self.redirect("ui/")
+
+
+def ui_routes() -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
+    """The web UI under ``dkron/ui/`` (before ``routes()``' JSON 404 for other paths)."""
+    files = {"path": str(ui.STATIC), "default_filename": "index.html"}
+    return [(PREFIX + "/ui", _ToUi, {}), (PREFIX + r"/ui/(.*)", UiFiles, files)]
 
 
 def _listen(node: Node) -> tornado.httpserver.HTTPServer:
@@ -364,6 +449,9 @@ class DkronLab(ExtensionApp):
         self.settings.update(dkron_node=self.node)
 
     def initialize_handlers(self) -> None:
+        """The API's routes, after the web UI's unless ``ui`` is off (``options={"ui": False}``)."""
+        if self.node is None or self.node.config.ui:
+            self.handlers.extend(ui_routes())
         self.handlers.extend(routes())
 
     async def _start_jupyter_server_extension(self, serverapp: ServerApp) -> None:
