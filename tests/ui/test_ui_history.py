@@ -289,3 +289,13 @@ def test_grid_entries_group_a_trigger_and_order_by_due_time(api: Api, tab: Tab) 
         ["run", "success", 0.2, 3],  # n1 failed, then its retry succeeded; lateness of the first
     ]
     assert entries["q"] == [2.5, 5]
+
+
+def test_every_module_is_preloaded() -> None:
+    """index.html asks for every module at once (no import waterfall): the list is whole."""
+    static = Path(__file__).parents[2] / "dkron_lab" / "ui" / "static"
+    listed = set(
+        re.findall(r'<link rel="modulepreload" href="([^"]+)"', (static / "index.html").read_text())
+    )
+    modules = {str(p.relative_to(static)) for p in static.rglob("*.js")} - {"app.js"}
+    assert listed == modules

@@ -1,0 +1,173 @@
+"""The web UI's figures of issue 12, measured with Playwright on Debian's Chromium; prints a table.
+
+    python benchmarks/bench_ui.py            # about 1 minute
+    python benchmarks/bench_ui.py --rounds 3 # fewer page loads
+
+What it measures, against one real ``dkron-lab agent --server`` holding 10,000 jobs:
+
+1. ``/ui`` first load to a usable jobs list: a fresh browser context (empty cache) opens the
+   start-up link, and the time is the page's own clock (``performance.now()``, from the start
+   of navigation) when the 25 rows of the first page are in the table;
+2. the front-end JavaScript the page loads: every script response of that load, raw and gzipped
+   (level 6, as a proxy or server would send it);
+3. live output: a job prints a line with the time it printed it; the page showing its running
+   execution notes the time that line appears (the same machine's clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _http import RawHTTP
+from playwright.sync_api import sync_playwright
+
+from dkron_lab.testing import auth_headers, one_node, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+JOBS = 10_000
+
+
+async def create_jobs(url: str, token: str, count: int, clients: int = 16) -> float:
+    connections = [await RawHTTP.connect(url, token) for _ in range(clients)]
+    queue = iter(range(count))
+
+    async def worker(http: RawHTTP) -> None:
+        for i in queue:
+            body = {
+                "name": f"job-{i:06d}",
+                "schedule": f"0 {i % 60} 3 * * *",
+                "executor": "shell",
+                "executor_config": {"command": "/bin/true"},
+                "metadata": {"team": f"t{i % 10}"},
+            }
+            status, text = await http.request("POST", "/v1/jobs", json.dumps(body).encode())
+            assert status == 201, text
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(http) for http in connections))
+    for connection in connections:
+        connection.close()
+    return time.perf_counter() - start
+
+
+def first_loads(
+    browser: Any, url: str, token: str, rounds: int
+) -> tuple[list[float], dict[str, bytes]]:
+    """Load times (ms) of `rounds` cold loads, and the scripts the first one loaded."""
+    times: list[float] = []
+    scripts: dict[str, bytes] = {}
+    for round_ in range(rounds):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        loaded: list[Any] = []
+
+        def keep(response: Any, into: list[Any] = loaded) -> None:
+            into.append(response)
+
+        page.on("response", keep)
+        page.goto(f"{url}/ui/#token={token}", wait_until="commit")
+        # The page's own clock at the first animation frame where the 25 rows are there.
+        shown = page.wait_for_function(
+            "() => document.querySelectorAll('main .dk-jobs tbody tr').length >= 25"
+            " && performance.now()",
+            polling="raf",
+            timeout=30_000,
+        )
+        times.append(shown.json_value())
+        if round_ == rounds - 1:
+            calls = page.evaluate(
+                """performance.getEntriesByType("resource").map((e) =>
+                    [e.name.replace(/^.*?\\/(v1|ui)\\//, "$1/"), e.startTime, e.responseEnd])"""
+            )
+            print("what the last load fetched (start -> end, ms after navigation start):")
+            for name, began, ended in calls:
+                print(f"  {began:7.0f} -> {ended:7.0f} ms  {name}")
+        if round_ == 0:
+            scripts = {r.url: r.body() for r in loaded if r.request.resource_type == "script"}
+        context.close()
+    return times, scripts
+
+
+def live_output(browser: Any, api: httpx.Client, url: str, token: str, rounds: int) -> list[float]:
+    """How long (ms) after a job prints a line the execution's page shows it."""
+    command = "sleep 2; echo MARK $(date +%s%3N); sleep 2"
+    job = {"name": "live", "schedule": "@manually", "executor": "shell"}
+    job["executor_config"] = {"command": command, "shell": "true"}
+    api.post("/v1/jobs", json=job).raise_for_status()
+    delays = []
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{url}/ui/#token={token}")
+    page.locator("main .dk-jobs").wait_for()
+    for _ in range(rounds):
+        api.post("/v1/jobs/live/run").raise_for_status()
+        running = wait_for(
+            lambda: [e for e in api.get("/v1/busy").json() if e["job_name"] == "live"], 10, "a run"
+        )
+        page.goto(f"{url}/ui/#/jobs/live/executions/{running[0]['id']}")
+        seen = page.evaluate(
+            """() => new Promise((resolve) => {
+                const look = () => {
+                  const text = document.querySelector(".dk-output")?.textContent || "";
+                  const found = /MARK (\\d+)/.exec(text);
+                  if (found) resolve([Number(found[1]), Date.now()]);
+                  else setTimeout(look, 5);
+                };
+                look();
+            })"""
+        )
+        delays.append(seen[1] - seen[0])
+        wait_for(lambda: not api.get("/v1/busy").json(), 15, "the run ended")
+    context.close()
+    return delays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=JOBS)
+    options = parser.parse_args()
+    results: dict[str, str] = {}
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory() as tmp, one_node(Path(tmp), token=token) as node:
+        elapsed = asyncio.run(create_jobs(node.url, token, options.jobs))
+        results["jobs created through the API"] = f"{options.jobs:,} in {elapsed:.1f} s"
+        with (
+            httpx.Client(base_url=node.url, headers=auth_headers(token), timeout=30) as api,
+            sync_playwright() as pw,
+        ):
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            times, scripts = first_loads(browser, node.url, token, options.rounds)
+            results[f"/ui first load to a usable jobs list ({options.jobs:,} jobs), cold cache"] = (
+                f"median {statistics.median(times):.0f} ms, max {max(times):.0f} ms "
+                f"({options.rounds} loads)"
+            )
+            raw = sum(len(body) for body in scripts.values())
+            zipped = sum(len(gzip.compress(body, 6)) for body in scripts.values())
+            results["front-end JavaScript the page loads"] = (
+                f"{len(scripts)} files, {raw / 1024:.1f} KB raw, {zipped / 1024:.1f} KB gzipped"
+            )
+            delays = live_output(browser, api, node.url, token, 3)
+            results["live output: printed -> shown in the page"] = (
+                f"median {statistics.median(delays):.0f} ms, max {max(delays):.0f} ms (3 runs)"
+            )
+            browser.close()
+    width = max(map(len, results))
+    print(f"{'figure':<{width}}  measured")
+    for name, value in results.items():
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
