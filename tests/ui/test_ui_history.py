@@ -225,6 +225,24 @@ def test_the_dependencies_graph_lays_parents_left_of_children(api: Api, tab: Tab
     tab.assert_quiet()
 
 
+def test_the_timeline_shows_past_runs_and_next_fires(api: Api, tab: Tab) -> None:
+    sign_in(tab, api.url, api.node.token)
+    page = tab.page
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Timeline").click()
+    lane = page.locator("svg.dk-timeline g.dk-lane[data-job=oneshot]")
+    lane.wait_for()
+    label = lane.get_attribute("aria-label") or ""
+    assert label.startswith("oneshot: 1 run in the last 24 h, 1 fire in the next 24 h, next at ")
+    expect(lane.locator("rect.dk-run-bar.dk-success")).to_have_count(1)
+    expect(lane.locator("line.dk-fire")).to_have_count(1)  # "0 0 3 * * *": once a day
+    laggard = page.locator("svg.dk-timeline g.dk-lane[data-job=laggard]")
+    ran = len(_executions(api, "laggard"))
+    assert (laggard.get_attribute("aria-label") or "").startswith(
+        f"laggard: {ran} runs in the last 24 h, 0 fires"
+    )  # disabled: no fire ahead
+    tab.assert_quiet()
+
+
 def test_routes_of_the_new_pages(api: Api, tab: Tab) -> None:
     sign_in(tab, api.url, api.node.token)
     parsed = tab.page.evaluate(
@@ -256,6 +274,9 @@ def test_screenshots_light_and_dark(api: Api, browser: Any, tmp_path: Path) -> N
             page.get_by_role("button", name="Run").click()
             page.locator("svg.dk-bars").wait_for()
             screenshot(page, f"sql{suffix}", tmp_path)
+            page.goto(api.url + "/ui/#/timeline")
+            page.locator("svg.dk-timeline g.dk-lane").first.wait_for()
+            screenshot(page, f"timeline{suffix}", tmp_path)
             tab.assert_quiet()
 
 

@@ -13,6 +13,7 @@
 //   #/cluster                            members, leader, Raft voters, runs per node
 //   #/sql                                read-only SQL over the history
 //   #/graph                              the jobs' dependencies, with their last status
+//   #/timeline                           runs of the last 24 h and fires of the next 24 h
 //   #/jobs/new[?from=<job>]              the job form: a new job, or a clone of <job>
 //   #/jobs/<job>/edit                    the job form over <job>
 
@@ -36,6 +37,7 @@ import { graphView } from "./views/graph.js";
 import { jobView } from "./views/job.js";
 import { runsView } from "./views/runs.js";
 import { sqlView } from "./views/sql.js";
+import { timelineView } from "./views/timeline.js";
 import { tokenView } from "./views/token.js";
 
 const VIEWS = {
@@ -47,6 +49,7 @@ const VIEWS = {
   cluster: clusterView,
   sql: sqlView,
   graph: graphView,
+  timeline: timelineView,
   form: formView,
 };
 

@@ -11,6 +11,7 @@ export function parseRoute(hash) {
   if (parts[0] === "cluster" && parts.length === 1) return { view: "cluster", query };
   if (parts[0] === "sql" && parts.length === 1) return { view: "sql", query };
   if (parts[0] === "graph" && parts.length === 1) return { view: "graph", query };
+  if (parts[0] === "timeline" && parts.length === 1) return { view: "timeline", query };
   if (parts[0] !== "jobs") return null;
   if (parts.length === 1) return { view: "dashboard", query };
   const [, name, section, id, extra] = parts;
