@@ -302,13 +302,17 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
     list,
     cluster,
   );
-  let last = null;
+  // The list is drawn as soon as its page arrives; the counters, the Running badges and the
+  // nodes follow (on a first load with many jobs, counting them takes longer than one page).
+  const last = { counts: null, page: null, running: new Set(), members: [] };
   const draw = (focusKey) => {
-    if (!last) return;
     const { counts, page: shown, running, members } = last;
-    put(tiles, counters(counts));
-    const leader = counts.leader?.Name || counts.leader?.name;
-    put(cluster, nodes(members, leader, counts.running));
+    if (counts) {
+      put(tiles, counters(counts));
+      const leader = counts.leader?.Name || counts.leader?.name;
+      put(cluster, nodes(members, leader, counts.running));
+    }
+    if (!shown) return;
     const actionsOf = (job) => jobActions({ source, job, state, after });
     const bulk = {
       all: selectAll(shown.jobs, state, after),
@@ -332,13 +336,21 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
   };
   const refresh = async () => {
     try {
-      const [counts, shown, members] = await Promise.all([
+      const first = last.page === null;
+      const listed = source.jobs(apiQuery(filter, page), signal).then((shown) => {
+        last.page = shown;
+        if (first) draw();
+      });
+      const [counts, members] = await Promise.all([
         source.counters(signal),
-        source.jobs(apiQuery(filter, page), signal),
         source.members(signal),
+        listed,
       ]);
-      const running = new Set(counts.running.map((e) => e.job_name));
-      last = { counts, page: shown, running, members };
+      Object.assign(last, {
+        counts,
+        members,
+        running: new Set(counts.running.map((e) => e.job_name)),
+      });
       draw();
     } catch (error) {
       fail(error, list);
