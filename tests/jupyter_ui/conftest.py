@@ -23,6 +23,20 @@ from tests.harness import Child, Processes
 CLI = str(Path(sys.executable).with_name("dkron-lab"))
 
 
+def lab_env(home: Path) -> dict[str, str]:
+    """This process's environment for a JupyterLab of its own: every Jupyter directory under
+    ``home``, and no ``DKRON_*`` or ``JUPYTER*`` variable of the caller's."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("DKRON_", "JUPYTER"))}
+    return kept | {
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"),
+    }
+
+
 @dataclass
 class Server:
     """A headless one-node dkron-lab server started by the test."""

@@ -21,6 +21,7 @@ import pytest
 from dkron_lab.client import Client
 from dkron_lab.testing import free_port, wait_for
 from tests.harness import Processes
+from tests.jupyter_ui.conftest import lab_env
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -89,14 +90,7 @@ def lab(tmp_path: Path) -> Iterator[str]:
     settings = home / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DKRON_", "JUPYTER"))} | {
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "IPYTHONDIR": str(home / "ipython"),
-    }
+    env = lab_env(home)
     args = [
         str(Path(sys.executable).with_name("jupyter")), "lab", "--allow-root", "--no-browser",
         f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",

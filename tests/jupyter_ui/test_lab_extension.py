@@ -26,6 +26,7 @@ import pytest
 
 from dkron_lab.testing import free_port, wait_for
 from tests.harness import Processes
+from tests.jupyter_ui.conftest import lab_env
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -91,14 +92,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     nbformat.write(notebook, root / "Daily Report.ipynb")
     token = secrets.token_hex(16)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DKRON_", "JUPYTER"))} | {
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "IPYTHONDIR": str(home / "ipython"),
-    }
+    env = lab_env(home)
     args = [
         JUPYTER, "lab", "--allow-root", "--no-browser", f"--port={port}",
         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
