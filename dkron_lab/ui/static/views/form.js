@@ -450,11 +450,44 @@ function formFields({ job, editing, parents, helper }) {
   ];
 }
 
-/** Load what the form starts from: the job to edit, the one to clone, or a new one. */
-async function startingJob(source, name, from, signal) {
+/** Load what the form starts from: the job to edit, the one to clone, or a new one (with the
+ * fields the route's query prefills). */
+async function startingJob(source, name, from, signal, query) {
   if (name) return editable(await source.job(name, signal));
   if (from) return cloneOf(await source.job(from, signal));
-  return structuredClone(NEW_JOB);
+  return { ...structuredClone(NEW_JOB), ...prefillFromQuery(query) };
+}
+
+// ---- Prefill from the route and telling a framing page (JupyterLab's "Schedule this notebook")
+// The Lab extension shows #/jobs/new?executor=notebook&path=/abs/nb.ipynb&name=nb in a dialog's
+// frame, and closes the dialog when the form says, by postMessage to its own origin, that the
+// job was saved or the form cancelled.
+
+/** A new job's fields from the route's query: `name`, `schedule`, `timezone`, `executor`, the
+ * executor's config keys under their own names (`path`, `parameters`, ...) and `tag=key=value`
+ * (repeated); other parameters are ignored. */
+export function prefillFromQuery(query) {
+  if (!query) return {};
+  const job = {};
+  for (const key of ["name", "schedule", "timezone", "executor"]) {
+    if (query.get(key)) job[key] = query.get(key);
+  }
+  const keys = (EXECUTORS[job.executor] || []).map((f) => f.key);
+  const config = Object.fromEntries(
+    keys.filter((k) => query.get(k)).map((k) => [k, query.get(k)]),
+  );
+  if (Object.keys(config).length) job.executor_config = config;
+  const tags = parsePairs(query.getAll("tag").join("\n"));
+  if (Object.keys(tags).length) job.tags = tags;
+  return job;
+}
+
+/** Tell the page framing this one, if it is of the same origin: `{source: "dkron-lab-form",
+ * event: "saved", name}` or `{..., event: "cancelled"}`. */
+function tellFramer(event, name) {
+  if (window.parent === window) return;
+  const message = { source: "dkron-lab-form", event, ...(name ? { name } : {}) };
+  window.parent.postMessage(message, window.location.origin);
 }
 
 /** Render the job form into `el`. */
@@ -464,7 +497,10 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
   const title = name ? `Edit ${name}` : from ? `Clone ${from}` : "New job";
   const top = h("div", { class: "dk-notice" });
   put(el, h("h1", {}, title), top);
-  Promise.all([startingJob(source, name, from, signal), source.jobNames(signal).catch(() => [])])
+  Promise.all([
+    startingJob(source, name, from, signal, query),
+    source.jobNames(signal).catch(() => []),
+  ])
     .then(([job, parents]) =>
       render({
         source,
@@ -546,6 +582,7 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
     const sent = editable(state.job);
     try {
       const saved = await source.saveJob(sent);
+      tellFramer("saved", saved?.name || sent.name);
       navigate(jobHash(saved?.name || sent.name));
     } catch (error) {
       if (error.status === undefined) return fail(error, top);
@@ -562,6 +599,7 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
       onkeydown: (event) => {
         if (event.key === "Escape") {
           event.preventDefault();
+          tellFramer("cancelled");
           navigate(back);
         } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
           event.preventDefault();
@@ -581,7 +619,7 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
       "div",
       { class: "dk-toolbar" },
       h("button", { type: "submit", class: "dk-primary" }, editing ? "Save" : "Create"),
-      h("a", { href: back }, "Cancel"),
+      h("a", { href: back, onclick: () => tellFramer("cancelled") }, "Cancel"),
     ),
   );
   put(
