@@ -45,6 +45,11 @@ _STRING_FIELDS = (
     "concurrency_group",
     "retry_interval",
     "retry_on",
+    "max_lateness",
+    "max_duration",
+    "on_overdue",
+    "calendar",
+    "calendar_mode",
 )
 _STRING_MAP_FIELDS = ("tags", "metadata", "executor_config")
 _BOOL_FIELDS = ("disabled", "ephemeral")
@@ -263,7 +268,9 @@ def job_to_json(
     zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Dkron's 26 job fields in Dkron's order, then ours (``catchup``, ``concurrency_group``,
-    ``retry_interval``, ``retry_on``, ``secret_keys``); ``next`` is shown in the job's ``zone``.
+    ``retry_interval``, ``retry_on``, ``secret_keys``, and monitoring's ``max_lateness``,
+    ``max_duration``, ``on_overdue``, ``calendar``, ``calendar_mode``); ``next`` is shown in
+    the job's ``zone``.
 
     Secrets are shown as they are: what a read shows goes through ``model.secrets.mask_job``."""
     stats = stats or JobStats()
@@ -300,6 +307,11 @@ def job_to_json(
         "retry_interval": job.retry_interval,
         "retry_on": job.retry_on,
         "secret_keys": list(job.secret_keys),
+        "max_lateness": job.max_lateness,
+        "max_duration": job.max_duration,
+        "on_overdue": job.on_overdue,
+        "calendar": job.calendar,
+        "calendar_mode": job.calendar_mode,
     }
 
 

@@ -12,16 +12,19 @@ from dkron_lab.model import schedule
 from dkron_lab.model.units import parse_duration
 
 __all__ = [
+    "CALENDAR_MODES",
     "CATCHUP_POLICIES",
     "CONCURRENCY_POLICIES",
     "JOB_STATUSES",
     "GROUP_NAME",
+    "OVERDUE_ACTIONS",
     "MAX_NAME_LENGTH",
     "MAX_SECRET_KEYS",
     "RETRY_TARGETS",
     "Job",
     "JobStats",
     "check_name",
+    "job_duration",
     "parse_job_schedule",
     "retry_interval",
     "validate_job",
@@ -32,6 +35,11 @@ CATCHUP_POLICIES = ("skip", "once", "all")
 RETRY_TARGETS = ("same", "any")
 """What a new leader does with fires missed while there was none (``model/planning.py``)."""
 JOB_STATUSES = ("success", "failed", "partially_failed")
+OVERDUE_ACTIONS = ("alert", "kill")
+"""What ``on_overdue`` does when a run passes ``max_duration`` (``""`` means ``alert``)."""
+CALENDAR_MODES = ("exclude", "only")
+"""How a job's ``calendar`` applies: its days are excluded (Quartz's meaning, ``""`` too), or
+the job runs only on them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +54,10 @@ class Job:
     ``retry_on``, ``"same"`` node (Dkron's, the default) or ``"any"`` matching node;
     ``secret_keys``, ``executor_config`` keys, ``env`` variables or ``http`` headers whose values
     are secrets besides those ``model.secrets`` recognises by name (reads show them masked).
+    Monitoring (docs/monitoring.md): ``max_lateness``, a Go duration within which a fire must
+    start, and ``max_duration``, within which a run must finish (``""``: the server's
+    defaults); ``on_overdue``, one of ``OVERDUE_ACTIONS``. ``calendar`` names a replicated
+    calendar whose days the job skips, or runs only on with ``calendar_mode: "only"``.
     """
 
     name: str
@@ -71,6 +83,11 @@ class Job:
     retry_interval: str = ""
     retry_on: str = ""
     secret_keys: tuple[str, ...] = ()
+    max_lateness: str = ""
+    max_duration: str = ""
+    on_overdue: str = ""
+    calendar: str = ""
+    calendar_mode: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +144,8 @@ def validate_job(job: Job) -> None:
         )
     _check_retries(job)
     _check_secret_keys(job)
+    _check_monitoring(job)
+    _check_calendar(job)
     if job.concurrency_group and not GROUP_NAME.match(job.concurrency_group):
         raise InvalidJob(
             f"invalid concurrency_group {job.concurrency_group!r}: use letters, digits, "
@@ -174,6 +193,55 @@ def _check_secret_keys(job: Job) -> None:
                 f"secret_keys entry {key!r} must be the name of an executor_config key, an env "
                 f'variable or an http header (1 to {MAX_NAME_LENGTH} characters), e.g. "api_key"'
             )
+
+
+def _check_monitoring(job: Job) -> None:
+    job_duration(job, "max_lateness")
+    job_duration(job, "max_duration")
+    if job.on_overdue and job.on_overdue not in OVERDUE_ACTIONS:
+        raise InvalidJob(
+            f"invalid on_overdue {job.on_overdue!r}: use 'alert' (the default: say so once) or "
+            "'kill' (stop the run when it passes max_duration)"
+        )
+
+
+def _check_calendar(job: Job) -> None:
+    if job.calendar and not GROUP_NAME.match(job.calendar):
+        raise InvalidJob(
+            f"invalid calendar {job.calendar!r}: name a calendar (letters, digits, '_', '-' or "
+            "'.'), e.g. 'holidays'"
+        )
+    if job.calendar_mode and job.calendar_mode not in CALENDAR_MODES:
+        raise InvalidJob(
+            f"invalid calendar_mode {job.calendar_mode!r}: use 'exclude' (skip the calendar's "
+            "days, the default) or 'only' (run only on them)"
+        )
+    if job.calendar_mode and not job.calendar:
+        raise InvalidJob(
+            f"calendar_mode {job.calendar_mode!r} needs a calendar: set calendar to a calendar's "
+            "name, or clear calendar_mode"
+        )
+
+
+def job_duration(job: Job, field: str) -> timedelta | None:
+    """The job's ``max_lateness`` or ``max_duration`` (``field``), or ``None`` when it is empty
+    (the server's default applies). ``0`` turns the check off."""
+    text: str = getattr(job, field)
+    if not text:
+        return None
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise InvalidJob(
+            f"invalid {field} {text!r}: use a Go duration such as '30s' or '5m', '0' to turn the "
+            f"check off, or leave it empty for the server's default ({exc})"
+        ) from None
+    if value < timedelta(0):
+        raise InvalidJob(
+            f"invalid {field} {text!r}: a negative duration is never met; use '0' "
+            "to turn the check off"
+        )
+    return value
 
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

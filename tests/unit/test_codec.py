@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -5,7 +6,7 @@ import pytest
 from dkron_lab import codec
 from dkron_lab.errors import BadRequest, InvalidJob
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats
+from dkron_lab.model.job import Job, JobStats, validate_job
 
 # A job exactly as Dkron v4 returns it (reference §1.1, issue #1836).
 DKRON_JOB = {
@@ -55,6 +56,11 @@ def test_encoding_has_dkron_fields_in_dkron_order_then_ours_and_round_trips():
         "retry_interval": "",
         "retry_on": "",
         "secret_keys": [],
+        "max_lateness": "",
+        "max_duration": "",
+        "on_overdue": "",
+        "calendar": "",
+        "calendar_mode": "",
     }
     assert list(out) == [*DKRON_JOB, *ours]
     assert {k: v for k, v in out.items() if k not in ("next", "last_success", "last_error")} == {
@@ -183,3 +189,30 @@ def test_secret_keys_round_trip_and_must_be_a_list_of_strings():
     for bad in ("api_key", [1], {"a": "b"}):
         with pytest.raises(InvalidJob, match="secret_keys must be a list of strings"):
             codec.job_from_json({**DKRON_JOB, "secret_keys": bad})
+
+
+MONITORED = {"max_lateness": "1m", "max_duration": "2h", "on_overdue": "kill", "calendar": "hol"}
+
+
+def test_monitoring_fields_round_trip_through_json_and_record():
+    job, _ = codec.job_from_json({**DKRON_JOB, **MONITORED, "calendar_mode": "only"})
+    validate_job(job)
+    record = codec.job_to_record(job)
+    assert {k: record[k] for k in MONITORED} == MONITORED and record["calendar_mode"] == "only"
+    assert codec.job_from_json(record)[0] == job
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("max_lateness", "soon", "invalid max_lateness 'soon': use a Go duration"),
+        ("max_duration", "-5s", "a negative duration is never met"),
+        ("on_overdue", "panic", "use 'alert' (the default"),
+        ("calendar", "bank holidays", "name a calendar"),
+        ("calendar_mode", "only", "needs a calendar"),
+    ],
+)
+def test_monitoring_fields_refuse_what_cannot_work(field, value, says):
+    job, _ = codec.job_from_json({**DKRON_JOB, field: value})
+    with pytest.raises(InvalidJob, match=re.escape(says)):
+        validate_job(job)
