@@ -31,6 +31,7 @@ from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, validate_job
 from dkron_lab.model.limits import LimitChange
 from dkron_lab.model.output import OUTPUT_READ_LIMIT, OutputChunk, read_chunk
+from dkron_lab.model.overrides import RunOverrides, apply_overrides
 from dkron_lab.notify import check_notify_on
 from dkron_lab.peering import Peering
 from dkron_lab.registry import PluginRegistry
@@ -132,15 +133,29 @@ class Jobs:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    async def run_job(self, name: str, *, wait: bool = False, node: str | None = None) -> JobView:
+    async def run_job(
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        node: str | None = None,
+        overrides: RunOverrides = RunOverrides(),  # noqa: B008 (frozen, empty)
+    ) -> JobView:
         """Run ``name`` now on its target nodes, or on ``node`` alone (a manual run: no
         ``scheduled_at``). ``forbid`` and the concurrency limits hold as for scheduled runs.
+        ``overrides`` change this run's env or notebook parameters only; ones the job cannot
+        take are a ``BadRequest`` and nothing runs.
 
         Only the leader claims runs: a follower hands the request to it.
         """
         job = self.get_job(name).job
+        overridden = apply_overrides(job, overrides)
+        if overrides:
+            self._registry.validate(
+                overridden.executor, overridden.executor_config, overridden.processors
+            )
         if not self._shared.is_leader():
-            return await self._run_on_leader(name, wait, node)
+            return await self._run_on_leader(name, wait, node, overrides)
         targets = self._runs.targets(job) if node is None else (self._live_node(node),)
         if not targets:
             raise NotFoundError(
@@ -158,6 +173,7 @@ class Jobs:
                 f"job {name!r} is already running and its concurrency is 'forbid': "
                 "wait for the run to finish, or set concurrency to 'allow'"
             )
+        self._runs.override(group, overrides)
         if not queued:
             self._runs.start([Run(job, group, targets)])
         if wait:
@@ -178,14 +194,19 @@ class Jobs:
             raise ClusterError(f"node {name!r} is not answering heartbeats: it cannot run jobs")
         return name
 
-    async def _run_on_leader(self, name: str, wait: bool, node: str | None = None) -> JobView:
+    async def _run_on_leader(
+        self, name: str, wait: bool, node: str | None, overrides: RunOverrides
+    ) -> JobView:
         leader = self._roster.leader()
         if leader is None:
             raise ClusterError("no leader is known yet: wait for the election, then retry")
+        body: dict[str, Any] = {"wait": wait, "node": node}
+        if overrides:
+            body["overrides"] = overrides.to_json()
         answer = await self._peers.post(
             http_of(self._shared, leader["Name"]),
             f"/internal/v1/jobs/{name}/run",
-            {"wait": wait, "node": node},
+            body,
             target=leader["Name"],
         )
         if wait:

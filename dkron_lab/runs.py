@@ -2,7 +2,9 @@
 claims under the cluster's concurrency limits, and starts here (the runner) or on other nodes
 (one signed call at a time per node, carrying every run queued for it).
 
-Owns: the runs sent to each node and when (the leases' clock), and the runs this node has
+Owns: the runs sent to each node and when (the leases' clock), the overrides of manual runs
+(``model.overrides``: kept by group until the group closes, so a run queued under a limit or
+retried carries them too; a new leader does not know them), and the runs this node has
 started (a repeated request is ignored). May call: ``Shared.submit`` (fenced claims), the
 runner, ``Peers.post``, the notifier (pre-run webhooks) and ``Outcomes`` (runs that could not
 start).
@@ -27,6 +29,7 @@ from dkron_lab.membership import Liveness, NodeInfo
 from dkron_lab.metrics import Metrics
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
+from dkron_lab.model.overrides import RunOverrides, apply_overrides
 from dkron_lab.model.targeting import Candidate, select_targets
 from dkron_lab.notify import Notifier
 from dkron_lab.outcomes import Outcomes
@@ -87,6 +90,7 @@ class Runs:
         self._accepted: dict[tuple[int, int], None] = {}  # (group, attempt) started, newest last
         self._dispatched: dict[tuple[int, str], float] = {}  # (group, target) -> sent at
         self._outboxes: dict[str, Batcher[dict[str, Any], None]] = {}
+        self._overrides: dict[int, RunOverrides] = {}  # group -> what its manual run changes
         self._last_group = 0
 
     # -- choosing ------------------------------------------------------------------------------
@@ -125,6 +129,22 @@ class Runs:
         self._metrics.fired(sum(result["won"]))
         return list(result["won"]), set(result.get("queued", ()))
 
+    def override(self, group: int, overrides: RunOverrides) -> None:
+        """Every run of ``group`` (its first start, a queued start, retries) runs its job with
+        ``overrides`` (checked against the job by the caller)."""
+        if overrides:
+            self._overrides[group] = overrides
+
+    def _job_of(self, run: Run) -> Job:
+        overrides = self._overrides.get(run.group)
+        if overrides is None:
+            return run.job
+        try:
+            return apply_overrides(run.job, overrides)
+        except DkronError as exc:  # the job changed executor since the run was asked for
+            log.warning("run %d of job %r: overrides dropped: %s", run.group, run.job.name, exc)
+            return run.job
+
     # -- starting ------------------------------------------------------------------------------
 
     def start_fires(self, fires: list[Fire], *, local: bool, remote: bool) -> None:
@@ -147,6 +167,7 @@ class Runs:
         """Start every run on its targets: here directly (``local``), elsewhere (``remote``)
         through one call at a time per node carrying all the runs queued for it."""
         for run in runs:
+            job = self._job_of(run)
             for target in run.targets:
                 here = target == self.name
                 if not (local if here else remote):
@@ -158,11 +179,11 @@ class Runs:
                 if self._notifier.enabled and not again:
                     self._shared.spawn(self._notify_started(run, target))
                 if here:
-                    self.start_here(run.job, run.group, run.attempt, run.scheduled_at)
+                    self.start_here(job, run.group, run.attempt, run.scheduled_at)
                 else:
                     self._outbox(target).add(
                         {
-                            "job": codec.job_to_record(run.job),
+                            "job": codec.job_to_record(job),
                             "group": run.group,
                             "scheduled_at": codec.format_time(run.scheduled_at),
                             "attempt": run.attempt,
@@ -174,10 +195,12 @@ class Runs:
         return self._dispatched.get((group, target), group / 1e9)
 
     def forget_sent(self, open_groups: Iterable[int]) -> None:
-        """Keep the send times of the groups still open only."""
+        """Keep the send times and overrides of the groups still open only."""
         keep = set(open_groups)
         for key in [key for key in self._dispatched if key[0] not in keep]:
             del self._dispatched[key]
+        for group in [group for group in self._overrides if group not in keep]:
+            del self._overrides[group]
 
     def _outbox(self, target: str) -> Batcher[dict[str, Any], None]:
         outbox = self._outboxes.get(target)

@@ -15,6 +15,7 @@ from typing import Any
 
 from dkron_lab.api.base import ApiMixin
 from dkron_lab.errors import BadRequest, ExecutionNotFound
+from dkron_lab.model.overrides import parse_overrides
 
 __all__ = ["INTERNAL_RESOURCES"]
 
@@ -58,7 +59,12 @@ class RunHere(_Internal):
 class RunOnLeader(_Internal):
     async def post(self, job: str) -> None:
         data = self.signed_body()
-        view = await self.node.jobs.run_job(job, wait=bool(data.get("wait")), node=data.get("node"))
+        view = await self.node.jobs.run_job(
+            job,
+            wait=bool(data.get("wait")),
+            node=data.get("node"),
+            overrides=parse_overrides(data.get("overrides")),
+        )
         self.write_json({"job": view.to_json(), "applied_index": self.node.raft.applied_index})
 
 

@@ -21,6 +21,7 @@ from dkron_lab.errors import (
 )
 from dkron_lab.history.queries import RunStats
 from dkron_lab.model import schedule
+from dkron_lab.model.overrides import RunOverrides, parse_overrides
 from dkron_lab.views import JobView
 
 __all__ = ["JobResource", "Jobs", "Restore", "Run", "SchedulePreview", "Toggle"]
@@ -92,9 +93,18 @@ class _JobWriter(ApiMixin):
     async def _run(self, name: str) -> None:
         wait = boolean_arg(self.request.query_arguments, "wait", empty=True) or False
         node = text_arg(self.request.query_arguments, "node") or None
-        view = await self.node.jobs.run_job(name, wait=wait, node=node)
+        overrides = self._overrides()
+        view = await self.node.jobs.run_job(name, wait=wait, node=node, overrides=overrides)
         self.set_header("Location", job_location(name))
         self.write_json(view.to_json(), status=200 if wait else 202)
+
+    def _overrides(self) -> RunOverrides:
+        """The run's overrides from its optional body (Dkron's clients send none; an empty
+        body, ``{}`` or ``null`` are none too)."""
+        raw = self.request_body()
+        if not raw.strip():
+            return RunOverrides()
+        return parse_overrides(self.json_body())
 
 
 class Jobs(_JobWriter):
@@ -146,8 +156,6 @@ def _name_from_path(data: Any, name: str) -> Any:
 
 
 class Run(_JobWriter):
-    accepts_body = False
-
     async def post(self, job: str) -> None:
         await self._run(job)
 
