@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import itertools
 import re
 from functools import cache
@@ -26,6 +27,7 @@ import tornado.web
 import yaml
 
 from dkron_lab.api import sql as sql_api
+from dkron_lab.api.auth import Principal, Role
 from dkron_lab.api.base import ApiMixin
 from dkron_lab.api.cluster import (
     Busy,
@@ -81,6 +83,41 @@ __all__ = [
 class OpenAPI(ApiMixin):
     def get(self) -> None:
         self.write_json(openapi_document())
+
+
+_JUPYTER_ACTIONS = ((Role.ADMIN, "write"), (Role.OPERATOR, "execute"))
+"""The Authorizer actions Jupyter's handlers ask for each role (``dkron_lab.jupyter``'s
+``ROLE_ACTIONS``), strongest first; a caller who got this far may ``read`` (a viewer)."""
+
+
+class Whoami(ApiMixin):
+    """Our addition: who the caller is and their role, so a page shows only the actions that
+    role may take (the server checks every request anyway)."""
+
+    async def get(self) -> None:
+        principal: Principal | None = getattr(self, "principal", None)  # the headless server's
+        if principal is None:
+            principal = await self._jupyter_caller()
+        self.write_json({"name": principal.name, "role": principal.role.value})
+
+    async def _jupyter_caller(self) -> Principal:
+        """Inside Jupyter: the logged-in user, and the strongest role its Authorizer grants on
+        this route's resource (the server's own kernels are admins)."""
+        user = self.current_user
+        name = str(getattr(user, "username", None) or user or "anonymous")
+        if getattr(self, "kernel_request", False):
+            return Principal(name=name, role=Role.ADMIN)
+        authorizer = getattr(self, "authorizer", None)
+        resource = getattr(self, "auth_resource", "")
+        for role, action in _JUPYTER_ACTIONS:
+            if authorizer is None:
+                return Principal(name=name, role=Role.ADMIN)
+            allowed = authorizer.is_authorized(self, user, action, resource)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if allowed:
+                return Principal(name=name, role=role)
+        return Principal(name=name, role=Role.VIEWER)
 
 
 class NotFound(ApiMixin):
@@ -173,6 +210,7 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/schedule", SchedulePreview),
     ("/v1/sql", Sql),
     ("/v1/openapi.json", OpenAPI),
+    ("/v1/whoami", Whoami),
 )
 """Every route as an OpenAPI path template (``{name}`` = one path segment) and its resource."""
 
