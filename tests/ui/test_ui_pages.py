@@ -216,6 +216,7 @@ def test_narrow_light_screenshots(api: Api, browser: Any, tmp_path: Path) -> Non
         page.goto(api.url + "/ui/#/jobs/ok-job")
         page.locator("#executions tbody tr").first.wait_for()
         page.set_viewport_size({"width": 1280, "height": 900})
+        page.locator(".dk-history .dk-charts").wait_for()  # the History, not "Loading…"
         screenshot(page, "job", tmp_path)
         tab.assert_quiet()
 

@@ -121,6 +121,45 @@ export class RestSource {
     return this.client.json(`${jobPath(name)}/run`, { method: "POST" });
   }
 
+  /** Run the job once with `{env, parameters}` laid over its own (POST /v1/jobs/<job> with a
+   * body); a 400's message says what the server could not use. */
+  runWith(name, overrides) {
+    return this.client.json(jobPath(name), { method: "POST", body: overrides });
+  }
+
+  /** Who this page is signed in as: `{name, role}` (GET /v1/whoami; role "viewer",
+   * "operator" or "admin"), asked once per credential. A server without the endpoint is
+   * taken as letting everything be tried (it still checks every request). Not aborted with
+   * a page: every view shares the one answer. */
+  whoami() {
+    const key = JSON.stringify(this.client.headers("GET"));
+    if (this._who?.key !== key) {
+      const asked = this.client
+        .json("whoami")
+        .then(({ data }) => data)
+        .catch((error) => {
+          if (error.status === 404) return { name: "", role: "admin" };
+          if (this._who?.asked === asked) this._who = null; // ask again next time
+          throw error;
+        });
+      this._who = { key, asked };
+    }
+    return this._who.asked;
+  }
+
+  /** The read-only fields of a job, as the OpenAPI document marks them (`readOnly` in the
+   * Job schema and the list's additions), fetched once. */
+  jobReadOnly() {
+    this._readOnly ??= this.client
+      .json("openapi.json")
+      .then(({ data }) => readOnlyFields(data, ["Job", "JobWithStats"]))
+      .catch((error) => {
+        this._readOnly = null;
+        throw error;
+      });
+    return this._readOnly;
+  }
+
   toggle(name) {
     return this.client.json(`${jobPath(name)}/toggle`, { method: "POST" });
   }
@@ -167,4 +206,24 @@ export class RestSource {
   leave() {
     return this.client.json("leave", { method: "POST" });
   }
+}
+
+/** The names of the properties `readOnly` in the `schemas` of an OpenAPI `document`,
+ * following `allOf` and local `$ref`s. */
+export function readOnlyFields(document, schemas) {
+  const found = new Set();
+  const seen = new Set();
+  const walk = (schema) => {
+    if (!schema || seen.has(schema)) return;
+    seen.add(schema);
+    if (schema.$ref) {
+      const name = /^#\/components\/schemas\/(.+)$/.exec(schema.$ref)?.[1];
+      return walk(document.components?.schemas?.[name]);
+    }
+    for (const part of schema.allOf ?? []) walk(part);
+    for (const [key, property] of Object.entries(schema.properties ?? {}))
+      if (property?.readOnly) found.add(key);
+  };
+  for (const name of schemas) walk(document.components?.schemas?.[name]);
+  return [...found].sort();
 }

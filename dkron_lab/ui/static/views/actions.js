@@ -1,17 +1,27 @@
 // Run, enable/disable and delete a job, each confirmed in place: the first click asks, the
-// second does it. `state.confirming` survives the list's refreshes.
+// second does it. `state.confirming` survives the list's refreshes. Each button carries the
+// role it needs (views/role.js): run and toggle operator, delete admin.
 
 import { h } from "./dom.js";
+import { needs } from "./role.js";
 
 const ACTIONS = {
-  run: { label: "Run", ask: "Run now?", yes: "Yes, run", call: (s, job) => s.run(job.name) },
+  run: {
+    label: "Run",
+    ask: "Run now?",
+    yes: "Yes, run",
+    role: "operator",
+    call: (s, job) => s.run(job.name),
+  },
   toggle: {
+    role: "operator",
     label: (job) => (job.disabled ? "Enable" : "Disable"),
     ask: (job) => (job.disabled ? "Enable its schedule?" : "Stop its schedule?"),
     yes: (job) => (job.disabled ? "Yes, enable" : "Yes, disable"),
     call: (s, job) => s.toggle(job.name),
   },
   remove: {
+    role: "admin",
     label: "Delete",
     ask: "Delete this job?",
     yes: "Yes, delete",
@@ -63,6 +73,7 @@ export function jobActions({ source, job, state, after }) {
           type: "button",
           "data-key": key(name),
           "aria-label": `${text(action.label, job)} ${job.name}`,
+          ...needs(action.role),
           onclick: () => {
             state.confirming = { job: job.name, action: name };
             after(null, null, key("yes"));

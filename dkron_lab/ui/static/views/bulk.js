@@ -1,17 +1,29 @@
 // Bulk actions on the jobs list: select rows, then run / enable / disable / delete them with
 // one confirmation that names the count. `state.selected` (job names) and `state.bulk` (the
-// action being confirmed) survive the list's refreshes, as `state.confirming` does.
+// action being confirmed) survive the list's refreshes, as `state.confirming` does. The
+// selection needs the operator role, deleting the admin role (views/role.js).
 
 import { h } from "./dom.js";
+import { needs } from "./role.js";
 
 const plural = (n) => `${n} job${n === 1 ? "" : "s"}`;
 
 /** Each action: which of the selected jobs it applies to, and what it does to one. */
 const BULK = {
-  run: { label: "Run", pick: () => true, call: (s, job) => s.run(job.name) },
-  enable: { label: "Enable", pick: (job) => job.disabled, call: (s, job) => s.toggle(job.name) },
-  disable: { label: "Disable", pick: (job) => !job.disabled, call: (s, job) => s.toggle(job.name) },
-  remove: { label: "Delete", pick: () => true, call: (s, job) => s.remove(job.name) },
+  run: { label: "Run", role: "operator", pick: () => true, call: (s, job) => s.run(job.name) },
+  enable: {
+    label: "Enable",
+    role: "operator",
+    pick: (job) => job.disabled,
+    call: (s, job) => s.toggle(job.name),
+  },
+  disable: {
+    label: "Disable",
+    role: "operator",
+    pick: (job) => !job.disabled,
+    call: (s, job) => s.toggle(job.name),
+  },
+  remove: { label: "Delete", role: "admin", pick: () => true, call: (s, job) => s.remove(job.name) },
 };
 
 /** Do `action` on `jobs` one after the other; the first failure is reported, the rest go on. */
@@ -35,7 +47,7 @@ export function selectAll(jobs, state, after) {
   const all = jobs.length > 0 && jobs.every((job) => state.selected.has(job.name));
   return h(
     "th",
-    { scope: "col", class: "dk-select" },
+    { scope: "col", class: "dk-select", ...needs("operator") },
     h("input", {
       type: "checkbox",
       checked: all,
@@ -56,7 +68,7 @@ export function selectAll(jobs, state, after) {
 export function selectOne(job, state, after) {
   return h(
     "td",
-    { class: "dk-select" },
+    { class: "dk-select", ...needs("operator") },
     h("input", {
       type: "checkbox",
       checked: state.selected.has(job.name),
@@ -126,6 +138,7 @@ export function bulkBar({ source, jobs, state, after }) {
           type: "button",
           "data-key": `bulk:${name}`,
           disabled: !chosen.some(action.pick),
+          ...needs(action.role),
           onclick: () => {
             state.bulk = name;
             after(null, null, "bulk:yes");

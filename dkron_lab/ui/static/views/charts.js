@@ -9,9 +9,8 @@ import { duration, h, isRunning, unset, wallTime } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
-/** Seconds as "120 ms" below one second, else as dom.js's duration() says them. */
-const span = (seconds) =>
-  seconds !== null && seconds < 1 ? `${Math.round(seconds * 1000)} ms` : duration(seconds);
+/** Seconds as dom.js's duration() says them ("120 ms" below one second). */
+const span = duration;
 
 /** Lateness over this many seconds marks a start as late. */
 export const LATE_AFTER_S = 1;

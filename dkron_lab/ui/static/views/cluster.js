@@ -4,6 +4,7 @@
 // or make this server leave, each confirmed in place.
 
 import { h, problem, put, rerender } from "./dom.js";
+import { needs, showRole } from "./role.js";
 
 const RECENT =
   "SELECT node_name, count(*) AS runs, count(*) FILTER (WHERE NOT success) AS failed " +
@@ -23,6 +24,7 @@ function chips(tags) {
 }
 
 function table(caption, columns, rows) {
+  const head = (c) => (typeof c === "string" ? h("th", { scope: "col" }, c) : c);
   return h(
     "div",
     { class: "dk-scroll" },
@@ -36,7 +38,7 @@ function table(caption, columns, rows) {
         h(
           "tr",
           {},
-          columns.map((c) => h("th", { scope: "col" }, c)),
+          columns.map(head),
         ),
       ),
       h("tbody", {}, rows),
@@ -190,7 +192,7 @@ function voters(data, source, state, after) {
       h("td", { class: "dk-num" }, lag === null ? "—" : `${lag} entries`),
       h(
         "td",
-        {},
+        needs("admin"),
         confirmable(
           state,
           `remove:${name}`,
@@ -205,7 +207,15 @@ function voters(data, source, state, after) {
   });
   return table(
     "The Raft voters",
-    ["Server", "Raft address", "Role", "Reachable", "Match index", "Lag", "Admin"],
+    [
+      "Server",
+      "Raft address",
+      "Role",
+      "Reachable",
+      "Match index",
+      "Lag",
+      h("th", { scope: "col", ...needs("admin") }, "Admin"),
+    ],
     rows,
   );
 }
@@ -236,6 +246,7 @@ export function clusterView({ source, el, signal, fail, every }) {
   const notice = h("div", { role: "status", class: "dk-notice" });
   const body = h("div");
   put(el, h("h1", {}, "Cluster"), notice, body);
+  showRole(source);
   let last = null;
   const after = (key, error, answer) => {
     if (error) put(notice, problem(error));
@@ -282,14 +293,18 @@ export function clusterView({ source, el, signal, fail, every }) {
             `The page talks to ${data.status.agent?.name || "?"} (dkron-lab ${data.status.agent?.version || "?"}). `,
             "Leaving stops it once its running executions finish; the admin role is needed.",
           ),
-          confirmable(
-            state,
-            "leave",
+          h(
+            "div",
+            needs("admin"),
+            confirmable(
+              state,
+              "leave",
             `Leave: stop ${data.status.agent?.name || "this server"}`,
             "Make this server leave the cluster and stop?",
             "Yes, leave",
-            () => source.leave(),
-            after,
+              () => source.leave(),
+              after,
+            ),
           ),
         ),
       ],

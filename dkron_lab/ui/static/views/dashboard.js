@@ -4,6 +4,7 @@
 import { JOB_STATUSES } from "../source.js";
 import { jobActions } from "./actions.js";
 import { bulkBar, selectAll, selectOne } from "./bulk.js";
+import { needs, showRole } from "./role.js";
 import {
   badge,
   h,
@@ -180,7 +181,7 @@ function jobRow(job, running, actions, select) {
     ),
     h("td", {}, job.disabled ? "—" : timeIn(job.next, zone)),
     h("td", { class: "dk-num" }, duration(job.median_duration)),
-    h("td", {}, actions),
+    h("td", needs("operator"), actions),
   );
 }
 
@@ -200,9 +201,10 @@ function table(jobs, running, actionsOf, bulk) {
           "tr",
           {},
           bulk.all,
-          ["Job", "Status", "Last runs", "Schedule", "Next run", "Median", "Actions"].map((c) =>
+          ["Job", "Status", "Last runs", "Schedule", "Next run", "Median"].map((c) =>
             h("th", { scope: "col" }, c),
           ),
+          h("th", { scope: "col", ...needs("operator") }, "Actions"),
         ),
       ),
       h(
@@ -294,7 +296,7 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
       "div",
       { class: "dk-heading" },
       h("h1", {}, filter.status ? `Jobs: ${STATUS_LABELS[filter.status]}` : "Jobs"),
-      h("a", { href: "#/jobs/new", class: "dk-button" }, "New job"),
+      h("a", { href: "#/jobs/new", class: "dk-button", ...needs("admin") }, "New job"),
     ),
     tiles,
     controls(filter, navigate),
@@ -302,6 +304,7 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
     list,
     cluster,
   );
+  showRole(source);
   // The list is drawn as soon as its page arrives; the counters, the Running badges and the
   // nodes follow (on a first load with many jobs, counting them takes longer than one page).
   const last = { counts: null, page: null, running: new Set(), members: [] };

@@ -66,9 +66,10 @@ export function timeIn(text, zone) {
   );
 }
 
-/** Seconds as "0.4 s", "12 s", "3 min 4 s", "2 h 5 min". */
+/** Seconds as "35 ms", "1.4 s", "12 s", "3 min 4 s", "2 h 5 min". */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
   if (seconds < 10) return `${seconds.toFixed(1)} s`;
   if (seconds < 60) return `${Math.round(seconds)} s`;
   const minutes = Math.floor(seconds / 60);

@@ -3,23 +3,14 @@
 // so edits round-trip between them. The server checks it on submit (POST /v1/jobs), and its
 // 400 message is shown next to the field it names. The cron helper says the schedule in words
 // and lists the next fires in the job's zone from GET /v1/schedule while typing.
+//
+// The fields the server computes are the ones its OpenAPI document marks `readOnly`
+// (source.jobReadOnly): they are left out of what the form sends, and a clone starts without
+// them.
 
 import { describeSchedule } from "./cron.js";
 import { h, jobHash, put, wallTime } from "./dom.js";
-
-/** Fields the server computes: left out of what the form sends (a clone starts from zero). */
-const READ_ONLY = [
-  "id",
-  "success_count",
-  "error_count",
-  "last_success",
-  "last_error",
-  "dependent_jobs",
-  "status",
-  "next",
-  "last_results",
-  "median_duration",
-];
+import { needs, showRole } from "./role.js";
 
 const NEW_JOB = {
   name: "",
@@ -75,16 +66,16 @@ export const EXECUTORS = {
   ],
 };
 
-/** `job` without the fields the server computes. */
-export function editable(job) {
+/** `job` without the fields the server computes (`readOnly`, from the OpenAPI document). */
+export function editable(job, readOnly) {
   const copy = structuredClone(job);
-  for (const key of READ_ONLY) delete copy[key];
+  for (const key of readOnly) delete copy[key];
   return copy;
 }
 
 /** The job a clone of `job` starts from: a new name, no counters. */
-export function cloneOf(job) {
-  return { ...editable(job), name: `${job.name}-copy` };
+export function cloneOf(job, readOnly) {
+  return { ...editable(job, readOnly), name: `${job.name}-copy` };
 }
 
 const FIELDS = [
@@ -450,12 +441,16 @@ function formFields({ job, editing, parents, helper }) {
   ];
 }
 
-/** Load what the form starts from: the job to edit, the one to clone, or a new one (with the
- * fields the route's query prefills). */
+/** Load what the form starts from, and the fields the server computes: the job to edit, the
+ * one to clone, or a new one (with the fields the route's query prefills). */
 async function startingJob(source, name, from, signal, query) {
-  if (name) return editable(await source.job(name, signal));
-  if (from) return cloneOf(await source.job(from, signal));
-  return { ...structuredClone(NEW_JOB), ...prefillFromQuery(query) };
+  const [readOnly, stored] = await Promise.all([
+    source.jobReadOnly(),
+    name || from ? source.job(name || from, signal) : null,
+  ]);
+  if (name) return { job: editable(stored, readOnly), readOnly };
+  if (from) return { job: cloneOf(stored, readOnly), readOnly };
+  return { job: { ...structuredClone(NEW_JOB), ...prefillFromQuery(query) }, readOnly };
 }
 
 // ---- Prefill from the route and telling a framing page (JupyterLab's "Schedule this notebook")
@@ -463,31 +458,42 @@ async function startingJob(source, name, from, signal, query) {
 // frame, and closes the dialog when the form says, by postMessage to its own origin, that the
 // job was saved or the form cancelled.
 
-/** A new job's fields from the route's query: `name`, `schedule`, `timezone`, `executor`, the
- * executor's config keys under their own names (`path`, `parameters`, ...) and `tag=key=value`
- * (repeated); other parameters are ignored. */
+const BOOLEAN_FIELDS = new Set(["disabled", "ephemeral"]);
+const NUMBER_FIELDS = new Set(["retries"]);
+const PAIR_FIELDS = new Set(["tags", "metadata"]);
+const NOT_PREFILLED = new Set(["from", "tag", "executor_config", "processors", "secret_keys"]);
+
+/** A new job's fields from the route's query: any top-level job field under its name
+ * (`disabled` "true"/"false", `retries` a number, `tags`/`metadata` "k=v,k2=v2"), every other
+ * key into `executor_config` (`path`, `command`, `parameters`, ...), and `tag=key=value`
+ * (repeated) into the tags. */
 export function prefillFromQuery(query) {
   if (!query) return {};
   const job = {};
-  for (const key of ["name", "schedule", "timezone", "executor"]) {
-    if (query.get(key)) job[key] = query.get(key);
+  const config = {};
+  for (const [key, value] of query.entries()) {
+    if (NOT_PREFILLED.has(key) || value === "") continue;
+    if (BOOLEAN_FIELDS.has(key)) job[key] = value === "true";
+    else if (NUMBER_FIELDS.has(key)) job[key] = Number(value) || 0;
+    else if (PAIR_FIELDS.has(key)) job[key] = parsePairs(value.split(",").join("\n"));
+    else if (FIELDS.includes(key)) job[key] = value;
+    else config[key] = value;
   }
-  const keys = (EXECUTORS[job.executor] || []).map((f) => f.key);
-  const config = Object.fromEntries(
-    keys.filter((k) => query.get(k)).map((k) => [k, query.get(k)]),
-  );
   if (Object.keys(config).length) job.executor_config = config;
   const tags = parsePairs(query.getAll("tag").join("\n"));
-  if (Object.keys(tags).length) job.tags = tags;
+  if (Object.keys(tags).length) job.tags = { ...job.tags, ...tags };
   return job;
 }
 
 /** Tell the page framing this one, if it is of the same origin: `{source: "dkron-lab-form",
- * event: "saved", name}` or `{..., event: "cancelled"}`. */
-function tellFramer(event, name) {
-  if (window.parent === window) return;
+ * event: "saved", name}` or `{..., event: "cancelled"}`; a save also carries
+ * `type: "dkron-lab:job-saved", job: name`. */
+export function tellFramer(event, name, win = window) {
+  if (win.parent === win) return false;
   const message = { source: "dkron-lab-form", event, ...(name ? { name } : {}) };
-  window.parent.postMessage(message, window.location.origin);
+  if (event === "saved") Object.assign(message, { type: "dkron-lab:job-saved", job: name });
+  win.parent.postMessage(message, win.location.origin);
+  return true;
 }
 
 /** Render the job form into `el`. */
@@ -497,11 +503,12 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
   const title = name ? `Edit ${name}` : from ? `Clone ${from}` : "New job";
   const top = h("div", { class: "dk-notice" });
   put(el, h("h1", {}, title), top);
+  showRole(source);
   Promise.all([
     startingJob(source, name, from, signal, query),
     source.jobNames(signal).catch(() => []),
   ])
-    .then(([job, parents]) =>
+    .then(([{ job, readOnly }, parents]) =>
       render({
         source,
         el,
@@ -509,6 +516,7 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
         navigate,
         fail,
         job,
+        readOnly,
         parents,
         title,
         back,
@@ -518,7 +526,19 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
     .catch((error) => fail(error, top));
 }
 
-function render({ source, el, signal, navigate, fail, job, parents, title, back, editing }) {
+function render({
+  source,
+  el,
+  signal,
+  navigate,
+  fail,
+  job,
+  readOnly,
+  parents,
+  title,
+  back,
+  editing,
+}) {
   const state = { job, json: false };
   const helper = cronHelper(source, signal);
   const body = h("div", { class: "dk-form-body" });
@@ -531,7 +551,7 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
   );
   const draw = () => {
     if (state.json) {
-      jsonText.value = JSON.stringify(editable(state.job), null, 2);
+      jsonText.value = JSON.stringify(editable(state.job, readOnly), null, 2);
       put(
         body,
         field(
@@ -579,7 +599,7 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
       if (!parsed) return;
       state.job = parsed;
     }
-    const sent = editable(state.job);
+    const sent = editable(state.job, readOnly);
     try {
       const saved = await source.saveJob(sent);
       tellFramer("saved", saved?.name || sent.name);
@@ -618,7 +638,11 @@ function render({ source, el, signal, navigate, fail, job, parents, title, back,
     h(
       "div",
       { class: "dk-toolbar" },
-      h("button", { type: "submit", class: "dk-primary" }, editing ? "Save" : "Create"),
+      h(
+        "button",
+        { type: "submit", class: "dk-primary", ...needs("admin") },
+        editing ? "Save" : "Create",
+      ),
       h("a", { href: back, onclick: () => tellFramer("cancelled") }, "Cancel"),
     ),
   );

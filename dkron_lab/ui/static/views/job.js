@@ -3,6 +3,8 @@
 
 import { jobActions } from "./actions.js";
 import { historySection } from "./history.js";
+import { overridesButton, overridesDialog } from "./overrides.js";
+import { needs, showRole } from "./role.js";
 import {
   badge,
   executionDuration,
@@ -163,6 +165,7 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
   const about = h("section", { "aria-label": "Summary" });
   const runs = h("section", { id: "executions", "aria-labelledby": "dk-executions" });
   const history = historySection({ source, name, signal });
+  const dialog = overridesDialog({ source, after: (action, error) => after(action, error) });
   put(
     el,
     h("p", { class: "dk-crumbs" }, link("#/jobs", "Jobs"), " / "),
@@ -172,7 +175,9 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
     history.el,
     h("h2", { id: "dk-executions", tabindex: "-1" }, "Executions"),
     runs,
+    dialog.el,
   );
+  showRole(source);
   let last = null;
   let scrolled = false;
   const draw = (focusKey) => {
@@ -181,11 +186,12 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
     const actions = jobActions({ source, job, state, after });
     const edit = h(
       "span",
-      { class: "dk-actions" },
+      { class: "dk-actions", ...needs("admin") },
       link(`${jobHash(job.name)}/edit`, "Edit"),
       link(`#/jobs/new?from=${encodeURIComponent(job.name)}`, "Clone"),
     );
-    rerender(head, () => [h("h1", {}, job.displayname || job.name), actions, edit], focusKey);
+    const heading = h("h1", {}, job.displayname || job.name);
+    rerender(head, () => [heading, actions, overridesButton(job, dialog), edit], focusKey);
     put(about, summary(job, running));
     rerender(runs, () => executions(job, page, state.start, go));
     if (focus === "executions" && !scrolled) {
