@@ -13,6 +13,8 @@ It owns one rule: **every due instant ends as exactly one of: run, or skipped wi
   so starting one twice is harmless.
 - Missed fires are settled per job by the catch-up policy: the skipped ones and the ones to
   run go in one Raft entry, so they commit (and the index moves) together or not at all.
+- An instant on a day the job's calendar excludes is never claimed: it is recorded skipped
+  (reason ``calendar``), by the schedule (``ScheduleIndex.calendar_skip``) or the catch-up.
 
 May call: the replicated state (reads under its lock), ``submit`` (a fenced Raft write) and
 the ``Starts`` the node gives it. It takes no decision about where a run goes beyond asking
@@ -34,16 +36,31 @@ from typing import Any, Protocol
 from dkron_lab import codec
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
+from dkron_lab.model.calendar import Calendar, CalendarSkip, allows, day_of
 from dkron_lab.model.job import Job, parse_job_schedule
 from dkron_lab.model.planning import effective_policy, plan_catchup
 from dkron_lab.scheduler import Fire, ScheduleIndex, Scheduler
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import Batch, Claim, Command, Limits, Skip
 from dkron_lab.state.commands import Fire as FireCommand
-from dkron_lab.state.events import FireClaimed, FiresSkipped, JobChanged, StateRestored
+from dkron_lab.state.events import (
+    CalendarChanged,
+    FireClaimed,
+    FiresSkipped,
+    JobChanged,
+    StateRestored,
+)
 from dkron_lab.state.machine import JobState
 
-__all__ = ["CATCH_UP_CHUNK", "CatchUpSettings", "Leader", "Leadership", "Starts", "fire_command"]
+__all__ = [
+    "CATCH_UP_CHUNK",
+    "CatchUpSettings",
+    "Leader",
+    "Leadership",
+    "Starts",
+    "fire_command",
+    "split_by_calendar",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +148,22 @@ class Leader:
 
     # -- claims --------------------------------------------------------------------------------
 
-    async def claim(self, due: list[Fire], *, before: Iterable[Command] = ()) -> list[Fire]:
-        """Claim ``due`` (after the commands ``before``, in the same Raft entry) and answer the
-        fires to start: those won, and the committed claims of those lost that may still be
-        unstarted. Runs on other nodes are sent at once, with their instant; the local ones
-        are the caller's to start on it. Raises ``DkronError`` when the outcome is unknown."""
+    async def claim(
+        self, due: list[Fire], *, before: Iterable[Command] = (), after: Iterable[Command] = ()
+    ) -> list[Fire]:
+        """Claim ``due`` (after the commands ``before`` and before ``after``, in the same Raft
+        entry) and answer the fires to start: those won, and the committed claims of those lost
+        that may still be unstarted. Runs on other nodes are sent at once, with their instant;
+        the local ones are the caller's to start on it. Calendar skips among ``due`` are
+        recorded, not claimed. Raises ``DkronError`` when the outcome is unknown."""
+        before, due = [*before, *self._calendar_skips(due)], self._not_skipped(due)
+        after = list(after)
         fires = [replace(f, group=self._starts.new_group(), targets=self._targets(f)) for f in due]
         records = [self._record(fire) for fire in fires]
         cmd = fire_command(self._state, self._starts.limits, records)
-        before = list(before)
-        if before:
-            result = (await self._submit(Batch(commands=(*before, cmd))))["results"]
-            result = result[-1]
+        if before or after:
+            batch = Batch(commands=(*before, cmd, *after))
+            result = (await self._submit(batch))["results"][len(before)]
         else:
             result = await self._submit(cmd)
         self._on_won(sum(result["won"]))
@@ -152,6 +173,13 @@ class Leader:
         claimed = [f for f in won if f.group not in queued] + self.committed(lost)
         self._starts.start_fires(claimed, local=False, remote=True)
         return claimed
+
+    def _calendar_skips(self, due: list[Fire]) -> list[Command]:
+        skips = ((f.job, self._index.calendar_skip(f)) for f in due)
+        return [Skip(job=job, spans=(skip.to_span(),)) for job, skip in skips if skip is not None]
+
+    def _not_skipped(self, due: list[Fire]) -> list[Fire]:
+        return [f for f in due if self._index.calendar_skip(f) is None]
 
     def committed(self, lost: list[Fire]) -> list[Fire]:
         """The committed claims of the instants in ``lost`` that may be unstarted."""
@@ -213,15 +241,16 @@ class Leader:
         """Apply each job's catch-up policy to the instants its schedule held before ``now``,
         a chunk of jobs per Raft entry; a job's index moves once its chunk has committed."""
         jobs = self._state.all_jobs()
-        behind = [job for job in jobs if (due := self._index.next_of(job.name)) and due <= now]
+        behind = [job for job in jobs if (due := self._index.due_of(job.name)) and due <= now]
         for start in range(0, len(behind), CATCH_UP_CHUNK):
             await self._catch_up_chunk(behind[start : start + CATCH_UP_CHUNK], now)
 
     async def _catch_up_chunk(self, jobs: list[Job], now: datetime) -> None:
         skips: list[Command] = []
+        later: list[Command] = []  # calendar skips after a fire to run: recorded after its claim
         fires: list[Fire] = []
         for job in jobs:
-            due = self._index.next_of(job.name)
+            due = self._index.due_of(job.name)
             if due is None or due > now:
                 continue
             # From what the state says is handled, if that is later (a catch-up made again
@@ -236,16 +265,49 @@ class Leader:
                 policy=effective_policy(job, self._settings.policy),
                 window=self._settings.window,
             )
-            fires += [Fire(job=job.name, scheduled_at=at) for at in plan.fire]
-            if plan.skipped:
-                spans = [_span_record(span) for span in plan.skipped]
+            calendar = self._state.calendar(job.calendar) if job.calendar else None
+            run, excluded = split_by_calendar(job, plan.fire, calendar)
+            fires += [Fire(job=job.name, scheduled_at=at) for at in run]
+            early = [s.to_span() for s in excluded if not run or s.last < run[0]]
+            late = [s.to_span() for s in excluded if run and s.last > run[0]]
+            spans = [_span_record(span) for span in plan.skipped] + early
+            if spans:
                 skips.append(Skip(job=job.name, spans=tuple(spans)))
+            if late:
+                later.append(Skip(job=job.name, spans=tuple(late)))
         if fires:
             log.info("catching up %d missed fire(s)", len(fires))
-        if fires or skips:
-            self._start_due(await self.claim(fires, before=skips))
+        if fires or skips or later:
+            self._start_due(await self.claim(fires, before=skips, after=later))
         for job in jobs:
             self._index.fired(job.name, now)
+
+
+def split_by_calendar(
+    job: Job, instants: tuple[datetime, ...], calendar: Calendar | None
+) -> tuple[list[datetime], list[CalendarSkip]]:
+    """``instants`` (consecutive fires of ``job``, oldest first) split into those to run and
+    the spans of those ``calendar`` excludes, one per run of consecutive excluded ones.
+
+    A catch-up records the spans older than its first fire before claiming, the later ones
+    after; the state drops a span older than a fire already claimed, so with policy ``all``
+    the excluded fires between two that run are not recorded (they are not run either)."""
+    if calendar is None:
+        return list(instants), []
+    tz = parse_job_schedule(job).tzinfo
+    run: list[datetime] = []
+    spans: list[CalendarSkip] = []
+    joined = False  # the previous instant was excluded: extend its span
+    for at in instants:
+        if allows(calendar, job.calendar_mode, day_of(at, tz)):
+            run.append(at)
+            joined = False
+        elif joined:
+            spans[-1] = replace(spans[-1], last=at, count=spans[-1].count + 1)
+        else:
+            spans.append(CalendarSkip(first=at, last=at, count=1))
+            joined = True
+    return run, spans
 
 
 def _span_record(span: Any) -> dict[str, Any]:
@@ -261,7 +323,8 @@ class Leadership:
     """The schedule index every server keeps (so ``next`` is right everywhere, and a new
     leader knows what is due), and a ``Leader`` for as long as this node leads.
 
-    Subscribes to ``JobChanged``, ``FireClaimed``, ``FiresSkipped`` and ``StateRestored``.
+    Subscribes to ``JobChanged``, ``FireClaimed``, ``FiresSkipped``, ``StateRestored`` and
+    ``CalendarChanged`` (the jobs on a changed calendar are indexed again from now).
     """
 
     def __init__(
@@ -283,10 +346,17 @@ class Leadership:
         self._leader: Leader | None = None
         self._task: asyncio.Task[None] | None = None
         index.changed = self._poke
-        shared.state.subscribe(self._on_event, JobChanged, FireClaimed, FiresSkipped, StateRestored)
+        index.calendar_of = shared.state.calendar
+        kinds = (JobChanged, FireClaimed, FiresSkipped, StateRestored, CalendarChanged)
+        shared.state.subscribe(self._on_event, *kinds)
 
-    def _on_event(self, event: JobChanged | FireClaimed | FiresSkipped | StateRestored) -> None:
-        if isinstance(event, JobChanged):
+    def _on_event(
+        self, event: JobChanged | FireClaimed | FiresSkipped | StateRestored | CalendarChanged
+    ) -> None:
+        if isinstance(event, CalendarChanged):
+            jobs = self._shared.state.jobs_on_calendar(event.name)
+            self._index.refresh(jobs, self._shared.clock.now())
+        elif isinstance(event, JobChanged):
             self._index.update(event.name, event.job, self._shared.clock.now())
         elif isinstance(event, StateRestored):
             self.reindex()

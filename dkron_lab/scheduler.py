@@ -3,6 +3,13 @@
 ``ScheduleIndex`` is kept on every server (so ``next`` is right wherever it is read); only the
 leader runs ``Scheduler.run``, which claims each due fire through Raft slightly ahead of its
 instant and starts it on the instant. Waking costs O(log n): nothing scans all jobs.
+
+A job on a calendar (``model/calendar.py``) never has an excluded instant claimed: its index
+entry is then a *calendar skip* (``ScheduleIndex.calendar_skip``), which the leader records as
+skipped (reason ``calendar``). The excluded fires of one day are settled in at most two spans:
+the day's first one on its instant, then the rest at the day's last one, so a ``* * * * *``
+job on a calendar writes two records a day, not 1,440. ``next_of`` answers the next allowed
+fire (the job's ``next``), ``due_of`` the next instant to act on.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from datetime import datetime, timedelta
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
 from dkron_lab.model import schedule
+from dkron_lab.model.calendar import Calendar, CalendarSkip, allows, calendar_fire, day_of, day_skip
 from dkron_lab.model.job import Job, parse_job_schedule
 
-__all__ = ["Fire", "ScheduleIndex", "Scheduler", "next_run"]
+__all__ = ["Fire", "ScheduleIndex", "Scheduler", "next_event", "next_run"]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +49,39 @@ class Fire:
     targets: tuple[str, ...] = ()
 
 
-def next_run(job: Job, sched: schedule.Schedule, after: datetime) -> datetime | None:
-    """The job's next fire strictly after ``after``, honouring starts_at and expires_at."""
+def next_run(
+    job: Job, sched: schedule.Schedule, after: datetime, calendar: Calendar | None = None
+) -> datetime | None:
+    """The job's next fire strictly after ``after``, honouring starts_at and expires_at, and
+    on a day ``calendar`` (the one the job names) allows."""
     if job.disabled or job.parent_job or sched.is_manual:
         return None
     if job.starts_at is not None and after < job.starts_at:
         after = job.starts_at - timedelta(microseconds=1)
-    instant = schedule.next_fire(sched, after)
+    if calendar is None:
+        instant = schedule.next_fire(sched, after)
+    else:
+        instant = calendar_fire(sched, after, calendar, job.calendar_mode)
     if instant is None or (job.expires_at is not None and instant > job.expires_at):
         return None
     return instant
+
+
+def next_event(
+    job: Job, sched: schedule.Schedule, after: datetime, calendar: Calendar | None
+) -> tuple[datetime, CalendarSkip | None] | None:
+    """What the index holds for ``job`` after ``after``: its next fire, or, when that fire is
+    on a day ``calendar`` excludes, the span of excluded fires to settle (at its last one)."""
+    instant = next_run(job, sched, after)
+    if instant is None or calendar is None:
+        return None if instant is None else (instant, None)
+    if allows(calendar, job.calendar_mode, day_of(instant, sched.tzinfo)):
+        return instant, None
+    if job.starts_at is not None and after < job.starts_at:
+        after = job.starts_at - timedelta(microseconds=1)
+    until = job.expires_at or instant + timedelta(days=2)
+    skip = day_skip(sched, after, instant, until)
+    return skip.last, skip
 
 
 class ScheduleIndex:
@@ -60,16 +91,21 @@ class ScheduleIndex:
         self._lock = threading.Lock()
         self._heap: list[tuple[datetime, int, str]] = []
         self._next: dict[str, datetime] = {}
-        self._jobs: dict[str, tuple[Job, schedule.Schedule]] = {}
+        self._jobs: dict[str, tuple[Job, schedule.Schedule, Calendar | None]] = {}
+        self._skips: dict[str, CalendarSkip] = {}  # jobs whose entry is a calendar skip
+        self._allowed: dict[str, datetime | None] = {}  # their next allowed fire
         self._seq = itertools.count()
         self.changed: Callable[[], None] = lambda: None
+        self.calendar_of: Callable[[str], Calendar | None] = lambda name: None
+        """The calendar called ``name`` (set by the node); read outside the index's lock."""
 
     def update(self, name: str, job: Job | None, now: datetime) -> None:
         """A job was saved (or deleted, ``job=None``): recompute its next fire after ``now``."""
         entry = None
         if job is not None:
             try:
-                entry = (job, parse_job_schedule(job))
+                calendar = self.calendar_of(job.calendar) if job.calendar else None
+                entry = (job, parse_job_schedule(job), calendar)
             except DkronError:
                 log.warning(
                     "job %r has an unparsable schedule %r; not scheduled", name, job.schedule
@@ -78,9 +114,11 @@ class ScheduleIndex:
             if entry is None:
                 self._jobs.pop(name, None)
                 self._next.pop(name, None)
+                self._skips.pop(name, None)
+                self._allowed.pop(name, None)
                 return
             self._jobs[name] = entry
-            self._push(name, next_run(entry[0], entry[1], now))
+            self._push(name, now)
         self.changed()
 
     def clear(self) -> None:
@@ -88,16 +126,46 @@ class ScheduleIndex:
             self._heap.clear()
             self._next.clear()
             self._jobs.clear()
+            self._skips.clear()
+            self._allowed.clear()
 
-    def _push(self, name: str, instant: datetime | None) -> None:
-        if instant is None:
+    def _push(self, name: str, after: datetime) -> None:
+        """Index ``name``'s next event after ``after`` (lock held)."""
+        job, sched, calendar = self._jobs[name]
+        event = next_event(job, sched, after, calendar)
+        self._skips.pop(name, None)
+        self._allowed.pop(name, None)
+        if event is None:
             self._next.pop(name, None)
             return
+        instant, skip = event
+        if skip is not None:
+            self._skips[name] = skip
+            self._allowed[name] = next_run(job, sched, skip.last, calendar)
         self._next[name] = instant
         heapq.heappush(self._heap, (instant, next(self._seq), name))
 
     def next_of(self, name: str) -> datetime | None:
+        """The job's next fire that will run (its ``next``)."""
+        with self._lock:
+            if name in self._skips:
+                return self._allowed.get(name)
+            return self._next.get(name)
+
+    def due_of(self, name: str) -> datetime | None:
+        """The next instant the scheduler acts on for the job: a fire or a calendar skip."""
         return self._next.get(name)
+
+    def calendar_skip(self, fire: Fire) -> CalendarSkip | None:
+        """The calendar skip ``fire`` (popped by ``pop_due``) stands for; None for a fire."""
+        with self._lock:
+            skip = self._skips.get(fire.job)
+            return skip if skip is not None and skip.last == fire.scheduled_at else None
+
+    def refresh(self, jobs: list[Job], now: datetime) -> None:
+        """The calendar of ``jobs`` changed: index them again from ``now``."""
+        for job in jobs:
+            self.update(job.name, job, now)
 
     def earliest(self) -> datetime | None:
         with self._lock:
@@ -136,8 +204,7 @@ class ScheduleIndex:
             for fire in fires:
                 if self._next.get(fire.job) != fire.scheduled_at or fire.job not in self._jobs:
                     continue
-                job, sched = self._jobs[fire.job]
-                self._push(fire.job, next_run(job, sched, fire.scheduled_at))
+                self._push(fire.job, fire.scheduled_at)
         self.changed()
 
     def fired(self, name: str, instant: datetime) -> None:
@@ -147,8 +214,7 @@ class ScheduleIndex:
             current = self._next.get(name)
             if name not in self._jobs or (current is not None and current > instant):
                 return
-            job, sched = self._jobs[name]
-            self._push(name, next_run(job, sched, instant))
+            self._push(name, instant)
         self.changed()
 
 

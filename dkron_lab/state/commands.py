@@ -28,6 +28,8 @@ kind                   class               what it does
 ``deregister``         ``Deregister``      a node is forgotten
 ``set_limits``         ``SetLimits``       concurrency limits set through the API
 ``pause``              ``Pause``           pause or resume new job submissions
+``set_calendar``       ``SetCalendar``     create or replace a named calendar
+``delete_calendar``    ``DeleteCalendar``  delete a calendar no job uses
 =====================  ==================  ===================================================
 """
 
@@ -39,12 +41,14 @@ from typing import Any, ClassVar
 
 from dkron_lab import codec
 from dkron_lab.errors import BadRequest
+from dkron_lab.model.calendar import Calendar, calendar_from_json, calendar_to_json
 from dkron_lab.model.job import Job, JobStats
 
 __all__ = [
     "Batch",
     "Claim",
     "Command",
+    "DeleteCalendar",
     "DeleteExecutions",
     "DeleteJob",
     "Deregister",
@@ -54,6 +58,7 @@ __all__ = [
     "Pause",
     "Register",
     "Retry",
+    "SetCalendar",
     "SetJob",
     "SetLimits",
     "Skip",
@@ -378,6 +383,36 @@ class Pause:
         return cls(paused=bool(wire["paused"]))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetCalendar:
+    """Create or replace ``calendar`` (the jobs on it are rescheduled)."""
+
+    kind: ClassVar[str] = "set_calendar"
+    version: ClassVar[int] = 1
+    calendar: Calendar
+
+    def encode(self) -> Wire:
+        return _header(self.kind, self.version) | {"calendar": calendar_to_json(self.calendar)}
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> SetCalendar:
+        return cls(calendar=calendar_from_json(wire["calendar"]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteCalendar:
+    kind: ClassVar[str] = "delete_calendar"
+    version: ClassVar[int] = 1
+    name: str
+
+    def encode(self) -> Wire:
+        return _header(self.kind, self.version) | {"name": self.name}
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> DeleteCalendar:
+        return cls(name=str(wire["name"]))
+
+
 Command = (
     SetJob
     | DeleteJob
@@ -392,6 +427,8 @@ Command = (
     | Deregister
     | SetLimits
     | Pause
+    | SetCalendar
+    | DeleteCalendar
 )
 
 _DECODERS: dict[tuple[str, int], Callable[[Mapping[str, Any]], Command]] = {
@@ -410,6 +447,8 @@ _DECODERS: dict[tuple[str, int], Callable[[Mapping[str, Any]], Command]] = {
         Deregister,
         SetLimits,
         Pause,
+        SetCalendar,
+        DeleteCalendar,
     )
 }
 

@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from dkron_lab import codec
+from dkron_lab.model.calendar import Calendar
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 
 __all__ = [
+    "CalendarChanged",
     "ChildrenDue",
     "Event",
     "ExecutionFinished",
@@ -114,6 +116,14 @@ class FiresSkipped:
         return max((at for at in instants if at is not None), default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class CalendarChanged:
+    """A calendar was created, updated (``calendar`` set) or deleted (``calendar`` is None)."""
+
+    name: str
+    calendar: Calendar | None
+
+
 def skipped_once(name: str, at: str | None, reason: str) -> FiresSkipped:
     """One instant (``at``, RFC 3339) of ``name`` not run, for ``reason``."""
     return FiresSkipped(name, ({"reason": reason, "first": at, "last": at, "count": 1},))
@@ -130,4 +140,5 @@ Event = (
     | StateRestored
     | FireClaimed
     | FiresSkipped
+    | CalendarChanged
 )

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from dkron_lab import codec
 from dkron_lab.errors import (
     BadRequest,
+    ConflictError,
     DkronError,
     InvalidJob,
     JobHasDependents,
     JobNotFound,
+    NotFoundError,
     Paused,
 )
 from dkron_lab.model.execution import Execution
@@ -27,6 +29,7 @@ from dkron_lab.model.job import Job, JobStats, retry_interval
 from dkron_lab.state.commands import (
     Batch,
     Claim,
+    DeleteCalendar,
     DeleteExecutions,
     DeleteJob,
     Deregister,
@@ -35,12 +38,14 @@ from dkron_lab.state.commands import (
     Pause,
     Register,
     Retry,
+    SetCalendar,
     SetJob,
     SetLimits,
     Skip,
     ToggleJob,
 )
 from dkron_lab.state.events import (
+    CalendarChanged,
     ChildrenDue,
     ExecutionFinished,
     ExecutionsCleared,
@@ -106,11 +111,20 @@ def _check_parent(state: JobState, job: Job) -> None:
         parent = state.jobs[parent].parent_job if parent in state.jobs else ""
 
 
+def _check_calendar(state: JobState, job: Job) -> None:
+    if job.calendar and job.calendar not in state.calendars:
+        raise InvalidJob(
+            f"calendar {job.calendar!r} does not exist: create it with POST /v1/calendars, "
+            "or clear the job's calendar"
+        )
+
+
 def _set_job(state: JobState, cmd: SetJob) -> dict[str, Any]:
     if state.paused:  # decided here, in log order: a follower may not have applied the pause
         raise Paused("new job submissions are paused: POST /v1/unpause to accept them again")
     job = cmd.job
     _check_parent(state, job)
+    _check_calendar(state, job)
     previous = state._put_job(job)
     state.stats[job.name] = merge_stats(state.stats[job.name], cmd.stats or JobStats())
     state._emit(JobChanged(job.name, job))
@@ -434,6 +448,29 @@ def _pause(state: JobState, cmd: Pause) -> dict[str, Any]:
     return {"paused": state.paused}
 
 
+def _set_calendar(state: JobState, cmd: SetCalendar) -> dict[str, Any]:
+    calendar = cmd.calendar
+    created = calendar.name not in state.calendars
+    state.calendars[calendar.name] = calendar
+    state._emit(CalendarChanged(calendar.name, calendar))
+    return {"created": created}
+
+
+def _delete_calendar(state: JobState, cmd: DeleteCalendar) -> dict[str, Any]:
+    name = cmd.name
+    if name not in state.calendars:
+        raise NotFoundError(f"calendar {name!r} not found: GET /v1/calendars lists them")
+    users = sorted(job.name for job in state.jobs.values() if job.calendar == name)
+    if users:
+        shown = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+        raise ConflictError(
+            f"calendar {name!r} is used by job(s) {shown}: clear or change their calendar first"
+        )
+    del state.calendars[name]
+    state._emit(CalendarChanged(name, None))
+    return {}
+
+
 HANDLERS: dict[type, Handler] = {
     SetJob: _set_job,
     DeleteJob: _delete_job,
@@ -448,6 +485,8 @@ HANDLERS: dict[type, Handler] = {
     Skip: _skip,
     Register: _register,
     Deregister: _deregister,
+    SetCalendar: _set_calendar,
+    DeleteCalendar: _delete_calendar,
 }
 
 

@@ -31,6 +31,7 @@ from dkron_lab.errors import (
     DkronError,
     JobNotFound,
 )
+from dkron_lab.model.calendar import Calendar, calendar_from_json, calendar_to_json
 from dkron_lab.model.job import Job, JobStats
 from dkron_lab.state.commands import (
     Command,
@@ -38,6 +39,7 @@ from dkron_lab.state.commands import (
     decode,
 )
 from dkron_lab.state.events import (
+    CalendarChanged,
     ChildrenDue,
     Event,
     ExecutionFinished,
@@ -61,6 +63,7 @@ from dkron_lab.state.handlers import (
 
 __all__ = [
     "COMMAND_VERSION",
+    "CalendarChanged",
     "ChildrenDue",
     "ExecutionFinished",
     "ExecutionsCleared",
@@ -115,6 +118,7 @@ class JobState:
         self.queue: list[int] = []  # groups waiting for room under the limits, oldest first
         self.limits = Limits()  # as the last fire command carried them
         self.limit_settings: dict[str, Any] = {}  # set through the API: {"overall", "groups"}
+        self.calendars: dict[str, Calendar] = {}
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -159,7 +163,7 @@ class JobState:
         for hook in self._snapshot_hooks:
             hook()
         with self.lock:
-            return {
+            data = {
                 "v": COMMAND_VERSION,
                 "jobs": [codec.job_to_record(job) for job in self.jobs.values()],
                 "stats": {name: codec.stats_to_json(s) for name, s in self.stats.items()},
@@ -172,6 +176,9 @@ class JobState:
                 "limits": self.limits.to_json(),
                 "limit_settings": dict(self.limit_settings),
             }
+            if self.calendars:  # absent when none, as in every snapshot before calendars
+                data["calendars"] = [calendar_to_json(c) for c in self.calendars.values()]
+            return data
 
     def restore(self, data: dict[str, Any]) -> None:
         with self.lock:
@@ -191,6 +198,9 @@ class JobState:
             self.queue = [int(group) for group in data.get("queue", [])]
             self.limits = Limits.from_json(data.get("limits"))
             self.limit_settings = dict(data.get("limit_settings", {}))
+            for record in data.get("calendars", []):  # none in snapshots before calendars
+                calendar = calendar_from_json(record)
+                self.calendars[calendar.name] = calendar
             self._emit(StateRestored())
 
     # -- reads: each takes the lock and answers values that stay as they are ------------------
@@ -286,6 +296,21 @@ class JobState:
         """The limits set through the API: ``{"overall"?, "groups"?}``."""
         with self.lock:
             return _frozen(self.limit_settings)
+
+    def calendar(self, name: str) -> Calendar | None:
+        """The calendar called ``name``, or None."""
+        with self.lock:
+            return self.calendars.get(name)
+
+    def all_calendars(self) -> list[Calendar]:
+        """Every calendar, in name order."""
+        with self.lock:
+            return [self.calendars[name] for name in sorted(self.calendars)]
+
+    def jobs_on_calendar(self, name: str) -> list[Job]:
+        """The jobs whose ``calendar`` is ``name``, in name order."""
+        with self.lock:
+            return sorted((j for j in self.jobs.values() if j.calendar == name), key=_name)
 
     def node(self, name: str) -> Mapping[str, Any] | None:
         """A registered node's ``NodeInfo`` dict."""
@@ -394,6 +419,10 @@ class JobEntry:
     job: Job
     stats: JobStats
     dependents: tuple[str, ...]
+
+
+def _name(job: Job) -> str:
+    return job.name
 
 
 def _frozen(record: Mapping[str, Any]) -> Mapping[str, Any]:
