@@ -339,8 +339,9 @@ def stats_to_json(stats: JobStats) -> dict[str, Any]:
 
 
 def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any]:
-    """Dkron's execution JSON (times in the job's zone) plus ``scheduled_at``, and
-    ``status`` (``queued`` or ``running``) for one not finished."""
+    """Dkron's execution JSON (times in the job's zone) plus ``scheduled_at``, the run's
+    resource use (``cpu_user_seconds``, ``cpu_system_seconds``, ``max_rss_bytes``: ``null``
+    when not measured) and ``status`` (``queued`` or ``running``) for one not finished."""
     record = {
         "id": execution.id,
         "job_name": execution.job_name,
@@ -352,6 +353,9 @@ def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any
         "group": execution.group,
         "attempt": execution.attempt,
         "scheduled_at": format_time(execution.scheduled_at, zone),
+        "cpu_user_seconds": execution.cpu_user_seconds,
+        "cpu_system_seconds": execution.cpu_system_seconds,
+        "max_rss_bytes": execution.max_rss_bytes,
     }
     if execution.running:
         record["status"] = "queued" if execution.queued else "running"
@@ -375,4 +379,12 @@ def execution_from_json(data: Mapping[str, Any]) -> Execution:
         output=data.get("output", ""),
         scheduled_at=parse_time(data.get("scheduled_at"), "scheduled_at"),
         queued=data.get("status") == "queued",
+        # Optional: records of older nodes, and of Dkron, have no such keys.
+        cpu_user_seconds=_optional_float(data.get("cpu_user_seconds")),
+        cpu_system_seconds=_optional_float(data.get("cpu_system_seconds")),
+        max_rss_bytes=None if data.get("max_rss_bytes") is None else int(data["max_rss_bytes"]),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

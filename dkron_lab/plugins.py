@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from dkron_lab.errors import InvalidJob, ValidationError
-from dkron_lab.model.execution import Execution
+from dkron_lab.model.execution import Execution, ResourceUsage
 from dkron_lab.model.units import parse_duration
 
 __all__ = [
@@ -78,11 +78,13 @@ class ExecutionRequest:
 class ExecutorResult:
     """How an execution went. ``output`` is the tail of the output (at most the request's
     ``output_limit`` bytes); ``error`` says why it failed and is ``""`` on success. The error is
-    not repeated in ``output``: the runner puts the two together."""
+    not repeated in ``output``: the runner puts the two together. ``usage`` is what the run's
+    processes used, for an executor that measures it (``None``: not measured)."""
 
     success: bool
     output: bytes
     error: str = ""
+    usage: ResourceUsage | None = None
 
 
 @runtime_checkable

@@ -234,7 +234,7 @@ class Runner:
             finished_at=self._clock.now(),
             success=result.success,
             output=mark_cut(output, self._output_limit) if cut else output,
-        )
+        ).with_usage(result.usage)
         if not job.processors:
             return finished
         return self._registry.run_processors(finished, job.processors, reporting_node=self._node)

@@ -15,6 +15,12 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
                  must not pick any file the node can write. Default: ``DEFAULT_OUTPUT_PATH``, a
                  folder ``dkron-lab-notebooks/`` beside the notebook.
 ``cwd``          the kernel's working directory; default the notebook's folder.
+``cpu_limit_seconds``  CPU seconds (``"600"``): when the runner, the kernel and whatever they
+                 started have used more, all of them are killed (checked every
+                 ``ShellExecutor`` sample).
+
+The result carries the CPU time and peak memory of the runner and everything under it, the
+kernel included (``executors.resources``).
 
 **Why a child process.** The node does not run nbclient itself: it starts ``python -m
 dkron_lab.executors.notebook_runner`` (the *runner*), supervised by the shell executor, and the
@@ -53,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from dkron_lab.clock import Clock, SystemClock
 from dkron_lab.errors import InvalidJob, ValidationError
-from dkron_lab.executors.shell import ShellExecutor
+from dkron_lab.executors.shell import ShellExecutor, cpu_limit_error, parse_cpu_limit
 from dkron_lab.plugins import Emit, ExecutionRequest, ExecutorResult, config_duration
 
 if TYPE_CHECKING:
@@ -77,7 +83,7 @@ OUTPUT_PLACEHOLDERS = ("job", "execution_id", "date", "time", "notebook")
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
 
-_KEYS = ("path", "kernel", "parameters", "timeout", "output_path", "cwd")
+_KEYS = ("path", "kernel", "parameters", "timeout", "output_path", "cwd", "cpu_limit_seconds")
 _RUNNER = "dkron_lab.executors.notebook_runner"  # the child process, which alone imports nbclient
 # The same rule as jupyter_client's kernelspec names.
 _KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
@@ -95,6 +101,8 @@ class NotebookConfig:
     timeout_text: str
     output_path: str
     cwd: str | None
+    cpu_limit: float | None = None
+    cpu_limit_text: str = ""
 
 
 def parse_config(config: Mapping[str, str]) -> NotebookConfig:
@@ -106,6 +114,7 @@ def parse_config(config: Mapping[str, str]) -> NotebookConfig:
             f"the keys are: {', '.join(_KEYS)}"
         )
     timeout_text = config.get("timeout", "").strip()
+    cpu_text = config.get("cpu_limit_seconds", "").strip()
     path = _parse_path(config.get("path", ""))
     output_path = _parse_template(config.get("output_path", "").strip() or DEFAULT_OUTPUT_PATH)
     _check_output_inside(output_path, path)
@@ -117,6 +126,8 @@ def parse_config(config: Mapping[str, str]) -> NotebookConfig:
         timeout_text=timeout_text,
         output_path=output_path,
         cwd=_parse_cwd(config.get("cwd", "").strip()),
+        cpu_limit=parse_cpu_limit(cpu_text, executor="notebook"),
+        cpu_limit_text=cpu_text,
     )
 
 
@@ -306,29 +317,40 @@ class NotebookExecutor:
         started = loop.time()
         plan = _plan(config, request, self._clock.now())
         with _exchange_file(plan) as exchange:
-            runner = self._runner_request(request, exchange, config.timeout)
+            runner = self._runner_request(request, exchange, config)
             ran = await self._shell.execute(runner, emit)
             report = _read_report(exchange)
+        usage = ran.usage
         if report is not None:
             return ExecutorResult(
-                success=report["success"], output=ran.output, error=report["error"]
+                success=report["success"], output=ran.output, error=report["error"], usage=usage
             )
+        return ExecutorResult(
+            success=False, output=ran.output, error=self._failure(config, ran, started), usage=usage
+        )
+
+    def _failure(self, config: NotebookConfig, ran: ExecutorResult, started: float) -> str:
+        """Why the runner ended without a report."""
+        loop = asyncio.get_running_loop()
+        used = None if ran.usage is None else ran.usage.cpu_seconds
+        if used is not None and config.cpu_limit is not None and used > config.cpu_limit:
+            return cpu_limit_error("notebook", used, config.cpu_limit_text)
         if config.timeout is not None and loop.time() - started >= config.timeout:
-            error = (
+            return (
                 f"notebook: timed out after {config.timeout_text}, and the runner did not stop "
                 f"within {self._stop_grace:g}s more; it was killed with its kernel"
             )
-        else:
-            error = f"notebook: the runner ended without a result ({ran.error}); see the output"
-        return ExecutorResult(success=False, output=ran.output, error=error)
+        return f"notebook: the runner ended without a result ({ran.error}); see the output"
 
     def _runner_request(
-        self, request: ExecutionRequest, exchange: Path, timeout: float | None
+        self, request: ExecutionRequest, exchange: Path, notebook: NotebookConfig
     ) -> ExecutionRequest:
+        timeout = notebook.timeout
         config = {
             # -P: the node's working directory must not shadow modules in the runner.
             "command": shlex.join([self._python, "-P", "-m", _RUNNER, str(exchange)]),
             "timeout": "" if timeout is None else f"{timeout + self._stop_grace}s",
+            "cpu_limit_seconds": notebook.cpu_limit_text,
         }
         return ExecutionRequest(
             job_name=request.job_name,

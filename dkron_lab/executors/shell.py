@@ -11,6 +11,8 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
 ``timeout``    Go duration (``30s``, ``1h30m``): past it the whole process group is killed.
 ``mem_limit``  size (``512MB``): when the resident memory of the command and its descendants goes
                over it, the whole process group is killed.
+``cpu_limit_seconds``  CPU seconds (``"60"``, ``"2.5"``): when the CPU time used by the command
+               and its descendants goes over it, the whole process group is killed.
 ``su``         ``user`` or ``user:group`` to run as (the node must run as root).
 ``payload``    base64 data written to the command's standard input.
 ``success_codes``  exit statuses that count as success, e.g. ``"0,3"`` (default ``"0"``).
@@ -18,6 +20,9 @@ Keys of ``executor_config`` (all strings; see docs/executors.md):
 The command always runs in a process group of its own, so a kill reaches its children too.
 Standard output and error are merged; every chunk goes to ``emit`` and the last
 ``output_limit`` bytes are kept. Success means exit status 0, or one of ``success_codes``.
+The result carries the CPU time and peak memory of the command's whole tree
+(``executors.resources``); the tree is sampled every ``poll_interval``, and the limits are
+checked at each sample.
 ``ENV_JOB_NAME`` (as Dkron), ``DKRON_JOB_NAME`` and ``DKRON_EXECUTION_ID`` are always set.
 """
 
@@ -28,20 +33,23 @@ import base64
 import binascii
 import grp
 import logging
+import math
 import os
 import pwd
+import resource
 import shlex
 import signal
 import subprocess
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 import psutil
 
 from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
+from dkron_lab.executors.resources import Sample, TreeMeter
 from dkron_lab.model.secrets import child_environment
 from dkron_lab.model.units import parse_codes, parse_size
 from dkron_lab.plugins import (
@@ -53,9 +61,12 @@ from dkron_lab.plugins import (
     config_duration,
 )
 
-__all__ = ["ShellCommand", "ShellExecutor", "parse_config"]
+__all__ = ["ShellCommand", "ShellExecutor", "cpu_limit_error", "parse_config", "parse_cpu_limit"]
 
 logger = logging.getLogger(__name__)
+
+FIRST_LOOK = 0.01
+"""Seconds after the start of the first look at a command's own peak memory."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +81,8 @@ class ShellCommand:
     timeout_text: str = ""
     mem_limit: int | None = None
     mem_limit_text: str = ""
+    cpu_limit: float | None = None
+    cpu_limit_text: str = ""
     user: str | None = None
     group: str | None = None
     stdin: bytes | None = None
@@ -83,6 +96,7 @@ def parse_config(config: Mapping[str, str]) -> ShellCommand:
         raise InvalidJob('shell executor: "command" is required, e.g. {"command": "echo hello"}')
     timeout_text = config.get("timeout", "").strip()
     mem_text = config.get("mem_limit", "").strip()
+    cpu_text = config.get("cpu_limit_seconds", "").strip()
     user, group = _parse_su(config.get("su", ""))
     return ShellCommand(
         command=command,
@@ -93,6 +107,8 @@ def parse_config(config: Mapping[str, str]) -> ShellCommand:
         timeout_text=timeout_text,
         mem_limit=_parse_mem_limit(mem_text),
         mem_limit_text=mem_text,
+        cpu_limit=parse_cpu_limit(cpu_text, executor="shell"),
+        cpu_limit_text=cpu_text,
         user=user,
         group=group,
         stdin=_parse_payload(config.get("payload", "")),
@@ -155,6 +171,31 @@ def _parse_mem_limit(text: str) -> int | None:
     return limit
 
 
+def parse_cpu_limit(text: str, *, executor: str) -> float | None:
+    """The ``cpu_limit_seconds`` value: a positive number of CPU seconds, or ``None`` when
+    empty; anything else raises ``InvalidJob`` saying what to write."""
+    if not text:
+        return None
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = math.nan
+    if not math.isfinite(limit) or limit <= 0:
+        raise InvalidJob(
+            f'{executor} executor: "cpu_limit_seconds" must be a positive number of CPU seconds, '
+            f'e.g. "60" or "2.5", not {text!r}; leave it out for no limit'
+        )
+    return limit
+
+
+def cpu_limit_error(executor: str, used: float, limit_text: str) -> str:
+    """The error of a run killed for going over ``cpu_limit_seconds``."""
+    return (
+        f"{executor}: CPU limit hit: the run used {used:.2f} CPU seconds, over "
+        f"cpu_limit_seconds={limit_text}; it was killed with all its processes"
+    )
+
+
 def _parse_su(text: str) -> tuple[str | None, str | None]:
     if not text:
         return None, None
@@ -178,14 +219,19 @@ def _parse_payload(text: str) -> bytes | None:
 class ShellExecutor:
     """Runs ``command`` as a child process in its own process group.
 
-    ``mem_poll_interval`` is how often (seconds) the memory of a job with ``mem_limit`` is read;
-    jobs without one are not polled at all. ``kill_grace`` is how long a killed command's output
-    pipe may stay open (held by a process that escaped the kill) before it is dropped.
+    ``poll_interval`` is how often (seconds) the command's tree is sampled for its resource use
+    and checked against ``mem_limit`` and ``cpu_limit_seconds``; a run shorter than that is
+    never sampled. ``kill_grace`` is how long a killed command's output pipe may stay open (held
+    by a process that escaped the kill) before it is dropped. ``account=False`` (for the overhead
+    benchmark) samples nothing and reports no usage unless a limit needs the samples.
     """
 
-    def __init__(self, *, mem_poll_interval: float = 0.5, kill_grace: float = 5.0) -> None:
-        self._mem_poll_interval = mem_poll_interval
+    def __init__(
+        self, *, poll_interval: float = 0.5, kill_grace: float = 5.0, account: bool = True
+    ) -> None:
+        self._poll_interval = poll_interval
         self._kill_grace = kill_grace
+        self._account = account
 
     def validate(self, config: Mapping[str, str]) -> None:
         parse_config(config)
@@ -202,7 +248,8 @@ class ShellExecutor:
             child = await _Child.start(spec, request, sink)
         except (ValidationError, ExecutionError) as exc:
             return ExecutorResult(success=False, output=b"", error=str(exc))
-        kill_reason = await self._supervise(child, spec)
+        kill_reason, meter = await self._supervise(child, spec)
+        usage = None if meter is None else meter.finish(child.rusage())
         if tail.truncated:
             logger.info(
                 "job %r: %r printed %d bytes of output; the last %d are kept",
@@ -211,14 +258,17 @@ class ShellExecutor:
                 tail.total,
                 request.output_limit,
             )
-        return _result(child.popen.returncode, kill_reason, tail.getvalue(), spec.success_codes)
+        result = _result(child.popen.returncode, kill_reason, tail.getvalue(), spec.success_codes)
+        return replace(result, usage=usage)
 
-    async def _supervise(self, child: _Child, spec: ShellCommand) -> str:
-        """Wait for the command to end; return why it was killed, or ``""``."""
-        guard = None
-        if spec.mem_limit is not None:
+    async def _supervise(self, child: _Child, spec: ShellCommand) -> tuple[str, TreeMeter | None]:
+        """Wait for the command to end; return why it was killed (or ``""``) and the meter of
+        its tree (``None`` when not measured)."""
+        guard = meter = None
+        if self._account or spec.mem_limit is not None or spec.cpu_limit is not None:
+            meter = TreeMeter(child.popen.pid)
             guard = asyncio.ensure_future(
-                _over_memory(child.popen, spec.mem_limit, self._mem_poll_interval)
+                _over_limit(child.popen, meter, spec, self._poll_interval)
             )
         try:
             done, _ = await asyncio.wait(
@@ -233,17 +283,23 @@ class ShellExecutor:
             if guard is not None:
                 guard.cancel()
         if child.finished in done:
-            return ""
+            return "", meter
         await child.abort(self._kill_grace)
         if guard is not None and guard in done:
-            return (
-                f"shell: Job '{spec.command}' memory usage {guard.result()} bytes exceeding "
-                f"defined limit {spec.mem_limit_text} ({spec.mem_limit} bytes). Job was killed"
-            )
+            return _limit_error(spec, guard.result()), meter
         return (
             f"shell: Job '{spec.command}' execution time exceeding defined timeout "
             f"{spec.timeout_text}. Job was killed"
-        )
+        ), meter
+
+
+def _limit_error(spec: ShellCommand, sample: Sample) -> str:
+    if spec.cpu_limit is not None and sample.cpu_seconds > spec.cpu_limit:
+        return cpu_limit_error("shell", sample.cpu_seconds, spec.cpu_limit_text)
+    return (
+        f"shell: Job '{spec.command}' memory usage {sample.rss_bytes} bytes exceeding "
+        f"defined limit {spec.mem_limit_text} ({spec.mem_limit} bytes). Job was killed"
+    )
 
 
 class _Child:
@@ -260,10 +316,12 @@ class _Child:
         popen: subprocess.Popen[bytes],
         output: asyncio.ReadTransport,
         stdin: asyncio.WriteTransport | None,
+        exited: asyncio.Future[resource.struct_rusage | None],
         finished: asyncio.Future[Any],
     ) -> None:
         self.popen = popen
         self.finished = finished
+        self._exited = exited
         self._output = output
         self._stdin = stdin
 
@@ -278,7 +336,13 @@ class _Child:
         except BaseException:
             _kill_tree(popen)
             raise
-        return cls(popen, output, stdin, asyncio.gather(exited, closed))
+        return cls(popen, output, stdin, exited, asyncio.gather(exited, closed))
+
+    def rusage(self) -> resource.struct_rusage | None:
+        """What ``wait4`` said of the command (``None``: not reaped here, or not yet)."""
+        if not self._exited.done() or self._exited.cancelled():
+            return None
+        return self._exited.result()
 
     async def abort(self, grace: float) -> None:
         """Kill the command's tree, then wait up to ``grace`` seconds for its output to close."""
@@ -388,20 +452,21 @@ def _credentials(spec: ShellCommand) -> dict[str, Any]:
 
 def _exit_future(
     loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]
-) -> asyncio.Future[int]:
-    """A future of the exit status; the process is reaped when it resolves."""
-    exited: asyncio.Future[int] = loop.create_future()
+) -> asyncio.Future[resource.struct_rusage | None]:
+    """A future of the command's resource use as ``wait4`` gives it; when it resolves the
+    process is reaped and ``popen.returncode`` set."""
+    exited: asyncio.Future[resource.struct_rusage | None] = loop.create_future()
 
     def reap() -> None:
-        status = popen.wait()  # the process has exited: this returns at once
+        usage = _reap(popen)  # the process has exited: this returns at once
         if not exited.done():
-            exited.set_result(status)
+            exited.set_result(usage)
 
     try:
         pidfd = os.pidfd_open(popen.pid)
     except (AttributeError, OSError):
         # No pidfd (not Linux >= 5.3): poll instead; still no thread.
-        _background(loop, _poll_exit(popen, reap))
+        _background(loop, _poll_exit(popen, exited))
         return exited
 
     def on_exit() -> None:
@@ -422,37 +487,58 @@ def _background(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, 
     task.add_done_callback(_BACKGROUND.discard)
 
 
-async def _poll_exit(popen: subprocess.Popen[bytes], reap: Callable[[], None]) -> None:
+def _reap(popen: subprocess.Popen[bytes], *, block: bool = True) -> resource.struct_rusage | None:
+    """Reap the exited command with ``wait4``, which also says what it (and every descendant
+    it waited for) used; ``None`` if it was already reaped elsewhere. Without ``block``, a
+    command still running is left alone (``popen.returncode`` stays ``None``)."""
+    try:
+        pid, status, usage = os.wait4(popen.pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        popen.wait()
+        return None
+    if pid == 0:
+        return None
+    popen.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+async def _poll_exit(
+    popen: subprocess.Popen[bytes], exited: asyncio.Future[resource.struct_rusage | None]
+) -> None:
     delay = 0.001
-    while popen.poll() is None:
+    while True:
+        usage = _reap(popen, block=False)
+        if popen.returncode is not None:
+            break
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-    reap()
+    if not exited.done():
+        exited.set_result(usage)
 
 
-async def _over_memory(popen: subprocess.Popen[bytes], limit: int, interval: float) -> int:
-    """Return the resident memory of the command's tree once it is over ``limit``."""
+async def _over_limit(
+    popen: subprocess.Popen[bytes], meter: TreeMeter, spec: ShellCommand, interval: float
+) -> Sample:
+    """Sample the command's tree every ``interval``; return the sample that is over
+    ``mem_limit`` or ``cpu_limit_seconds``, if one ever is. Before the first sample, the
+    command's own peak memory is looked at after 10, 20, 40 ... ms (cheap, and all a short run
+    gets)."""
+    waited, delay = 0.0, FIRST_LOOK
+    while waited + delay < interval:
+        await asyncio.sleep(delay)
+        waited += delay
+        if popen.returncode is None:
+            meter.look()
+        delay *= 2
+    await asyncio.sleep(interval - waited)
     while True:
+        # Once the command is reaped, the rest of its tree may still hold the output open.
+        sample = meter.sample(root_alive=popen.returncode is None)
+        if spec.mem_limit is not None and sample.rss_bytes > spec.mem_limit:
+            return sample
+        if spec.cpu_limit is not None and sample.cpu_seconds > spec.cpu_limit:
+            return sample
         await asyncio.sleep(interval)
-        if popen.returncode is not None:
-            # Reaped: the pid may already belong to someone else. The timeout still applies.
-            continue
-        rss = _tree_rss(popen.pid)
-        if rss > limit:
-            return rss
-
-
-def _tree_rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for member in tree:
-        with suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total
 
 
 def _kill_tree(popen: subprocess.Popen[bytes]) -> None:

@@ -1,11 +1,12 @@
-"""One run of a job on one node (Dkron's Execution, plus ``scheduled_at``)."""
+"""One run of a job on one node (Dkron's Execution, plus ``scheduled_at`` and the resources the
+run used)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-__all__ = ["OUTPUT_CUT", "Execution", "execution_id", "mark_cut"]
+__all__ = ["OUTPUT_CUT", "Execution", "ResourceUsage", "execution_id", "mark_cut"]
 
 OUTPUT_CUT = "[output truncated: "
 """How a recorded output that was cut to ``--output-limit`` begins: the history reads it back
@@ -27,6 +28,21 @@ def execution_id(started_ns: int, node_name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceUsage:
+    """What the processes of one run used, all of them together (the command and every process
+    under it): CPU seconds in user and in kernel mode, and the peak of their summed resident
+    memory. How precise each figure is depends on the executor (docs/monitoring.md)."""
+
+    cpu_user_seconds: float
+    cpu_system_seconds: float
+    max_rss_bytes: int | None
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_user_seconds + self.cpu_system_seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Execution:
     """A run of ``job_name`` on ``node_name``.
 
@@ -34,6 +50,9 @@ class Execution:
     the trigger). ``scheduled_at`` is the instant the run was due; ``None`` for manual and
     dependent runs. ``queued`` marks a run waiting for room under a concurrency limit (shown
     in ``/v1/busy``, never stored). Times are aware UTC; ``finished_at`` is ``None`` while running.
+    ``cpu_user_seconds``, ``cpu_system_seconds`` and ``max_rss_bytes`` are the run's
+    ``ResourceUsage``: ``None`` while it runs, and for executors that start no process (http)
+    or runs recorded before they were measured.
     """
 
     id: str
@@ -47,7 +66,21 @@ class Execution:
     output: str = ""
     scheduled_at: datetime | None = None
     queued: bool = False
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    max_rss_bytes: int | None = None
 
     @property
     def running(self) -> bool:
         return self.finished_at is None
+
+    def with_usage(self, usage: ResourceUsage | None) -> Execution:
+        """This execution with ``usage`` recorded (``None``: not measured)."""
+        if usage is None:
+            return replace(self, cpu_user_seconds=None, cpu_system_seconds=None, max_rss_bytes=None)
+        return replace(
+            self,
+            cpu_user_seconds=usage.cpu_user_seconds,
+            cpu_system_seconds=usage.cpu_system_seconds,
+            max_rss_bytes=usage.max_rss_bytes,
+        )

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -46,8 +47,9 @@ class Chunks:
 
 async def run(config: Mapping[str, str], **kwargs: int) -> tuple[ExecutorResult, Chunks]:
     chunks = Chunks()
-    result = await ShellExecutor(mem_poll_interval=0.1).execute(request(config, **kwargs), chunks)
-    return result, chunks
+    result = await ShellExecutor(poll_interval=0.1).execute(request(config, **kwargs), chunks)
+    # What a run used is checked in tests/unit/executors/test_resources.py.
+    return replace(result, usage=None), chunks
 
 
 def gone(pid: int) -> bool:
