@@ -118,8 +118,14 @@ def line_parser() -> _Parser:
     logs.add_argument("--execution", metavar="ID", help="this execution instead")
     logs.add_argument("--follow", action="store_true", help="print output until the run ends")
     sub.add_parser("members", help="the cluster's nodes")
-    dashboard = sub.add_parser("dashboard", help="the dashboard widget")
-    dashboard.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS")
+    dashboard = sub.add_parser("dashboard", help="the web UI in the cell, through the kernel")
+    dashboard.add_argument(
+        "--refresh",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="the shortest time between two refreshes of the page shown",
+    )
     connect = sub.add_parser("connect", help="talk to another server (no URL: find it again)")
     connect.add_argument("url", nargs="?", help="e.g. http://host:8080 or http://host:8888/dkron")
     connect.add_argument("token", nargs="?", help="API token (Jupyter token for Jupyter)")

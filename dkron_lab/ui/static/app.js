@@ -1,6 +1,8 @@
-// The standalone UI: a hash router over the views. Settings come from <meta> tags (no inline
-// script, the page's CSP forbids it); every URL is relative, so the page works at /ui/, under
-// a proxy's path prefix, and under Jupyter.
+// The UI: a hash router over the views, and the page that starts it. Settings come from <meta>
+// tags (no inline script, the page's CSP forbids it); every URL is relative, so the page works
+// at /ui/, under a proxy's path prefix, and under Jupyter. `mount` also runs inside another
+// page (the notebook widget, dkron_lab/jupyter/static/widget.js): in a given element, with its
+// own location and transport, leaving the host page's address, title and tokens alone.
 //
 // Routes:
 //   #/                                   dashboard: counters and jobs
@@ -25,7 +27,7 @@ import {
   storedToken,
   TokenNeeded,
 } from "./client.js";
-import { parseRoute } from "./router.js";
+import { pageLocation, parseRoute } from "./router.js";
 import { RestSource } from "./source.js";
 import { busyView } from "./views/busy.js";
 import { clusterView } from "./views/cluster.js";
@@ -53,16 +55,28 @@ const VIEWS = {
   form: formView,
 };
 
-export function mount(main, { source, auth }) {
+/** Show the page the address asks for in `main`, and the next one whenever it changes.
+ * `address`: where the address lives (router.js's pageLocation or memoryLocation);
+ * `title(text)`: what to do with the page's title; `every`: the shortest time between two
+ * refreshes, in ms. Returns `unmount()`, which stops the page shown and stops following the
+ * address. */
+export function mount(
+  main,
+  {
+    source,
+    auth,
+    address = pageLocation(),
+    title = (text) => {
+      document.title = text;
+    },
+    every: fastest = 0,
+  },
+) {
   let current = null;
 
   const navigate = (hash, { replace = false } = {}) => {
-    if (replace) {
-      history.replaceState(null, "", hash);
-      show();
-    } else {
-      location.hash = hash;
-    }
+    address.go(hash, { replace });
+    if (replace) show();
   };
 
   const fail = (error, where) => {
@@ -86,20 +100,20 @@ export function mount(main, { source, auth }) {
   };
 
   const show = () => {
-    const focused = document.activeElement?.closest?.("[data-key]")?.dataset.key;
+    const focused = main.getRootNode().activeElement?.closest?.("[data-key]")?.dataset.key;
     current?.abort();
     const controller = new AbortController();
     current = controller;
     const signal = controller.signal;
-    const route = parseRoute(location.hash || "#/");
+    const route = parseRoute(address.hash);
     if (!route) {
-      put(main, problem(new Error(`No page at ${location.hash}: see the Dashboard.`)));
+      put(main, problem(new Error(`No page at ${address.hash}: see the Dashboard.`)));
       return;
     }
-    const every = (ms, refresh) => poll(ms, refresh, signal);
+    const every = (ms, refresh) => poll(Math.max(ms, fastest), refresh, signal);
     const failHere = (error, where) => signal.aborted || fail(error, where);
     VIEWS[route.view]({ ...route, source, el: main, signal, navigate, fail: failHere, every });
-    document.title = `${route.name ? `${route.name} · ` : ""}dkron-lab`;
+    title(`${route.name ? `${route.name} · ` : ""}dkron-lab`);
     if (focused) refocus(main, focused);
   };
 
@@ -114,8 +128,13 @@ export function mount(main, { source, auth }) {
       });
     }
   }
-  window.addEventListener("hashchange", show);
+  const life = new AbortController();
+  address.listen(show, life.signal);
   show();
+  return function unmount() {
+    life.abort();
+    current?.abort();
+  };
 }
 
 /** Give focus back to a control the re-mounted view has again (the search box while typing). */
@@ -146,18 +165,26 @@ function poll(ms, refresh, signal) {
   tick();
 }
 
-function clock() {
-  const el = document.getElementById("dk-clock");
+/** Keep `el` showing the browser's time and zone, until `signal` aborts. */
+export function clock(el, signal) {
   if (!el) return;
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   const tick = () => {
     el.textContent = `${new Date().toLocaleTimeString()} ${zone}`;
   };
   tick();
-  setInterval(tick, 1000);
+  const timer = setInterval(tick, 1000);
+  signal?.addEventListener("abort", () => clearInterval(timer));
 }
 
-const settings = pageSettings(document);
-const client = new Client(settings);
-clock();
-mount(document.getElementById("dk-main"), { source: new RestSource(client), auth: settings.auth });
+// The UI's own page (index.html, which carries its settings as <meta> tags) starts itself; a
+// host page that imports this module mounts it where it wants.
+if (document.querySelector('meta[name="dkron-api"]')) {
+  const settings = pageSettings(document);
+  const client = new Client(settings);
+  clock(document.getElementById("dk-clock"));
+  mount(document.getElementById("dk-main"), {
+    source: new RestSource(client),
+    auth: settings.auth,
+  });
+}

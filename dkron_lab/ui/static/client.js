@@ -1,12 +1,17 @@
-// The browser's side of the /v1 API: one fetch wrapper, two ways to authenticate.
+// The browser's side of the /v1 API: a client over a transport, three ways to authenticate.
 //
 //   bearer  (the headless server): "Authorization: Bearer <token>", the token kept in
 //           sessionStorage; a 401 raises TokenNeeded, and the app asks for one.
 //   jupyter (under Jupyter's server): the same-origin cookie, and X-XSRFToken from the _xsrf
 //           cookie on writes, as JupyterLab's ServerConnection.makeRequest does.
+//   kernel  (the notebook widget): none here; a transport hands each request to the kernel,
+//           whose dkron_lab.Client makes it with its own URL and credentials.
 //
-// Nothing here touches the DOM, so the same client serves /ui, the notebook widget and the
-// JupyterLab panel.
+// A transport is one function, `(method, path, {query, body, signal}) -> {status, body,
+// total}`: `path` is relative to the API base ("jobs/x/run"), `query` holds strings only,
+// `body` is the parsed JSON answer (null when empty) and `total` the X-Total-Count (or null).
+// The default one is fetch(); only it can stream (`lines`). Nothing here touches the DOM, so
+// the same client serves /ui, the notebook widget and the JupyterLab panel.
 
 const TOKEN_KEY = "dkron-lab.token";
 
@@ -53,18 +58,31 @@ export function pageSettings(doc) {
   return { api: meta("dkron-api") || "../v1", auth: meta("dkron-auth") || "bearer" };
 }
 
+/** The query without its unset values, every value a string. */
+function cleanQuery(query = {}) {
+  const kept = {};
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== "") kept[key] = String(value);
+  }
+  return kept;
+}
+
+/** The answer of a transport that cannot stream: `lines()` needs fetch. */
+export class StreamUnavailable extends Error {}
+
 export class Client {
-  /** `api`: the API base, relative to the page ("../v1"); `auth`: "bearer" | "jupyter". */
-  constructor({ api = "../v1", auth = "bearer" } = {}) {
+  /** `api`: the API base, relative to the page ("../v1"); `auth`: "bearer" | "jupyter" |
+   * "kernel"; `transport`: how requests travel (default: fetch() to `api`). */
+  constructor({ api = "../v1", auth = "bearer", transport = null } = {}) {
     this.base = new URL(api.endsWith("/") ? api : `${api}/`, document.baseURI);
     this.auth = auth;
+    this.transport = transport || ((method, path, options) => this.fetched(method, path, options));
+    this.streams = !transport;
   }
 
   url(path, query = {}) {
     const url = new URL(path.replace(/^\//, ""), this.base);
-    for (const [key, value] of Object.entries(query)) {
-      if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
-    }
+    for (const [key, value] of Object.entries(cleanQuery(query))) url.searchParams.set(key, value);
     return url;
   }
 
@@ -72,7 +90,7 @@ export class Client {
     const headers = { Accept: "application/json" };
     if (this.auth === "jupyter") {
       if (method !== "GET" && method !== "HEAD") headers["X-XSRFToken"] = cookie("_xsrf");
-    } else {
+    } else if (this.auth === "bearer") {
       const token = storedToken();
       if (token) headers.Authorization = `Bearer ${token}`;
     }
@@ -93,24 +111,40 @@ export class Client {
       init.body = JSON.stringify(body);
     }
     const response = await fetch(this.url(path, query), init);
-    if (response.status === 401 && this.auth !== "jupyter") throw new TokenNeeded();
     if (!response.ok) {
       const error = await response.json().catch(() => null);
-      throw new ApiError(response.status, error);
+      this.check(response.status, error);
     }
     return response;
   }
 
-  /** The JSON answer, and `total` from X-Total-Count when the answer is a list. */
-  async json(path, options = {}) {
-    const response = await this.fetch(path, options);
+  /** The fetch() transport. */
+  async fetched(method, path, { query, body, signal } = {}) {
+    const response = await this.fetch(path, { method, query, body, signal });
     const total = response.headers.get("X-Total-Count");
     const data = response.status === 204 ? null : await response.json();
-    return { data, total: total === null ? null : Number(total) };
+    return { status: response.status, body: data, total: total === null ? null : Number(total) };
   }
 
-  /** Read an NDJSON answer line by line: `onLine(object)` for each, until it ends. */
+  /** Raise what a failed answer means: TokenNeeded for a 401 the user can fix with a token,
+   * else ApiError. */
+  check(status, body) {
+    if (status === 401 && this.auth === "bearer") throw new TokenNeeded();
+    if (status < 200 || status > 299) throw new ApiError(status, body);
+  }
+
+  /** The JSON answer, and `total` from X-Total-Count when the answer is a list. */
+  async json(path, { method = "GET", query, body, signal } = {}) {
+    const options = { query: cleanQuery(query), body, signal };
+    const answer = await this.transport(method, path, options);
+    this.check(answer.status, answer.body);
+    return { data: answer.body ?? null, total: answer.total ?? null };
+  }
+
+  /** Read an NDJSON answer line by line: `onLine(object)` for each, until it ends. Over a
+   * transport other than fetch(), StreamUnavailable (read by offset instead). */
   async lines(path, { query, signal, onLine }) {
+    if (!this.streams) throw new StreamUnavailable(`this page cannot stream ${path}`);
     const response = await this.fetch(path, { query, signal });
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let pending = "";

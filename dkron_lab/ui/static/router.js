@@ -26,3 +26,55 @@ export function parseRoute(hash) {
   }
   return null;
 }
+
+// Where the app's address lives. A location has `hash` (the current address, "#/..."),
+// `go(hash, {replace})` and `listen(onChange, signal)`: `go` without `replace` announces the
+// change to the listeners; with `replace` it does not (the caller shows the page itself).
+
+/** The page's own address bar: `location.hash`, its history and `hashchange` (/ui, the Lab tab). */
+export function pageLocation(win = window) {
+  return {
+    get hash() {
+      return win.location.hash || "#/";
+    },
+    go(hash, { replace = false } = {}) {
+      if (replace) win.history.replaceState(null, "", hash);
+      else win.location.hash = hash;
+    },
+    listen(onChange, signal) {
+      win.addEventListener("hashchange", onChange, { signal });
+    },
+  };
+}
+
+/** An address kept in memory, for an app hosted inside another page (the notebook widget): the
+ * page's own `location.hash` is never read or written. `capture(root)` makes the hash links
+ * under `root` navigate here rather than in the page. */
+export function memoryLocation(start = "#/") {
+  let hash = start;
+  const listeners = new Set();
+  return {
+    get hash() {
+      return hash;
+    },
+    go(next, { replace = false } = {}) {
+      hash = next.startsWith("#") ? next : `#${next}`;
+      if (!replace) for (const onChange of listeners) onChange();
+    },
+    listen(onChange, signal) {
+      listeners.add(onChange);
+      signal?.addEventListener("abort", () => listeners.delete(onChange));
+    },
+    capture(root) {
+      root.addEventListener("click", (event) => {
+        if (event.defaultPrevented || event.button !== 0) return;
+        if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+        const link = event.composedPath().find((node) => node.tagName === "A");
+        const href = link?.getAttribute("href");
+        if (!href?.startsWith("#") || link.hasAttribute("download")) return;
+        event.preventDefault();
+        this.go(href);
+      });
+    },
+  };
+}
