@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from dkron_lab.api.handlers import openapi_document
 from dkron_lab.testing import auth_headers, one_node
-from tests.ui.conftest import Api, Tab, open_tab, shell_job, sign_in
+from tests.ui.conftest import Api, Tab, open_tab, screenshot, shell_job, sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -123,7 +123,7 @@ def test_an_admin_sees_every_action(api: Api, tab: Tab) -> None:
     tab.assert_quiet()
 
 
-def test_run_with_overrides_from_the_job_page(api: Api, tab: Tab) -> None:
+def test_run_with_overrides_from_the_job_page(api: Api, tab: Tab, tmp_path: Path) -> None:
     sign_in(tab, api.url, OPERATOR)
     page = tab.page
     page.goto(api.url + "/ui/#/jobs/echo-x")
@@ -139,6 +139,7 @@ def test_run_with_overrides_from_the_job_page(api: Api, tab: Tab) -> None:
     assert len(api.http.get("/v1/jobs/echo-x/executions").json()) == before  # nothing ran
 
     dialog.get_by_label("Variable name").fill("X")
+    screenshot(page, "overrides", tmp_path)
     dialog.get_by_role("button", name="Run now").click()
     expect(dialog).to_be_hidden()
     page.get_by_text("Done: run with overrides.").wait_for()
