@@ -69,7 +69,7 @@ function themeVariables(): Set<string> {
   return names;
 }
 
-function copyThemeVariables(frame: HTMLIFrameElement): void {
+export function copyThemeVariables(frame: HTMLIFrameElement): void {
   let root: HTMLElement | undefined;
   try {
     root = frame.contentDocument?.documentElement;

@@ -1,7 +1,8 @@
 // dkron-lab in JupyterLab: the dashboard (the web UI served by the server extension at
 // {base_url}dkron/ui/) in a main-area tab opened from the launcher and the command palette and
-// restored on reload; a status-bar item; "Schedule with dkron-lab…" on notebooks in the file
-// browser; and a dialog when the server extension is missing.
+// restored on reload; a left-side panel of jobs and running runs; a status-bar item; "Schedule
+// this notebook" (file browser and notebook toolbar) with the UI's job form in a dialog; "Open
+// output notebook"; a toast for each failed run; a dialog when the server extension is missing.
 
 import {
   ILayoutRestorer,
@@ -12,27 +13,30 @@ import {
   Dialog,
   ICommandPalette,
   IThemeManager,
-  Notification,
   showDialog,
   WidgetTracker
 } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
-import { getApi, uiUrl } from './api';
+import { Toolbar, ToolbarButton } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+import { executionRoute, getApi, IExecution, jobRoute, outputNotebook, uiUrl } from './api';
 import { Dashboard } from './dashboard';
+import { FailureWatcher } from './failures';
 import { dkronIcon } from './icon';
+import { openOutput } from './output';
+import { JobsPanel } from './panel';
 import { showSchedule } from './schedule';
 import { StatusItem } from './status';
-import { Widget } from '@lumino/widgets';
 
 const PLUGIN_ID = 'dkron-lab:plugin';
 
 export namespace CommandIDs {
   export const open = 'dkron-lab:open';
   export const schedule = 'dkron-lab:schedule-notebook';
+  export const openOutput = 'dkron-lab:open-output';
 }
 
 /** Whether GET {base_url}dkron/v1/ says 404: the server extension is not enabled (null: the
@@ -45,15 +49,19 @@ async function serverExtensionMissing(app: JupyterFrontEnd): Promise<boolean | n
   }
 }
 
+/** The session's key that says the missing-extension dialog was shown. */
+export const MISSING_SHOWN = 'dkron-lab:missing-extension-shown';
+
 /** The dialog that says the server extension is missing and how to enable it. */
 function showMissing(): Promise<unknown> {
   const body = document.createElement('div');
   body.className = 'dk-lab-schedule';
   body.innerHTML =
     '<p>The dkron-lab server extension does not answer at <code>dkron/v1/</code>, so the ' +
-    'dashboard and the status item have nothing to show.</p>' +
-    '<p>Enable it, then restart Jupyter:</p>' +
-    '<pre>jupyter server extension enable dkron_lab\njupyter server extension list</pre>' +
+    'dashboard, the jobs panel and the status item have nothing to show.</p>' +
+    '<p>Install and enable it in the environment Jupyter runs from, then restart Jupyter:</p>' +
+    '<pre>pip install dkron-lab\njupyter server extension enable dkron_lab\n' +
+    'jupyter server extension list</pre>' +
     '<p><code>pip install dkron-lab</code> enables it; it is missing when the server was ' +
     'started with <code>--ServerApp.jpserver_extensions</code> turning it off, or runs from ' +
     'another environment than the one dkron-lab is installed in.</p>';
@@ -64,21 +72,57 @@ function showMissing(): Promise<unknown> {
   });
 }
 
-/** At start: a 404 from the server extension is said in a notification whose action opens
- * the dialog (a modal at start would block whatever the user, or a test, does first). */
-async function probe(app: JupyterFrontEnd): Promise<void> {
-  if ((await serverExtensionMissing(app)) !== true) {
-    return;
+/** At start: a 404 from the server extension is said in a dialog, once per browser session
+ * (sessionStorage), whether or not more Lab tabs open. Returns whether it was missing. */
+async function probe(app: JupyterFrontEnd): Promise<boolean> {
+  const missing = (await serverExtensionMissing(app)) === true;
+  if (missing && !window.sessionStorage.getItem(MISSING_SHOWN)) {
+    window.sessionStorage.setItem(MISSING_SHOWN, '1');
+    await showMissing();
   }
-  Notification.warning('dkron-lab: the server extension is not enabled in this Jupyter server.', {
-    autoClose: 8000,
-    actions: [{ label: 'How to enable it', callback: () => void showMissing() }]
-  });
+  return missing;
+}
+
+/** The notebook the schedule command is about: its `path` argument, else the file browser's
+ * selected notebook, else the notebook in the current tab. */
+function notebookPath(
+  app: JupyterFrontEnd,
+  browser: IDefaultFileBrowser | null,
+  args: { path?: unknown }
+): string | null {
+  if (typeof args.path === 'string' && args.path) {
+    return args.path;
+  }
+  const item = browser?.selectedItems().next();
+  if (item && !item.done && item.value.type === 'notebook') {
+    return item.value.path;
+  }
+  const current = app.shell.currentWidget as { context?: { path?: string } } | null;
+  const open = current?.context?.path;
+  return open?.endsWith('.ipynb') ? open : null;
+}
+
+/** The newest output notebook among a job's runs (the newest ten), or null. */
+async function newestOutput(app: JupyterFrontEnd, job: string): Promise<string | null> {
+  const response = await getApi(
+    app.serviceManager.serverSettings,
+    `jobs/${encodeURIComponent(job)}/executions?_start=0&_end=10`
+  );
+  if (!response.ok) {
+    return null;
+  }
+  for (const run of (await response.json()) as IExecution[]) {
+    const path = outputNotebook(run.output);
+    if (path) {
+      return path;
+    }
+  }
+  return null;
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'The dkron-lab dashboard, status-bar item and notebook scheduling.',
+  description: 'The dkron-lab dashboard, jobs panel, status-bar item and notebook scheduling.',
   autoStart: true,
   optional: [
     ILauncher,
@@ -102,6 +146,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const server = app.serviceManager.serverSettings;
     const tracker = new WidgetTracker<Dashboard>({ namespace: 'dkron-lab' });
     const isLight = () => (themes?.theme ? themes.isLight(themes.theme) : true);
+    const openRoute = (route: string) => void app.commands.execute(CommandIDs.open, { route });
 
     app.commands.addCommand(CommandIDs.open, {
       label: 'dkron-lab dashboard',
@@ -132,22 +177,71 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Schedule with dkron-lab…',
       caption: 'Schedule this notebook as a dkron-lab job',
       icon: dkronIcon,
-      isVisible: () => {
-        const item = browser?.selectedItems().next();
-        return Boolean(item && !item.done && item.value.type === 'notebook');
-      },
-      execute: async () => {
-        const item = browser?.selectedItems().next();
-        if (!item || item.done) {
-          return;
+      isVisible: () => notebookPath(app, browser, {}) !== null,
+      execute: async args => {
+        const path = notebookPath(app, browser, args);
+        if (!path) {
+          return null;
         }
-        await app.commands.execute(CommandIDs.open, { route: '/jobs' });
-        await showSchedule(item.value.path, URLExt.join(server.baseUrl, 'dkron', 'v1', '/'));
+        const name = await showSchedule(server, path, isLight());
+        if (name) {
+          openRoute(jobRoute(name));
+        }
+        return name;
       }
     });
 
+    app.commands.addCommand(CommandIDs.openOutput, {
+      label: 'Open output notebook',
+      caption: 'Open the notebook a dkron-lab run wrote (args: path, or job for its newest)',
+      execute: async args => {
+        let path = typeof args.path === 'string' ? args.path : null;
+        if (!path && typeof args.job === 'string') {
+          path = await newestOutput(app, args.job);
+          if (!path) {
+            return showDialog({
+              title: 'No output notebook',
+              body: `None of the newest runs of ${args.job} says where it saved a notebook.`,
+              buttons: [Dialog.okButton()]
+            });
+          }
+        }
+        return path ? openOutput(app, path) : null;
+      }
+    });
+
+    // The notebook toolbar's button: it schedules the notebook of its own panel.
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (panel, context) => {
+        const button = new ToolbarButton({
+          icon: dkronIcon,
+          label: 'Schedule',
+          tooltip: 'Schedule this notebook with dkron-lab',
+          className: 'dk-lab-schedule-button',
+          onClick: () =>
+            void app.commands.execute(CommandIDs.schedule, { path: context.path })
+        });
+        (panel as Widget & { toolbar: Toolbar }).toolbar.insertItem(
+          10,
+          'dkron-lab-schedule',
+          button
+        );
+        return button;
+      }
+    });
+
+    const panel = new JobsPanel(server, {
+      openJob: job => openRoute(jobRoute(job)),
+      openRun: (job, id) => openRoute(executionRoute(job, id)),
+      openOutput: job => void app.commands.execute(CommandIDs.openOutput, { job }),
+      openDashboard: () => openRoute('/')
+    });
+    app.shell.add(panel, 'left', { rank: 900 });
+    restorer?.add(panel, 'dkron-lab-panel');
+
     launcher?.add({ command: CommandIDs.open, category: 'Other', rank: 1 });
     palette?.addItem({ command: CommandIDs.open, category: 'dkron-lab' });
+    palette?.addItem({ command: CommandIDs.schedule, category: 'dkron-lab' });
     if (restorer) {
       void restorer.restore(tracker, {
         command: CommandIDs.open,
@@ -157,9 +251,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     if (statusBar) {
-      const item = new StatusItem(server, 5000, () => {
-        void app.commands.execute(CommandIDs.open, { route: '/busy' });
-      });
+      const item = new StatusItem(server, 5000, () => openRoute('/busy'));
       statusBar.registerStatusItem(PLUGIN_ID, { item, align: 'left', rank: 100 });
       settings?.load(PLUGIN_ID).then(loaded => {
         const apply = () => {
@@ -170,7 +262,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }).catch(() => undefined);
     }
 
-    void app.restored.then(() => probe(app));
+    void app.restored.then(async () => {
+      if (!(await probe(app))) {
+        new FailureWatcher(server, (job, id) => openRoute(executionRoute(job, id)));
+      }
+    });
   }
 };
 
