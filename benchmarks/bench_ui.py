@@ -1,7 +1,8 @@
 """The web UI's figures of issue 12, measured with Playwright on Debian's Chromium; prints a table.
 
-    python benchmarks/bench_ui.py            # about 1 minute
-    python benchmarks/bench_ui.py --rounds 3 # fewer page loads
+    python benchmarks/bench_ui.py                       # about 1 minute
+    python benchmarks/bench_ui.py --rounds 3            # fewer page loads
+    python benchmarks/bench_ui.py --jobs 100000 --no-live  # the 100k mode (about 5 minutes)
 
 What it measures, against one real ``dkron-lab agent --server`` holding 10,000 jobs:
 
@@ -10,8 +11,13 @@ What it measures, against one real ``dkron-lab agent --server`` holding 10,000 j
    of navigation) when the 25 rows of the first page are in the table;
 2. the front-end JavaScript the page loads: every script response of that load, raw and gzipped
    (level 6, as a proxy or server would send it);
-3. live output: a job prints a line with the time it printed it; the page showing its running
+3. a page change and a filter on the open jobs list (the server pages and filters): the page's
+   clock from setting the address (``#/jobs?page=2``, ``#/jobs?q=job-00019``) to the frame where
+   the rows the server answers are drawn;
+4. live output: a job prints a line with the time it printed it; the page showing its running
    execution notes the time that line appears (the same machine's clock).
+
+It prints the load average before and after: the browser and the server share the machine.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -99,6 +106,41 @@ def first_loads(
     return times, scripts
 
 
+ROWS = "[...document.querySelectorAll('main .dk-jobs tbody tr th a')].map((a) => a.textContent)"
+
+
+def page_and_filter(browser: Any, url: str, token: str, rounds: int) -> dict[str, list[float]]:
+    """Times (ms) from setting the address to the frame where the jobs list shows page 2, and
+    the jobs a search matches, each from the first page of the list, `rounds` times."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{url}/ui/#token={token}")
+    changes = {
+        "page 2": ("#/jobs?page=2", "(rows) => rows[0] === 'job-000025'"),
+        "filter q=job-00019 (10 matches)": (
+            "#/jobs?q=job-00019",
+            "(rows) => rows.length === 10 && rows.every((r) => r.startsWith('job-00019'))",
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in changes}
+    for _ in range(rounds):
+        for name, (hash_, done) in changes.items():
+            page.evaluate("location.hash = '#/jobs'")
+            page.wait_for_function(f"() => {ROWS}[0] === 'job-000000'", timeout=60_000)
+            page.evaluate(
+                "(hash) => { window.benchStart = performance.now(); location.hash = hash; }",
+                hash_,
+            )
+            took = page.wait_for_function(
+                f"() => ({done})({ROWS}) && performance.now() - window.benchStart",
+                polling="raf",
+                timeout=60_000,
+            )
+            times[name].append(took.json_value())
+    context.close()
+    return times
+
+
 def live_output(browser: Any, api: httpx.Client, url: str, token: str, rounds: int) -> list[float]:
     """How long (ms) after a job prints a line the execution's page shows it."""
     command = "sleep 2; echo MARK $(date +%s%3N); sleep 2"
@@ -137,8 +179,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=JOBS)
+    parser.add_argument("--no-live", action="store_true", help="skip the live output figure")
     options = parser.parse_args()
     results: dict[str, str] = {}
+    load_before = os.getloadavg()[0]
     token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory() as tmp, one_node(Path(tmp), token=token) as node:
         elapsed = asyncio.run(create_jobs(node.url, token, options.jobs))
@@ -158,11 +202,20 @@ def main() -> None:
             results["front-end JavaScript the page loads"] = (
                 f"{len(scripts)} files, {raw / 1024:.1f} KB raw, {zipped / 1024:.1f} KB gzipped"
             )
-            delays = live_output(browser, api, node.url, token, 3)
-            results["live output: printed -> shown in the page"] = (
-                f"median {statistics.median(delays):.0f} ms, max {max(delays):.0f} ms (3 runs)"
-            )
+            for name, took in page_and_filter(browser, node.url, token, options.rounds).items():
+                results[f"jobs list ({options.jobs:,} jobs): {name}"] = (
+                    f"median {statistics.median(took):.0f} ms, max {max(took):.0f} ms "
+                    f"({options.rounds} times)"
+                )
+            if not options.no_live:
+                delays = live_output(browser, api, node.url, token, 3)
+                results["live output: printed -> shown in the page"] = (
+                    f"median {statistics.median(delays):.0f} ms, max {max(delays):.0f} ms (3 runs)"
+                )
             browser.close()
+    results["load average (1 min) before -> after"] = (
+        f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}"
+    )
     width = max(map(len, results))
     print(f"{'figure':<{width}}  measured")
     for name, value in results.items():
