@@ -211,6 +211,7 @@ def drive(page: playwright.Page, url: str, jobs: list[dict[str, Any]], hold: Pat
     assert widget.get_attribute("data-address") == "#/jobs/report"
     assert page.evaluate("location.href") == page_address
     widget.get_by_role("button", name="Run report").click()
+    assert widget.get_attribute("data-role") == "admin"  # the kernel's token's, on the host
     widget.get_by_role("button", name="Yes, run").click()
     executions = widget.locator("#executions tbody tr")
     executions.filter(has_text="weekly report: 42 rows").first.wait_for()
@@ -242,3 +243,35 @@ def drive(page: playwright.Page, url: str, jobs: list[dict[str, Any]], hold: Pat
     widget.get_by_role("heading", name="Cluster").wait_for()
     assert widget.get_attribute("data-address") == "#/cluster"
     assert page.evaluate("location.href") == page_address
+
+    # Lab's theme, light then dark, is the widget's: its background is --jp-layout-color0.
+    assert_follows_lab_theme(page, widget)
+    page.evaluate(DARK_THEME)
+    page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+    assert_follows_lab_theme(page, widget)
+    assert widget.evaluate("e => e.style.colorScheme") == "dark"  # native controls too
+
+
+DARK_THEME = (
+    "window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})"
+)
+
+# The colour Lab's --jp-layout-color0 stands for now, as the browser computes it.
+LAB_BACKGROUND = """(() => {
+    const probe = document.createElement("div");
+    probe.style.background = "var(--jp-layout-color0)";
+    document.body.append(probe);
+    const colour = getComputedStyle(probe).backgroundColor;
+    probe.remove();
+    return colour;
+})()"""
+
+
+def assert_follows_lab_theme(page: playwright.Page, widget: playwright.Locator) -> None:
+    app = widget.locator(".dk-app")
+    lab = page.evaluate(LAB_BACKGROUND)
+    wait_for(
+        lambda: app.evaluate("e => getComputedStyle(e).backgroundColor") == lab,
+        30,
+        f"the widget's background is Lab's {lab}",
+    )
