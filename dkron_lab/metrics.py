@@ -40,7 +40,9 @@ from dkron_lab.errors import ValidationError
 from dkron_lab.model.execution import Execution
 
 __all__ = [
+    "CPU_BUCKETS",
     "DURATION_BUCKETS",
+    "MEMORY_BUCKETS",
     "LATENESS_BUCKETS",
     "NOTIFICATION_KINDS",
     "Gauges",
@@ -62,6 +64,15 @@ DURATION_BUCKETS: Final = (
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
 )  # fmt: skip
 """Seconds: jobs run from milliseconds (an HTTP ping) to hours (a nightly notebook)."""
+
+CPU_BUCKETS: Final = (
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+"""CPU seconds of a run (user plus system, its whole process tree): a shell one-liner uses
+milliseconds, a notebook's runner and kernel a second before the first cell."""
+
+MEMORY_BUCKETS: Final = tuple(float(2**n) * 1024 * 1024 for n in range(0, 16, 2))
+"""Bytes of a run's peak memory: 1 MB, 4 MB, 16 MB ... 16 GB (powers of 4)."""
 
 _RESULTS: Final = ("success", "failed")
 
@@ -210,6 +221,21 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        # No label at all, for the same reason; SQL over the history has them per job.
+        self._cpu = Histogram(
+            "dkron_execution_cpu_seconds",
+            "CPU seconds (user plus system) of the executions this node finished, their whole "
+            "process trees; only executions that were measured.",
+            buckets=CPU_BUCKETS,
+            registry=self.registry,
+        )
+        self._memory = Histogram(
+            "dkron_execution_max_rss_bytes",
+            "Peak resident memory of the process trees of the executions this node finished; "
+            "only executions that were measured.",
+            buckets=MEMORY_BUCKETS,
+            registry=self.registry,
+        )
         self._lateness = Histogram(
             "dkron_scheduling_lateness_seconds",
             "How long after its scheduled instant a fire was started (early counts as 0).",
@@ -250,7 +276,8 @@ class Metrics:
     # -- events ------------------------------------------------------------------------------
 
     def execution_finished(self, execution: Execution) -> None:
-        """Count a finished execution by result and record how long it ran.
+        """Count a finished execution by result and record how long it ran and, when it was
+        measured, what it used (CPU seconds, peak memory).
 
         Call it once per execution, on the node that ran it, so sums over nodes count each
         execution once. An execution still running (no ``finished_at``) is ignored.
@@ -265,6 +292,20 @@ class Metrics:
         if self._statsd is not None:
             self._statsd.incr(f"executions.{result}.{statsd_name(job)}")
             self._statsd.timing(f"execution_duration.{statsd_name(job)}", seconds * 1000)
+        self._resources(execution)
+
+    def _resources(self, execution: Execution) -> None:
+        """What a finished execution used, when it was measured."""
+        job = statsd_name(execution.job_name)
+        user, system = execution.cpu_user_seconds, execution.cpu_system_seconds
+        if user is not None and system is not None:
+            self._cpu.observe(user + system)
+            if self._statsd is not None:
+                self._statsd.timing(f"execution_cpu.{job}", (user + system) * 1000)
+        if execution.max_rss_bytes is not None:
+            self._memory.observe(execution.max_rss_bytes)
+            if self._statsd is not None:
+                self._statsd.gauge(f"execution_max_rss.{job}", execution.max_rss_bytes)
 
     def lateness(self, seconds: float) -> None:
         """Record how late a fire started: its start minus its scheduled instant."""

@@ -45,6 +45,7 @@ from dkron_lab.history.rows import (
     EXECUTION_CURSOR,
     EXECUTION_KEYS,
     SKIPPED_KEYS,
+    TRUNCATED,
     execution_from_record,
     execution_from_row,
     parse_time,
@@ -311,7 +312,7 @@ class DuckDBHistory:
             return rows, total
 
         rows, total = self._read(run)
-        return [execution_from_row(r) for r in rows], [bool(r[10]) for r in rows], int(total)
+        return [execution_from_row(r) for r in rows], [bool(r[TRUNCATED]) for r in rows], int(total)
 
     def run_stats(
         self, job_names: Sequence[str], *, last: int = 10, window: int = 100

@@ -21,6 +21,7 @@ __all__ = [
     "EXECUTION_CURSOR",
     "EXECUTION_KEYS",
     "SKIPPED_KEYS",
+    "TRUNCATED",
     "clean",
     "execution_from_record",
     "execution_from_row",
@@ -30,7 +31,8 @@ __all__ = [
     "unique",
 ]
 
-# (column, DuckDB type) of the executions table, in the order of a row tuple.
+# (column, DuckDB type) of the executions table, in the order of a row tuple. ``output`` stays
+# last: a listed row is these columns, then whether the output was cut (``TRUNCATED``).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR"),
     ("job_name", "VARCHAR"),
@@ -41,8 +43,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("finished_at", "TIMESTAMPTZ"),
     ("scheduled_at", "TIMESTAMPTZ"),
     ("success", "BOOLEAN"),
+    ("cpu_user_seconds", "DOUBLE"),
+    ("cpu_system_seconds", "DOUBLE"),
+    ("max_rss_bytes", "BIGINT"),
     ("output", "VARCHAR"),
 )
+TRUNCATED = len(COLUMNS)
+"""Where a listed row says whether its output was cut (``queries.list_query``)."""
 EXECUTION_KEYS = tuple(name.strip('"') for name, _ in COLUMNS)
 """The keys of an exported execution record, in column order."""
 EXECUTION_CURSOR = ("finished_at", "job_name", "id", "started_at")
@@ -75,12 +82,15 @@ def execution_row(e: Execution) -> tuple[Any, ...]:
         e.finished_at,
         e.scheduled_at,
         e.success,
+        e.cpu_user_seconds,
+        e.cpu_system_seconds,
+        e.max_rss_bytes,
         clean(e.output),
     )
 
 
 def execution_from_row(row: Sequence[Any]) -> Execution:
-    """The execution of a row of :data:`COLUMNS` (columns after the tenth are ignored)."""
+    """The execution of a row of :data:`COLUMNS` (columns after those are ignored)."""
     return Execution(
         id=row[0],
         job_name=row[1],
@@ -91,7 +101,10 @@ def execution_from_row(row: Sequence[Any]) -> Execution:
         finished_at=row[6].astimezone(UTC),
         scheduled_at=row[7].astimezone(UTC) if row[7] is not None else None,
         success=row[8],
-        output=row[9],
+        cpu_user_seconds=row[9],
+        cpu_system_seconds=row[10],
+        max_rss_bytes=row[11],
+        output=row[12],
     )
 
 
@@ -135,6 +148,14 @@ def execution_from_record(r: Mapping[str, Any]) -> Execution:
             scheduled_at=parse_time(r["scheduled_at"]) if r.get("scheduled_at") else None,
             success=bool(r["success"]),
             output=str(r["output"]),
+            # Not in the records of servers older than schema version 4.
+            cpu_user_seconds=_optional(r.get("cpu_user_seconds"), float),
+            cpu_system_seconds=_optional(r.get("cpu_system_seconds"), float),
+            max_rss_bytes=_optional(r.get("max_rss_bytes"), int),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"not an exported execution record ({exc!r}): {dict(r)!r:.200}") from None
+
+
+def _optional(value: Any, kind: type[float] | type[int]) -> Any:
+    return None if value is None else kind(value)

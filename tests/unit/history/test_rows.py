@@ -45,6 +45,9 @@ def test_a_row_has_one_value_per_column_in_column_order() -> None:
         "finished_at": T0 + timedelta(seconds=3),
         "scheduled_at": T0 - timedelta(milliseconds=40),
         "success": True,
+        "cpu_user_seconds": None,
+        "cpu_system_seconds": None,
+        "max_rss_bytes": None,
         "output": "run 1",
     }
     assert rows.EXECUTION_KEYS[3] == "group"  # quoted in SQL, plain as a key
@@ -81,7 +84,7 @@ def test_every_string_of_a_row_is_cleaned() -> None:
     row = rows.execution_row(
         execution(id="\ud800", job_name="j\udcff", node_name="n\ud800", output="o\ud800")
     )
-    assert [row[i] for i in (0, 1, 2, 9)] == ["\ufffd", "j\ufffd", "n\ufffd", "o\ufffd"]
+    assert [row[i] for i in (0, 1, 2, -1)] == ["\ufffd", "j\ufffd", "n\ufffd", "o\ufffd"]
 
 
 def test_unique_keeps_the_first_execution_of_each_job_and_id_in_order() -> None:

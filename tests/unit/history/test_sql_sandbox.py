@@ -217,7 +217,8 @@ def test_executions_view_adds_duration_and_lateness(history: DuckDBHistory) -> N
     names = [name for name, _ in sql(history, "FROM executions LIMIT 0").columns]
     assert names == [
         "id", "job_name", "node_name", "group", "attempt", "started_at", "finished_at",
-        "scheduled_at", "success", "output", "duration_s", "lateness_s",
+        "scheduled_at", "success", "output", "cpu_user_seconds", "cpu_system_seconds",
+        "max_rss_bytes", "duration_s", "lateness_s",
     ]  # fmt: skip
 
 
