@@ -306,7 +306,8 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
   );
   showRole(source);
   // The list is drawn as soon as its page arrives; the counters, the Running badges and the
-  // nodes follow (on a first load with many jobs, counting them takes longer than one page).
+  // nodes follow (on a first load with many jobs, counting them takes longer than one page,
+  // so they are asked for only then).
   const last = { counts: null, page: null, running: new Set(), members: [] };
   const draw = (focusKey) => {
     const { counts, page: shown, running, members } = last;
@@ -344,6 +345,10 @@ export function dashboardView({ source, el, query, signal, navigate, fail, every
         last.page = shown;
         if (first) draw();
       });
+      // On the first load the counts are asked for once the list has come: the server answers
+      // on one thread, each count goes over every job, and asked together they held the list
+      // back (with 10,000 jobs the list came last, after all five).
+      if (first) await listed;
       const [counts, members] = await Promise.all([
         source.counters(signal),
         source.members(signal),
