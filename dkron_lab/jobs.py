@@ -27,6 +27,7 @@ from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.history.queries import ExecutionFilter, RunStats
 from dkron_lab.membership import Liveness
 from dkron_lab.model import secrets
+from dkron_lab.model.calendar import Calendar
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, validate_job
 from dkron_lab.model.limits import LimitChange
@@ -41,10 +42,12 @@ from dkron_lab.runs import Run, Runs, http_of
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import (
     Claim,
+    DeleteCalendar,
     DeleteExecutions,
     DeleteJob,
     Fire,
     Pause,
+    SetCalendar,
     SetJob,
     SetLimits,
     ToggleJob,
@@ -126,6 +129,33 @@ class Jobs:
             else:
                 messages.append(f"success create {job.name}")
         return messages
+
+    # -- calendars -----------------------------------------------------------------------------
+
+    def calendars(self) -> list[Calendar]:
+        """Every calendar, in name order."""
+        return self._state.all_calendars()
+
+    def get_calendar(self, name: str) -> Calendar:
+        """``NotFoundError`` when there is no such calendar."""
+        calendar = self._state.calendar(name)
+        if calendar is None:
+            raise NotFoundError(
+                f"calendar {name!r} not found: create it with POST /v1/calendars "
+                "(GET /v1/calendars lists them)"
+            )
+        return calendar
+
+    async def set_calendar(self, calendar: Calendar) -> bool:
+        """Create or replace ``calendar``; true when it was created."""
+        result = await self._shared.submit(SetCalendar(calendar=calendar))
+        return bool(result["created"])
+
+    async def delete_calendar(self, name: str) -> Calendar:
+        """``ConflictError`` while a job uses it."""
+        calendar = self.get_calendar(name)
+        await self._shared.submit(DeleteCalendar(name=name))
+        return calendar
 
     async def set_paused(self, paused: bool) -> bool:
         result = await self._shared.submit(Pause(paused=paused))

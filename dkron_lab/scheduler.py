@@ -68,10 +68,17 @@ def next_run(
 
 
 def next_event(
-    job: Job, sched: schedule.Schedule, after: datetime, calendar: Calendar | None
+    job: Job,
+    sched: schedule.Schedule,
+    after: datetime,
+    calendar: Calendar | None,
+    *,
+    fresh: bool = False,
 ) -> tuple[datetime, CalendarSkip | None] | None:
     """What the index holds for ``job`` after ``after``: its next fire, or, when that fire is
-    on a day ``calendar`` excludes, the span of excluded fires to settle (at its last one)."""
+    on a day ``calendar`` excludes, the span of excluded fires to settle (at its last one).
+    ``fresh``: ``after`` is not a handled instant (the job or its calendar was just saved),
+    so an excluded fire is settled alone, on its instant, like the first of a day."""
     instant = next_run(job, sched, after)
     if instant is None or calendar is None:
         return None if instant is None else (instant, None)
@@ -80,6 +87,8 @@ def next_event(
     if job.starts_at is not None and after < job.starts_at:
         after = job.starts_at - timedelta(microseconds=1)
     until = job.expires_at or instant + timedelta(days=2)
+    if fresh:
+        return instant, CalendarSkip(first=instant, last=instant, count=1)
     skip = day_skip(sched, after, instant, until)
     return skip.last, skip
 
@@ -118,7 +127,7 @@ class ScheduleIndex:
                 self._allowed.pop(name, None)
                 return
             self._jobs[name] = entry
-            self._push(name, now)
+            self._push(name, now, fresh=True)
         self.changed()
 
     def clear(self) -> None:
@@ -129,10 +138,10 @@ class ScheduleIndex:
             self._skips.clear()
             self._allowed.clear()
 
-    def _push(self, name: str, after: datetime) -> None:
+    def _push(self, name: str, after: datetime, *, fresh: bool = False) -> None:
         """Index ``name``'s next event after ``after`` (lock held)."""
         job, sched, calendar = self._jobs[name]
-        event = next_event(job, sched, after, calendar)
+        event = next_event(job, sched, after, calendar, fresh=fresh)
         self._skips.pop(name, None)
         self._allowed.pop(name, None)
         if event is None:

@@ -28,7 +28,9 @@ import yaml
 
 from dkron_lab.api import sql as sql_api
 from dkron_lab.api.auth import Principal, Role
+from dkron_lab.api.badges import JobBadge, TagBadge
 from dkron_lab.api.base import ApiMixin
+from dkron_lab.api.calendars import CalendarResource, Calendars
 from dkron_lab.api.cluster import (
     Busy,
     Concurrency,
@@ -208,6 +210,10 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/executions", AllExecutions),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),
+    ("/v1/calendars", Calendars),
+    ("/v1/calendars/{calendar}", CalendarResource),
+    ("/v1/jobs/{job}/badge.{format}", JobBadge),
+    ("/v1/badges/tag/{key}/{value}.{format}", TagBadge),
     ("/v1/sql", Sql),
     ("/v1/openapi.json", OpenAPI),
     ("/v1/whoami", Whoami),

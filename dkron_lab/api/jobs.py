@@ -21,6 +21,8 @@ from dkron_lab.errors import (
 )
 from dkron_lab.history.queries import RunStats
 from dkron_lab.model import schedule
+from dkron_lab.model.calendar import Calendar, calendar_fires
+from dkron_lab.model.job import CALENDAR_MODES
 from dkron_lab.model.overrides import RunOverrides, parse_overrides
 from dkron_lab.views import JobView
 
@@ -182,14 +184,28 @@ class SchedulePreview(ApiMixin):
         timezone = text_arg(arguments, "timezone") or ""
         schedule.zone(timezone)  # its own message, not wrapped in the schedule's
         parsed = schedule.parse(spec, timezone=timezone)
-        found = await _fires(parsed, after, count or 5)
-        self.write_json(
-            {
-                "schedule": spec,
-                "timezone": parsed.timezone,
-                "next": [codec.format_time(t, parsed.tzinfo) for t in found],
-            }
-        )
+        calendar, mode = self._calendar(arguments)
+        if calendar is None:
+            found = await _fires(parsed, after, count or 5)
+        else:
+            work = (parsed, after, count or 5, calendar, mode)
+            found = await asyncio.to_thread(calendar_fires, *work)
+        answer = {
+            "schedule": spec,
+            "timezone": parsed.timezone,
+            "next": [codec.format_time(t, parsed.tzinfo) for t in found],
+        }
+        if calendar is not None:
+            answer |= {"calendar": calendar.name, "calendar_mode": mode}
+        self.write_json(answer)
+
+    def _calendar(self, arguments: dict[str, list[bytes]]) -> tuple[Calendar | None, str]:
+        """``?calendar=<name>`` (and ``calendar_mode=only``): the fires that calendar allows."""
+        name = text_arg(arguments, "calendar") or ""
+        mode = text_arg(arguments, "calendar_mode") or "exclude"
+        if mode not in CALENDAR_MODES:
+            raise BadRequest(f"calendar_mode must be one of {', '.join(CALENDAR_MODES)}")
+        return (self.node.jobs.get_calendar(name) if name else None), mode
 
 
 async def _fires(parsed: schedule.Schedule, after: datetime, count: int) -> list[datetime]:

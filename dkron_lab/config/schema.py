@@ -226,6 +226,15 @@ class Config:
         flag="switch",
         help="Allow --no-auth on an address beyond loopback without TLS.",
     )
+    public_badges: bool = option(
+        False,
+        parse=parse_boolean,
+        expected=_BOOL,
+        flag="switch",
+        help="Serve the status badges (GET /v1/jobs/<job>/badge.svg|json and "
+        "/v1/badges/tag/<key>/<value>.svg|json) without a token, for READMEs; nothing else "
+        "opens. They show job names and statuses to anyone who can reach the port.",
+    )
     cors_origin: tuple[str, ...] = option(
         (),
         parse=parse_strings,

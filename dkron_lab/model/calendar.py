@@ -41,6 +41,7 @@ __all__ = [
     "CalendarSkip",
     "allows",
     "calendar_fire",
+    "calendar_fires",
     "calendar_from_json",
     "calendar_to_json",
     "day_of",
@@ -168,6 +169,19 @@ def calendar_fire(
         if allowed is None:
             return None
         cursor = max(cursor, _start_of(allowed, tz) - _MICRO)
+
+
+def calendar_fires(
+    sched: Schedule, after: datetime, count: int, calendar: Calendar, mode: str
+) -> list[datetime]:
+    """The next ``count`` fires after ``after`` that ``calendar`` allows (fewer if none)."""
+    found: list[datetime] = []
+    cursor: datetime | None = after
+    while cursor is not None and len(found) < count:
+        cursor = calendar_fire(sched, cursor, calendar, mode)
+        if cursor is not None:
+            found.append(cursor)
+    return found
 
 
 def day_skip(sched: Schedule, after: datetime, fire: datetime, until: datetime) -> CalendarSkip:
