@@ -253,9 +253,11 @@ class Leader:
             due = self._index.due_of(job.name)
             if due is None or due > now:
                 continue
-            # From what the state says is handled, if that is later (a catch-up made again
-            # after its first answer was lost settles only what is left).
-            handled = due - timedelta(microseconds=1)
+            # A calendar skip stands for every excluded fire from its first one. From what
+            # the state says is handled, if that is later (a catch-up made again after its
+            # first answer was lost settles only what is left).
+            skip = self._index.calendar_skip(Fire(job=job.name, scheduled_at=due))
+            handled = (due if skip is None else skip.first) - timedelta(microseconds=1)
             handled = max(handled, self._state.last_fired_of(job.name) or handled)
             plan = plan_catchup(
                 job,

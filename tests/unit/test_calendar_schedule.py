@@ -110,3 +110,24 @@ def test_a_catch_up_splits_its_instants_by_the_calendar() -> None:
     ]
     assert [(s.first.hour, s.last.hour, s.count) for s in skipped] == [(0, 18, 4)]
     assert parse_job_schedule(job).tzinfo is UTC
+
+
+async def test_a_leader_elected_after_a_holiday_settles_every_fire_of_it() -> None:
+    """s1 records the holiday's first fire, then nobody leads until the next day: s2's
+    catch-up settles the rest of the holiday (none of it run) and every instant ends run or
+    skipped, once."""
+    hourly = Job(name="hourly", schedule="0 0 * * * *", executor="shell", calendar="days")
+    cluster = cluster_with(hourly, dates=[HOLIDAY])
+    await cluster.elect("s1")
+    await run_until(cluster, datetime(2026, 3, 2, 1, 30, tzinfo=UTC))
+    await cluster.nodes["s1"].depose()
+    await cluster.advance(23 * 3600)  # 2026-03-03 00:30: nobody led through the holiday
+    await cluster.elect("s2")
+    await cluster.commit_all()
+    ran = started(cluster)
+    skipped = [at for _, at in cluster.skipped_instants()]
+    holiday = [datetime(2026, 3, 2, h, tzinfo=UTC) for h in range(24)]
+    assert sorted(skipped) == holiday
+    assert not set(ran) & set(holiday)
+    assert len(ran) == len(set(ran)) and ran[-1] == datetime(2026, 3, 3, tzinfo=UTC)
+    await cluster.close()
