@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from datetime import tzinfo as TZInfo
@@ -47,7 +47,6 @@ __all__ = [
     "day_of",
     "day_skip",
     "parse_ical",
-    "uses",
 ]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -407,8 +406,3 @@ def _ical_date(value: str) -> date:
         return date(*(int(part) for part in match.groups()))
     except ValueError:
         raise BadRequest(f"ical date {value!r} is not a real day") from None
-
-
-def uses(jobs: Iterable[Any], name: str) -> list[str]:
-    """The names of ``jobs`` (anything with ``name`` and ``calendar``) on calendar ``name``."""
-    return sorted(job.name for job in jobs if job.calendar == name)
