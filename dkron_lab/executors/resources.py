@@ -5,10 +5,13 @@ Owns the accounting of one command's tree: ``TreeMeter`` samples the command and
 under it from ``/proc`` and, once the command has been reaped with ``os.wait4``, combines the
 samples with the kernel's own figures into a ``ResourceUsage``. May call the model only.
 
-**Which processes.** The command runs in a session of its own (the shell executor starts it
-with ``start_new_session``), so the tree is every process of that session, plus every process
-whose parent was seen in the tree (a kernel, a daemon that started a session of its own while
-its parent was watched). Processes that left the session before they were ever seen are not.
+**Which processes.** A sample walks down from the command, and from every process seen
+before, through ``/proc/<pid>/task/<tid>/children``: the command's descendants, and those of
+them that its end or their parent's left with init. Once the command has been reaped while its
+output is still held open, the members of its session (the shell executor starts it with
+``start_new_session``) are looked for among every process too, so a process left behind before
+it was ever seen is found. One that left both the tree and the session before it was seen is
+not counted.
 
 **How the figures are made, and how precise they are** (docs/monitoring.md says the same):
 
@@ -30,8 +33,9 @@ its parent was watched). Processes that left the session before they were ever s
   pages count once per process. A run that ends before the first look, and whose kernel
   figure is not credible, has no peak (``None``).
 - *Cost.* A short run costs one ``wait4`` instead of one ``waitpid``, plus a read of the
-  command's ``/proc/<pid>/status`` at each look. A sample reads ``/proc/<pid>/stat`` of every
-  process on the machine; runs sampled at the same time share one reading (``SCAN_REUSE``).
+  command's ``/proc/<pid>/status`` at each look. A sample reads three small files per process
+  of the tree. The look for a session's members reads ``/proc/<pid>/stat`` of every process
+  on the machine; runs that look within ``SCAN_REUSE`` of each other share one reading.
 """
 
 from __future__ import annotations
@@ -81,13 +85,17 @@ _Key = tuple[int, int]  # (pid, start)
 
 
 class TreeMeter:
-    """Samples the tree under the process ``pid`` (a child of this process, not yet reaped)."""
+    """Samples the tree under the process ``pid`` (a child of this process, not yet reaped).
+
+    What it keeps does not grow with the processes a long run starts: the last sample of the
+    processes alive at the last sample, and the summed CPU of those that ended unwaited."""
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
-        self._seen: dict[_Key, _Stat] = {}  # the last sample of every process seen
         self._root: _Key | None = None
-        self._live: set[_Key] = set()
+        self._live: dict[_Key, _Stat] = {}  # the processes alive at the last sample
+        self._sampled = False
+        self._gone = (0.0, 0.0)  # user, system CPU of ended processes nobody here waited for
         self._last = Sample(0.0, 0.0, 0)
         self._peak_rss: int | None = None
 
@@ -95,18 +103,19 @@ class TreeMeter:
         """Read only the command's own peak memory (cheap: one small file)."""
         self._peak(_own_peak(self._pid))
 
-    def sample(self, *, root_alive: bool = True, fresh: bool = False) -> Sample:
+    def sample(self, *, root_alive: bool = True, session: bool = True) -> Sample:
         """Read the tree now. ``root_alive`` false once the command has been reaped: the rest
-        of its session, and the processes already seen, are still read. ``fresh``: read
-        ``/proc`` again even if another run just did."""
+        of its tree is still read, found from the processes alive at the last sample and (with
+        ``session``) by a look through every process for the members of its session."""
         if root_alive:
             self.look()
-        processes = _scan(fresh=fresh)
-        live = self._live = self._members(processes, root_alive)
-        for key in live:
-            self._seen[key] = processes[key[0]]
-        user, system = self._unwaited(live)
-        rss = sum(self._seen[key].rss for key in live)
+        live = self._members(root_alive, session=session and not root_alive)
+        self._count_gone(live)
+        self._live, self._sampled = live, True
+        user, system = self._gone
+        for stat in live.values():
+            user, system = user + stat.user, system + stat.system
+        rss = sum(stat.rss for stat in live.values())
         if live:
             self._peak(rss)
         # Never less than before: a process reaped by init takes its time out of the tree.
@@ -116,38 +125,40 @@ class TreeMeter:
         )
         return self._last
 
-    def _members(self, processes: dict[int, _Stat], root_alive: bool) -> set[_Key]:
-        root = processes.get(self._pid) if root_alive else None
-        if root is not None and self._root is None:
-            self._root = (self._pid, root.start)
-        known = {pid for pid, start in self._seen if _same(processes, pid, start)}
-        found = {pid for pid, stat in processes.items() if stat.session == self._pid}
-        found |= known
-        if root is not None:
-            found.add(self._pid)
-        else:
-            found.discard(self._pid)
-        children: dict[int, list[int]] = {}
-        for pid, stat in processes.items():
-            children.setdefault(stat.ppid, []).append(pid)
-        frontier = list(found)
-        while frontier:
-            for child in children.get(frontier.pop(), ()):
-                if child not in found:
-                    found.add(child)
-                    frontier.append(child)
-        return {(pid, processes[pid].start) for pid in found}
+    def _count_gone(self, live: dict[_Key, _Stat]) -> None:
+        """Add the processes that ended since the last sample and that no process of the tree
+        will have waited for: their parent then was outside the tree (init had adopted them).
+        The others' time is in their parent's, and so in the command's ``wait4``."""
+        parents = {pid for pid, _ in self._live}
+        user, system = self._gone
+        for key, stat in self._live.items():
+            if key not in live and key != self._root and stat.ppid not in parents:
+                user, system = user + stat.user, system + stat.system
+        self._gone = (user, system)
 
-    def _unwaited(self, live: set[_Key]) -> tuple[float, float]:
-        """CPU of the live processes, and of the dead ones nobody in the tree waited for: those
-        whose parent (at their last sample) was outside the tree."""
-        tree = {pid for pid, _ in self._seen}
-        user = system = 0.0
-        for key, stat in self._seen.items():
-            if key in live or (key != self._root and stat.ppid not in tree):
-                user += stat.user
-                system += stat.system
-        return user, system
+    def _members(self, root_alive: bool, *, session: bool) -> dict[_Key, _Stat]:
+        """The live processes of the tree: from the command (while it is not reaped, its pid is
+        its own) and those alive at the last sample, down through
+        ``/proc/<pid>/task/<tid>/children``."""
+        started = {pid: start for pid, start in self._live if pid != self._pid}
+        frontier = list(started)
+        if root_alive:
+            frontier.append(self._pid)
+        elif session:
+            frontier += _session(self._pid)
+        found: dict[int, _Stat] = {}
+        while frontier:
+            pid = frontier.pop()
+            stat = None if pid in found else _read_stat(pid)
+            if stat is None or (pid == self._pid and not root_alive):
+                continue
+            if pid in started and stat.start != started[pid]:
+                continue  # that process ended and its pid went to another
+            found[pid] = stat
+            frontier += _children(pid)
+        if root_alive and self._pid in found and self._root is None:
+            self._root = (self._pid, found[self._pid].start)
+        return {(pid, stat.start): stat for pid, stat in found.items()}
 
     def _peak(self, rss: int | None) -> None:
         if rss is not None:
@@ -157,11 +168,13 @@ class TreeMeter:
         """The run's usage, once the command has been reaped; ``rusage`` is what ``wait4`` said
         of it (``None``: it was reaped elsewhere, the samples alone count)."""
         user = system = 0.0
-        if self._seen:
-            # Fresh: a process an older reading shows alive may since have been waited for,
-            # and then be in ``rusage`` too.
-            self.sample(root_alive=False, fresh=True)
-            user, system = self._unwaited(self._live)
+        if self._sampled:
+            # Read again: a process last seen alive may since have been waited for, and then
+            # be in ``rusage`` too. (No look through every process: too dear for every run.)
+            self.sample(root_alive=False, session=False)
+            user, system = self._gone
+            for stat in self._live.values():
+                user, system = user + stat.user, system + stat.system
         if rusage is not None:
             user, system = user + rusage.ru_utime, system + rusage.ru_stime
             # Kilobytes on Linux. At or below the node's own peak, it may be the node's image.
@@ -174,44 +187,60 @@ class TreeMeter:
         )
 
 
-def _same(processes: dict[int, _Stat], pid: int, start: int) -> bool:
-    stat = processes.get(pid)
-    return stat is not None and stat.start == start
-
-
 @dataclass(slots=True)
 class _Reading:
     taken: float
-    processes: dict[int, _Stat]
+    sessions: dict[int, list[int]]  # session id -> its processes
 
 
-_last_reading = _Reading(-SCAN_REUSE, {})  # shared by the runs sampled within SCAN_REUSE
+_last_reading = _Reading(-SCAN_REUSE, {})  # shared by the runs read within SCAN_REUSE
 
 
-def _scan(*, fresh: bool = False) -> dict[int, _Stat]:
+def _session(sid: int) -> list[int]:
+    """The processes of session ``sid``, from a reading of every ``/proc/<pid>/stat``."""
     now = time.monotonic()
-    if fresh or now - _last_reading.taken >= SCAN_REUSE:
-        _last_reading.processes, _last_reading.taken = _read_proc(), now
-    return _last_reading.processes
-
-
-def _read_proc() -> dict[int, _Stat]:
-    processes = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            stat = _read_stat(name)
+    if now - _last_reading.taken >= SCAN_REUSE:
+        sessions: dict[int, list[int]] = {}
+        for name in os.listdir("/proc"):
+            stat = _read_stat(name) if name.isdigit() else None
             if stat is not None:
-                processes[int(name)] = stat
-    return processes
+                sessions.setdefault(stat.session, []).append(int(name))
+        _last_reading.sessions, _last_reading.taken = sessions, now
+    return list(_last_reading.sessions.get(sid, ()))
 
 
-def _read_stat(pid: str) -> _Stat | None:
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``, of all its threads (Linux >= 3.5; ``[]`` if unreadable)."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for tid in threads:
+        data = _read(f"/proc/{pid}/task/{tid}/children")
+        if data:
+            children += [int(child) for child in data.split()]
+    return children
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_stat(pid: int | str) -> _Stat | None:
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return None
+    try:
         # After "pid (comm) ": field 3 (state) is [0]; see proc(5) for the numbers.
         f = data[data.rindex(b")") + 2 :].split()
         return _Stat(
@@ -222,17 +251,19 @@ def _read_stat(pid: str) -> _Stat | None:
             system=(int(f[12]) + int(f[14])) / _TICK,
             rss=int(f[21]) * _PAGE,
         )
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return None
 
 
 def _own_peak(pid: int) -> int | None:
     """The peak resident memory of ``pid``'s own image since its exec (``VmHWM``), in bytes."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024  # "VmHWM:  1234 kB"
-    except (OSError, ValueError, IndexError):
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+        try:
+            data = os.read(fd, 8192)
+        finally:
+            os.close(fd)
+        at = data.index(b"VmHWM:") + 6  # "VmHWM:\t    1234 kB"
+        return int(data[at : data.index(b"kB", at)]) * 1024
+    except (OSError, ValueError):
         return None
-    return None

@@ -42,7 +42,7 @@ import signal
 import subprocess
 from collections.abc import Coroutine, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -50,6 +50,7 @@ import psutil
 
 from dkron_lab.errors import ExecutionError, InvalidJob, ValidationError
 from dkron_lab.executors.resources import Sample, TreeMeter
+from dkron_lab.model.execution import ResourceUsage
 from dkron_lab.model.secrets import child_environment
 from dkron_lab.model.units import parse_codes, parse_size
 from dkron_lab.plugins import (
@@ -258,18 +259,17 @@ class ShellExecutor:
                 tail.total,
                 request.output_limit,
             )
-        result = _result(child.popen.returncode, kill_reason, tail.getvalue(), spec.success_codes)
-        return replace(result, usage=usage)
+        output = tail.getvalue()
+        return _result(child.popen.returncode, kill_reason, output, spec.success_codes, usage)
 
     async def _supervise(self, child: _Child, spec: ShellCommand) -> tuple[str, TreeMeter | None]:
         """Wait for the command to end; return why it was killed (or ``""``) and the meter of
         its tree (``None`` when not measured)."""
-        guard = meter = None
+        guard = watch = meter = None
         if self._account or spec.mem_limit is not None or spec.cpu_limit is not None:
             meter = TreeMeter(child.popen.pid)
-            guard = asyncio.ensure_future(
-                _over_limit(child.popen, meter, spec, self._poll_interval)
-            )
+            watch = _Watch(child.popen, meter, spec, self._poll_interval)
+            guard = watch.over if spec.mem_limit or spec.cpu_limit else None
         try:
             done, _ = await asyncio.wait(
                 {child.finished} if guard is None else {child.finished, guard},
@@ -280,8 +280,8 @@ class ShellExecutor:
             await child.abort(self._kill_grace)
             raise
         finally:
-            if guard is not None:
-                guard.cancel()
+            if watch is not None:
+                watch.stop()
         if child.finished in done:
             return "", meter
         await child.abort(self._kill_grace)
@@ -516,29 +516,44 @@ async def _poll_exit(
         exited.set_result(usage)
 
 
-async def _over_limit(
-    popen: subprocess.Popen[bytes], meter: TreeMeter, spec: ShellCommand, interval: float
-) -> Sample:
-    """Sample the command's tree every ``interval``; return the sample that is over
-    ``mem_limit`` or ``cpu_limit_seconds``, if one ever is. Before the first sample, the
-    command's own peak memory is looked at after 10, 20, 40 ... ms (cheap, and all a short run
-    gets)."""
-    waited, delay = 0.0, FIRST_LOOK
-    while waited + delay < interval:
-        await asyncio.sleep(delay)
-        waited += delay
-        if popen.returncode is None:
-            meter.look()
-        delay *= 2
-    await asyncio.sleep(interval - waited)
-    while True:
+class _Watch:
+    """Samples the command's tree on the event loop's timers (a task per run would cost more
+    than a short run's whole accounting): the command's own peak memory after 10, 20, 40 ...
+    ms, then the whole tree every ``interval``. ``over`` resolves with the first sample over
+    ``mem_limit`` or ``cpu_limit_seconds``."""
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], meter: TreeMeter, spec: ShellCommand, interval: float
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._popen = popen
+        self._meter = meter
+        self._spec = spec
+        self._interval = interval
+        self.over: asyncio.Future[Sample] = self._loop.create_future()
+        self._timer = self._loop.call_later(FIRST_LOOK, self._look, FIRST_LOOK)
+
+    def _look(self, waited: float) -> None:
+        if self._popen.returncode is None:
+            self._meter.look()
+        if waited * 2 < self._interval:
+            self._timer = self._loop.call_later(waited, self._look, waited * 2)
+        else:
+            self._timer = self._loop.call_later(self._interval - waited, self._sample)
+
+    def _sample(self) -> None:
         # Once the command is reaped, the rest of its tree may still hold the output open.
-        sample = meter.sample(root_alive=popen.returncode is None)
-        if spec.mem_limit is not None and sample.rss_bytes > spec.mem_limit:
-            return sample
-        if spec.cpu_limit is not None and sample.cpu_seconds > spec.cpu_limit:
-            return sample
-        await asyncio.sleep(interval)
+        sample = self._meter.sample(root_alive=self._popen.returncode is None)
+        spec = self._spec
+        if (spec.mem_limit is not None and sample.rss_bytes > spec.mem_limit) or (
+            spec.cpu_limit is not None and sample.cpu_seconds > spec.cpu_limit
+        ):
+            self.over.set_result(sample)
+        else:
+            self._timer = self._loop.call_later(self._interval, self._sample)
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 def _kill_tree(popen: subprocess.Popen[bytes]) -> None:
@@ -555,13 +570,18 @@ def _kill_tree(popen: subprocess.Popen[bytes]) -> None:
 
 
 def _result(
-    returncode: int | None, kill_reason: str, output: bytes, success_codes: frozenset[int]
+    returncode: int | None,
+    kill_reason: str,
+    output: bytes,
+    success_codes: frozenset[int],
+    usage: ResourceUsage | None,
 ) -> ExecutorResult:
     if kill_reason:
-        return ExecutorResult(success=False, output=output, error=kill_reason)
+        return ExecutorResult(success=False, output=output, error=kill_reason, usage=usage)
     if returncode in success_codes:
-        return ExecutorResult(success=True, output=output)
-    return ExecutorResult(success=False, output=output, error=_exit_text(returncode))
+        return ExecutorResult(success=True, output=output, usage=usage)
+    error = _exit_text(returncode)
+    return ExecutorResult(success=False, output=output, error=error, usage=usage)
 
 
 def _exit_text(returncode: int | None) -> str:

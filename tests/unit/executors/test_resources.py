@@ -64,7 +64,7 @@ async def test_cpu_of_a_grandchild_left_running_by_its_parent_is_counted_from_sa
 async def test_peak_memory_of_a_grandchild_is_at_least_what_it_held() -> None:
     result = await run(f"{python(HOLD.format(n=50 * MB, s=1.5))} & wait")
     assert result.success, result
-    assert usage(result).max_rss_bytes >= 50 * MB
+    assert (usage(result).max_rss_bytes or 0) >= 50 * MB
 
 
 async def test_peak_memory_sums_the_processes_living_side_by_side() -> None:
@@ -72,7 +72,7 @@ async def test_peak_memory_sums_the_processes_living_side_by_side() -> None:
     hold = python(HOLD.format(n=40 * MB, s=1.0))
     result = await run(f"{hold} & {hold} & wait")
     assert result.success, result
-    assert usage(result).max_rss_bytes >= 80 * MB
+    assert (usage(result).max_rss_bytes or 0) >= 80 * MB
 
 
 async def test_a_short_run_is_measured_without_sampling() -> None:
