@@ -266,10 +266,12 @@ def job_to_json(
     next_fire: datetime | None = None,
     dependent_jobs: list[str] | None = None,
     zone: tzinfo = UTC,
+    health: tuple[str, str, str] = ("ok", "", ""),
 ) -> dict[str, Any]:
     """Dkron's 26 job fields in Dkron's order, then ours (``catchup``, ``concurrency_group``,
     ``retry_interval``, ``retry_on``, ``secret_keys``, and monitoring's ``max_lateness``,
-    ``max_duration``, ``on_overdue``, ``calendar``, ``calendar_mode``); ``next`` is shown in
+    ``max_duration``, ``on_overdue``, ``calendar``, ``calendar_mode``, then the read-only
+    ``health`` and ``health_reason``, ``(health, since, reason)``); ``next`` is shown in
     the job's ``zone``.
 
     Secrets are shown as they are: what a read shows goes through ``model.secrets.mask_job``."""
@@ -312,11 +314,13 @@ def job_to_json(
         "on_overdue": job.on_overdue,
         "calendar": job.calendar,
         "calendar_mode": job.calendar_mode,
+        "health": health[0],
+        "health_reason": health[2],
     }
 
 
 _READ_ONLY = ("id", "success_count", "error_count", "last_success", "last_error")
-_DERIVED = ("dependent_jobs", "status", "next")
+_DERIVED = ("dependent_jobs", "status", "next", "health", "health_reason")
 
 
 def job_to_record(job: Job) -> dict[str, Any]:

@@ -21,8 +21,22 @@ from typing import Any
 from dkron_lab import codec
 from dkron_lab._version import __version__
 from dkron_lab.dispatch import Peers
-from dkron_lab.errors import ClusterError, ConflictError, ExecutionNotFound, NotFoundError
+from dkron_lab.errors import (
+    BadRequest,
+    ClusterError,
+    ConflictError,
+    ExecutionNotFound,
+    NotFoundError,
+)
 from dkron_lab.followups import FollowUps
+from dkron_lab.heartbeat import (
+    HEARTBEAT_EXECUTOR,
+    PingKeys,
+    check_heartbeat,
+    claim_won,
+    ping_execution,
+    record_run,
+)
 from dkron_lab.history.duckdb import DuckDBHistory
 from dkron_lab.history.queries import ExecutionFilter, RunStats
 from dkron_lab.membership import Liveness
@@ -47,6 +61,7 @@ from dkron_lab.state.commands import (
     DeleteJob,
     Fire,
     Pause,
+    PingStart,
     SetCalendar,
     SetJob,
     SetLimits,
@@ -77,8 +92,10 @@ class Jobs:
         peering: Peering,
         peers: Peers,
         liveness: Liveness,
+        ping_keys: PingKeys,
     ) -> None:
         self._shared = shared
+        self._ping_keys = ping_keys
         self._state = shared.state
         self._raft = raft
         self._history = history
@@ -179,6 +196,11 @@ class Jobs:
         Only the leader claims runs: a follower hands the request to it.
         """
         job = self.get_job(name).job
+        if job.executor == HEARTBEAT_EXECUTOR:
+            raise BadRequest(
+                f"job {name!r} is a heartbeat check: it runs nothing, the process it watches "
+                "pings it (POST /v1/jobs/<job>/ping, or its ping_url)"
+            )
         overridden = apply_overrides(job, overrides)
         if overrides:
             self._registry.validate(
@@ -285,6 +307,41 @@ class Jobs:
         """Spans of the job's fires that were missed and deliberately not run, newest first."""
         self.get_job(name)
         return await asyncio.to_thread(self._history.list_skipped, name)
+
+    # -- heartbeat checks ------------------------------------------------------------------------
+
+    def ping_key(self, name: str) -> str:
+        """The job's ping key (``heartbeat.PingKeys``)."""
+        return self._ping_keys.key(name)
+
+    def ping_key_opens(self, name: str, key: str) -> bool:
+        return self._ping_keys.matches(name, key)
+
+    async def ping(self, name: str, *, kind: str, body: str) -> Execution | None:
+        """Record a ping of the heartbeat check ``name``: ``/start`` notes when the work began
+        (answers ``None``); ``/ping`` and ``/fail`` are a run of the instant they cover, written
+        to the replicated log before this answers."""
+        job = self.get_job(name).job
+        check_heartbeat(job)
+        now = self._shared.clock.now()
+        if kind == "start":
+            await self._shared.submit(PingStart(job=name, at=codec.format_time(now) or ""))
+            return None
+        execution = ping_execution(
+            job,
+            kind=kind,
+            body=body,
+            at=now,
+            started=self._state.ping_started(name),
+            node_name=self._shared.name,
+            default_grace=self._shared.config.max_lateness,
+        )
+        if not claim_won(await self._shared.submit(record_run(execution))):
+            # Its instant is already settled (an earlier ping, or called missed): the ping is
+            # still a run, one of no instant.
+            execution = replace(execution, scheduled_at=None)
+            await self._shared.submit(record_run(execution))
+        return execution
 
     def busy(self) -> list[Execution]:
         """Running now anywhere: here live, elsewhere as of each node's last heartbeat; then

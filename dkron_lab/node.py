@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from dkron_lab import codec, credentials
@@ -26,10 +27,13 @@ from dkron_lab.config import Config
 from dkron_lab.credentials import secure_data_dir
 from dkron_lab.dispatch import Peers, Verifier, cluster_key
 from dkron_lab.errors import (
+    DkronError,
     InsufficientStorage,
     error_class,
 )
 from dkron_lab.followups import FollowUps
+from dkron_lab.health import Watch
+from dkron_lab.heartbeat import PingKeys, ping_path, record_run
 from dkron_lab.history.copy import HistoryCopy
 from dkron_lab.history.duckdb import DuckDBHistory, SqlLimits
 from dkron_lab.jobs import Jobs
@@ -40,6 +44,7 @@ from dkron_lab.membership import (
 )
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model.execution import Execution
+from dkron_lab.model.job import Job
 from dkron_lab.notify import Notifier
 from dkron_lab.outcomes import Outcomes
 from dkron_lab.peering import Peering
@@ -84,7 +89,13 @@ class Node:
         self.registry = registry or PluginRegistry()
         self.state = JobState()
         self.index = ScheduleIndex()
-        self.views = JobViews(self.state, self.index)
+        self.ping_keys = PingKeys(cluster_key(self.encrypt))
+        self.views = JobViews(
+            self.state,
+            self.index,
+            now=self.clock.now,
+            ping_path=lambda job: ping_path(job, self.ping_keys.key(job)),
+        )
         self.history = DuckDBHistory(
             config.data_dir / "history.duckdb",
             retention=config.history_retention,
@@ -138,6 +149,7 @@ class Node:
             limits=config.executor_limits,
             on_start=self._started_here,
             hidden=frozenset(value for value in (self.api_token, self.encrypt) if value),
+            max_duration=config.max_duration,
         )
         self.liveness = Liveness(monotonic=interval_seconds(self.clock))
         self.cluster_key = cluster_key(self.encrypt)
@@ -208,6 +220,13 @@ class Node:
             peering=self.peering,
             peers=self.peers,
             liveness=self.liveness,
+            ping_keys=self.ping_keys,
+        )
+        self.watch = Watch(
+            shared,
+            notifier=self.notifier,
+            busy=lambda: [e for e in self.jobs.busy() if not e.queued],
+            missed_run=self._missed_run,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -233,7 +252,13 @@ class Node:
         self.state.before_snapshot(self.history.flush)
         self.raft.start()
         await self.peering.wait_for_cluster()
-        services: list[Service] = [self.roster, self.outcomes, self.runner, self.leadership]
+        services: list[Service] = [
+            self.roster,
+            self.outcomes,
+            self.runner,
+            self.leadership,
+            self.watch,
+        ]
         for service in services:
             await service.start(stack)
         self.history_copy.soon()  # a late joiner or a wiped disk: in the background
@@ -289,6 +314,26 @@ class Node:
 
     def _on_leadership(self, is_leader: bool, term: int) -> None:
         self._call_soon(self.leadership.changed)
+        self._call_soon(self.watch.leadership_changed)
+
+    async def _missed_run(self, job: Job, instant: datetime, why: str) -> None:
+        """A heartbeat check's ping did not come: recorded as a failed run of its instant."""
+        now = self.clock.now()
+        group = self.runs.new_group()
+        missed = Execution(
+            id=f"{group}-{self.name}",
+            job_name=job.name,
+            node_name=self.name,
+            group=group,
+            started_at=now,
+            finished_at=now,
+            output=why,
+            scheduled_at=instant,
+        )
+        try:
+            await self._submit(record_run(missed))
+        except DkronError as exc:
+            log.warning("the missed ping of %r at %s is not recorded: %s", job.name, instant, exc)
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 BUILTINS: Mapping[str, Mapping[str, str]] = {
     EXECUTOR_ENTRY_POINTS: {
+        "heartbeat": "dkron_lab.executors.heartbeat:HeartbeatExecutor",
         "http": "dkron_lab.executors.http:HttpExecutor",
         "shell": "dkron_lab.executors.shell:ShellExecutor",
     },

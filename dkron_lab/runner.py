@@ -19,15 +19,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
 from dkron_lab.lifecycle import hurried
 from dkron_lab.model.execution import Execution, execution_id, mark_cut
+from dkron_lab.model.health import kill_after
 from dkron_lab.model.job import Job
 from dkron_lab.model.output import OutputChunk, read_chunk
 from dkron_lab.model.secrets import OutputScrubber, scrub, scrub_text, secret_values, spelled
+from dkron_lab.model.units import format_duration
 from dkron_lab.plugins import ExecutionRequest, ExecutorResult
 from dkron_lab.registry import PluginRegistry
 
@@ -106,8 +108,12 @@ class Runner:
         limits: Mapping[str, int] | None = None,
         on_start: Report | None = None,
         hidden: frozenset[str] = frozenset(),
+        max_duration: timedelta = timedelta(0),
     ) -> None:
+        """``max_duration``: the server's default for jobs that say ``on_overdue: kill``
+        and set no ``max_duration`` (0: no limit)."""
         self._node = node_name
+        self._max_duration = max_duration
         self._hidden = hidden
         self._registry = registry
         self._clock = clock
@@ -209,9 +215,19 @@ class Runner:
             output_limit=self._output_limit,
             hidden_values=self._hidden,
         )
+        limit = kill_after(job, self._max_duration)
+        deadline: asyncio.Timeout | None = None
         try:
             executor = self._registry.executor(job.executor)
-            return await executor.execute(request, live.emit)
+            if limit is None:
+                return await executor.execute(request, live.emit)
+            async with asyncio.timeout(limit.total_seconds()) as deadline:
+                return await executor.execute(request, live.emit)
+        except TimeoutError:
+            if limit is None or deadline is None or not deadline.expired():
+                raise
+            why = f"dkron-lab: killed: the run passed max_duration {format_duration(limit)}"
+            return ExecutorResult(success=False, output=live.ended(), error=f"{why} (on_overdue)")
         except DkronError as exc:
             return ExecutorResult(success=False, output=live.ended(), error=exc.message)
         except asyncio.CancelledError:

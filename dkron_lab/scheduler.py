@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from dkron_lab.clock import Clock
 from dkron_lab.errors import DkronError
+from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR
 from dkron_lab.model import schedule
 from dkron_lab.model.calendar import Calendar, CalendarSkip, allows, calendar_fire, day_of, day_skip
 from dkron_lab.model.job import Job, parse_job_schedule
@@ -109,9 +110,10 @@ class ScheduleIndex:
         """The calendar called ``name`` (set by the node); read outside the index's lock."""
 
     def update(self, name: str, job: Job | None, now: datetime) -> None:
-        """A job was saved (or deleted, ``job=None``): recompute its next fire after ``now``."""
+        """A job was saved (or deleted, ``job=None``): recompute its next fire after ``now``.
+        A heartbeat check is not fired (the watch, ``health.py``, holds its instants)."""
         entry = None
-        if job is not None:
+        if job is not None and job.executor != HEARTBEAT_EXECUTOR:
             try:
                 calendar = self.calendar_of(job.calendar) if job.calendar else None
                 entry = (job, parse_job_schedule(job), calendar)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from dkron_lab import codec
-from dkron_lab.errors import BadRequest
+from dkron_lab.errors import BadRequest, DkronError
+from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR
 from dkron_lab.model import schedule, secrets
-from dkron_lab.model.job import Job, JobStats
+from dkron_lab.model.job import Job, JobStats, parse_job_schedule
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.state.machine import JobEntry, JobState
 
@@ -30,6 +31,8 @@ class JobView:
     stats: JobStats
     next_fire: datetime | None
     dependent_jobs: tuple[str, ...] = ()
+    health: tuple[str, str, str] = ("ok", "", "")
+    ping_path: str = ""
 
     @property
     def zone(self) -> tzinfo:
@@ -43,8 +46,11 @@ class JobView:
             next_fire=self.next_fire,
             dependent_jobs=list(self.dependent_jobs),
             zone=self.zone,
+            health=self.health,
         )
         shown["executor_config"] = secrets.masked_config(self.job)
+        if self.ping_path:
+            shown["ping_url"] = self.ping_path  # the API layer puts the server's address first
         return shown
 
 
@@ -108,16 +114,37 @@ _SORT_KEYS: dict[str, Callable[[JobView], Any]] = {
 class JobViews:
     """Reads of jobs, consistent with what this server has applied."""
 
-    def __init__(self, state: JobState, index: ScheduleIndex) -> None:
+    def __init__(
+        self,
+        state: JobState,
+        index: ScheduleIndex,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        ping_path: Callable[[str], str] | None = None,
+    ) -> None:
+        """``ping_path(job)``: a heartbeat check's ping URL path, key included (its
+        ``ping_url``; ``None``: none shown)."""
         self._state = state
         self._index = index
+        self._now = now
+        self._ping_path = ping_path
+
+    def _next_fire(self, job: Job) -> datetime | None:
+        if job.executor != HEARTBEAT_EXECUTOR:
+            return self._index.next_of(job.name)
+        try:  # not in the index: its next ping is due at its schedule's next instant
+            return schedule.next_fire(parse_job_schedule(job), self._now())
+        except DkronError:
+            return None
 
     def _view(self, entry: JobEntry) -> JobView:
+        heartbeat = entry.job.executor == HEARTBEAT_EXECUTOR
         return JobView(
             job=entry.job,
             stats=entry.stats,
-            next_fire=self._index.next_of(entry.job.name),
+            next_fire=self._next_fire(entry.job),
+            ping_path=self._ping_path(entry.job.name) if heartbeat and self._ping_path else "",
             dependent_jobs=entry.dependents,
+            health=entry.health,
         )
 
     def get(self, name: str) -> JobView:

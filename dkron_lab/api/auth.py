@@ -95,6 +95,8 @@ ROLE_NEEDED: Final[Mapping[tuple[str, str], Role]] = MappingProxyType(
         ("POST", "/v1/jobs/{job}"): Role.OPERATOR,  # Dkron's "run this job"
         ("POST", "/v1/jobs/{job}/run"): Role.OPERATOR,
         ("POST", "/v1/jobs/{job}/toggle"): Role.OPERATOR,
+        ("POST", "/v1/jobs/{job}/ping"): Role.OPERATOR,  # or the job's ping key
+        ("POST", "/v1/jobs/{job}/ping/{kind}"): Role.OPERATOR,
         ("POST", "/v1/pause"): Role.OPERATOR,
         ("POST", "/v1/unpause"): Role.OPERATOR,
     }
@@ -258,6 +260,9 @@ def cors_headers(policy: Policy, headers: HTTPHeaders) -> dict[str, str]:
     }
 
 
+_PING_ROUTES = ("/v1/jobs/{job}/ping", "/v1/jobs/{job}/ping/{kind}")
+
+
 def check_media_type(method: str, route: str | None, headers: HTTPHeaders) -> None:
     """``UnsupportedMediaType`` for a write whose body is not JSON.
 
@@ -272,6 +277,8 @@ def check_media_type(method: str, route: str | None, headers: HTTPHeaders) -> No
         return
     if route == "/v1/restore" and media == "multipart/form-data" and _custom_header(headers):
         return
+    if route in _PING_ROUTES and _custom_header(headers):
+        return  # a ping's body is its output, any text (curl -d), sent with the token
     if route == "/v1/restore":
         raise UnsupportedMediaType(
             f"{method} /v1/restore takes multipart/form-data only with the token in an "

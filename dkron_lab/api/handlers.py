@@ -61,6 +61,7 @@ from dkron_lab.api.params import (
     execution_query,
     job_query,
 )
+from dkron_lab.api.ping import Ping
 from dkron_lab.errors import NotFoundError
 from dkron_lab.views import ExecutionQuery, JobQuery
 
@@ -207,6 +208,8 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/jobs/{job}/executions/{execution}/output", ExecutionOutput),
     ("/v1/jobs/{job}/executions/{execution}/output/stream", ExecutionOutputStream),
     ("/v1/jobs/{job}/skipped", Skipped),
+    ("/v1/jobs/{job}/ping", Ping),
+    ("/v1/jobs/{job}/ping/{kind}", Ping),
     ("/v1/executions", AllExecutions),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),

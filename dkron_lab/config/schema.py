@@ -353,6 +353,24 @@ class Config:
         help="Catch up only fires missed this recently, a Go duration; older ones are recorded "
         "as skipped.",
     )
+    # monitoring (docs/monitoring.md)
+    max_lateness: timedelta = option(
+        timedelta(minutes=1),
+        parse=parse_duration,
+        expected=_DURATION + "; 0 checks nothing",
+        metavar="DURATION",
+        help="For jobs that set no max_lateness: a fire not started this long after its instant "
+        "makes the job late (a heartbeat check's grace), a Go duration.",
+    )
+    max_duration: timedelta = option(
+        timedelta(0),
+        parse=parse_duration,
+        expected=_DURATION + "; 0 checks nothing",
+        metavar="DURATION",
+        shown_default="no limit",
+        help="For jobs that set no max_duration: a run going on longer makes the job overdue "
+        "(and is killed if the job says on_overdue: kill), a Go duration.",
+    )
     # concurrency (docs/jobs.md)
     executor_concurrency: int = option(
         0,

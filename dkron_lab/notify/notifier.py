@@ -9,6 +9,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
@@ -17,11 +18,17 @@ import httpx
 
 from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
+from dkron_lab.model.health import UNHEALTHY
 from dkron_lab.model.job import Job
 from dkron_lab.model.secrets import scrub_text, secret_values
 from dkron_lab.notify.policy import effective_policy, should_notify
 from dkron_lab.notify.settings import MailSettings, Webhook, mail_from, webhook_from
-from dkron_lab.notify.templates import mail_subject, template_fields
+from dkron_lab.notify.templates import (
+    health_fields,
+    health_subject,
+    mail_subject,
+    template_fields,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_PENDING", "Notifier"]
 
@@ -141,6 +148,33 @@ class Notifier:
         if self.mail is not None and job.owner_email.strip():
             self._spawn(self._send_mail(self.mail, job, execution, group), "mail", job.name)
 
+    def health_changed(
+        self, job: Job, *, health: str, previous: str, since: datetime, reason: str
+    ) -> None:
+        """Announce a change of the job's health through the webhook and the owner's mail:
+        entering ``late``, ``overdue``, ``missed`` or ``failing`` (unless the job's policy is
+        ``never``), and the return to ``ok`` from one of them (policies ``always`` and
+        ``recovery``). Pausing and resuming a job is announced by nobody: the user did it."""
+        if not (self.webhook or self.mail):
+            return
+        policy = effective_policy(job.metadata, self.default_policy)
+        entering = health in UNHEALTHY and policy != "never"
+        recovering = health == "ok" and previous in UNHEALTHY and policy in ("always", "recovery")
+        if not (entering or recovering):
+            return
+        fields = health_fields(
+            job.name, health, previous, since, reason, reporting_node=self.node_name
+        )
+        if self.webhook is not None:
+            body = self.webhook.payload.render(fields)
+            self._spawn(self._post_body(self.webhook, body), "webhook", job.name)
+        if self.mail is not None and job.owner_email.strip():
+            mail = self.mail
+            body = mail.payload.render(fields) if mail.payload else fields["Output"]
+            subject = health_subject(mail.subject_prefix, job.name, health)
+            message = _compose(mail, job.owner_email, subject, body, date=since)
+            self._spawn(self._deliver_mail(mail, job, message), "mail", job.name)
+
     async def flush(self) -> None:
         """Wait until every delivery begun so far has been sent or has failed."""
         while self._tasks:
@@ -191,9 +225,12 @@ class Notifier:
         return template_fields(execution, reporting_node=self.node_name, group=group)
 
     async def _post(self, hook: Webhook, execution: Execution, group: Sequence[Execution]) -> str:
+        return await self._post_body(hook, hook.payload.render(self._fields(execution, group)))
+
+    async def _post_body(self, hook: Webhook, text: str) -> str:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout)
-        body = hook.payload.render(self._fields(execution, group)).encode()
+        body = text.encode()
         headers = httpx.Headers()
         for name, value in hook.headers:
             headers[name] = value  # a later header of the same name wins, as Go's Header.Set
@@ -210,7 +247,12 @@ class Notifier:
     ) -> str:
         fields = self._fields(execution, group)
         body = mail.payload.render(fields) if mail.payload else execution.output
-        message = _message(mail, job.owner_email, execution, body)
+        subject = mail_subject(mail.subject_prefix, execution)
+        date = execution.finished_at or execution.started_at
+        message = _compose(mail, job.owner_email, subject, body, date=date)
+        return await self._deliver_mail(mail, job, message)
+
+    async def _deliver_mail(self, mail: MailSettings, job: Job, message: EmailMessage) -> str:
         where = f"smtp://{mail.host}:{mail.port}"
         try:
             await asyncio.to_thread(_smtp_send, mail, message, self.timeout)
@@ -228,13 +270,16 @@ def _masked(job: Job, executions: Sequence[Execution]) -> list[Execution]:
     return [replace(e, output=scrub_text(e.output, values)) for e in executions]
 
 
-def _message(mail: MailSettings, owner_email: str, execution: Execution, body: str) -> EmailMessage:
+def _compose(
+    mail: MailSettings, owner_email: str, subject: str, body: str, *, date: datetime
+) -> EmailMessage:
+    """A message to the job's owner."""
     recipients = [address for _, address in getaddresses([owner_email]) if address]
     message = EmailMessage()
     message["From"] = mail.sender
     message["To"] = ", ".join(recipients)
-    message["Subject"] = mail_subject(mail.subject_prefix, execution)
-    message["Date"] = format_datetime(execution.finished_at or execution.started_at)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(date)
     message["Message-ID"] = make_msgid(domain="dkron-lab")
     message.set_content(body)
     return message

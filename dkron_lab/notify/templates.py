@@ -18,6 +18,8 @@ __all__ = [
     "KNOWN_FIELDS",
     "Template",
     "go_time",
+    "health_fields",
+    "health_subject",
     "mail_subject",
     "parse_template",
     "report",
@@ -35,7 +37,7 @@ DKRON_FIELDS = (
     "Output",
 )
 """The fields of Dkron's template data (``dkron/notifier.go``), in its order."""
-EXTRA_FIELDS = ("ExecutionGroup", "Attempt")
+EXTRA_FIELDS = ("ExecutionGroup", "Attempt", "Health")
 """Fields dkron-lab adds; a Dkron template never names them, so it renders the same."""
 KNOWN_FIELDS = DKRON_FIELDS + EXTRA_FIELDS
 
@@ -134,9 +136,14 @@ def report(execution: Execution, *, reporting_node: str, group: Sequence[Executi
 
 
 def template_fields(
-    execution: Execution, *, reporting_node: str, group: Sequence[Execution] = ()
+    execution: Execution,
+    *,
+    reporting_node: str,
+    group: Sequence[Execution] = (),
+    health: str = "",
 ) -> dict[str, str]:
-    """The value of every field in ``KNOWN_FIELDS`` for one run."""
+    """The value of every field in ``KNOWN_FIELDS`` for one run (``health``: the job's, as the
+    reporting node knows it)."""
     return {
         "Report": report(execution, reporting_node=reporting_node, group=group),
         "JobName": execution.job_name,
@@ -148,11 +155,39 @@ def template_fields(
         "Output": execution.output,
         "ExecutionGroup": str(execution.group),
         "Attempt": str(execution.attempt),
+        "Health": health,
+    }
+
+
+def health_fields(
+    job_name: str, health: str, previous: str, since: datetime, reason: str, *, reporting_node: str
+) -> dict[str, str]:
+    """The fields for a change of a job's health (docs/monitoring.md): ``Health`` is the new
+    one, ``Output`` says why, ``Success`` is ``true`` on a return to ``ok``; the run fields a
+    change has none of are empty (times: Go's zero time)."""
+    text = f"{job_name}: health {previous} -> {health}" + (f": {reason}" if reason else "")
+    return {
+        "Report": f"{text}\nReporting node: {reporting_node}\nSince: {go_time(since)}\n",
+        "JobName": job_name,
+        "ReportingNode": reporting_node,
+        "StartTime": go_time(since),
+        "FinishedAt": go_time(None),
+        "Success": _go_bool(health == "ok"),
+        "NodeName": reporting_node,
+        "Output": text,
+        "ExecutionGroup": "",
+        "Attempt": "",
+        "Health": health,
     }
 
 
 def _go_bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def health_subject(prefix: str, job_name: str, health: str) -> str:
+    """``[Dkron]Health missed backup``: the subject of a change of health."""
+    return f"{prefix}Health {health} {job_name}"
 
 
 def mail_subject(prefix: str, execution: Execution) -> str:

@@ -28,6 +28,8 @@ kind                   class               what it does
 ``deregister``         ``Deregister``      a node is forgotten
 ``set_limits``         ``SetLimits``       concurrency limits set through the API
 ``pause``              ``Pause``           pause or resume new job submissions
+``health``             ``SetHealth``       a job's health changed (the leader's watch)
+``ping_start``         ``PingStart``       a heartbeat check's work began (``""``: forget it)
 ``set_calendar``       ``SetCalendar``     create or replace a named calendar
 ``delete_calendar``    ``DeleteCalendar``  delete a calendar no job uses
 =====================  ==================  ===================================================
@@ -59,6 +61,8 @@ __all__ = [
     "Register",
     "Retry",
     "SetCalendar",
+    "PingStart",
+    "SetHealth",
     "SetJob",
     "SetLimits",
     "Skip",
@@ -384,6 +388,33 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetHealth:
+    """``job``'s health is now ``health`` (``model.health.HEALTHS``) since ``since`` (RFC 3339),
+    for ``reason``. Replicated so that every server answers the same health, and a new leader
+    neither announces a change again nor misses one."""
+
+    kind: ClassVar[str] = "health"
+    version: ClassVar[int] = 1
+    job: str
+    health: str
+    since: str
+    reason: str = ""
+
+    def encode(self) -> Wire:
+        fields = {"job": self.job, "health": self.health, "since": self.since}
+        return _header(self.kind, self.version) | fields | {"reason": self.reason}
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> SetHealth:
+        return cls(
+            job=str(wire["job"]),
+            health=str(wire["health"]),
+            since=str(wire["since"]),
+            reason=str(wire.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetCalendar:
     """Create or replace ``calendar`` (the jobs on it are rescheduled)."""
 
@@ -413,6 +444,24 @@ class DeleteCalendar:
         return cls(name=str(wire["name"]))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingStart:
+    """``/ping/start`` of the heartbeat check ``job`` came at ``at`` (RFC 3339); the run its
+    next ping records started then. ``at=""`` forgets it (that ping came)."""
+
+    kind: ClassVar[str] = "ping_start"
+    version: ClassVar[int] = 1
+    job: str
+    at: str
+
+    def encode(self) -> Wire:
+        return _header(self.kind, self.version) | {"job": self.job, "at": self.at}
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> PingStart:
+        return cls(job=str(wire["job"]), at=str(wire["at"]))
+
+
 Command = (
     SetJob
     | DeleteJob
@@ -427,6 +476,8 @@ Command = (
     | Deregister
     | SetLimits
     | Pause
+    | SetHealth
+    | PingStart
     | SetCalendar
     | DeleteCalendar
 )
@@ -447,8 +498,10 @@ _DECODERS: dict[tuple[str, int], Callable[[Mapping[str, Any]], Command]] = {
         Deregister,
         SetLimits,
         Pause,
+        SetHealth,
         SetCalendar,
         DeleteCalendar,
+        PingStart,
     )
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "FiresSkipped",
     "GroupFinished",
     "GroupStarted",
+    "HealthChanged",
     "JobChanged",
     "RetryDue",
     "StateRestored",
@@ -129,6 +130,17 @@ def skipped_once(name: str, at: str | None, reason: str) -> FiresSkipped:
     return FiresSkipped(name, ({"reason": reason, "first": at, "last": at, "count": 1},))
 
 
+@dataclass(frozen=True, slots=True)
+class HealthChanged:
+    """``job_name``'s health went from ``previous`` to ``health`` at ``since``, for ``reason``."""
+
+    job_name: str
+    health: str
+    previous: str
+    since: datetime
+    reason: str
+
+
 Event = (
     JobChanged
     | RetryDue
@@ -140,5 +152,6 @@ Event = (
     | StateRestored
     | FireClaimed
     | FiresSkipped
+    | HealthChanged
     | CalendarChanged
 )

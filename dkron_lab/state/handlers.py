@@ -36,9 +36,11 @@ from dkron_lab.state.commands import (
     Done,
     Fire,
     Pause,
+    PingStart,
     Register,
     Retry,
     SetCalendar,
+    SetHealth,
     SetJob,
     SetLimits,
     Skip,
@@ -53,6 +55,7 @@ from dkron_lab.state.events import (
     FiresSkipped,
     GroupFinished,
     GroupStarted,
+    HealthChanged,
     JobChanged,
     RetryDue,
     skipped_once,
@@ -448,6 +451,23 @@ def _pause(state: JobState, cmd: Pause) -> dict[str, Any]:
     return {"paused": state.paused}
 
 
+def _set_health(state: JobState, cmd: SetHealth) -> dict[str, Any]:
+    """A job's health changed; the same health again changes nothing (a watch that asks twice,
+    or a new leader that finds what its predecessor already recorded, announces nothing)."""
+    if cmd.job not in state.jobs:
+        return {"changed": False}
+    previous = state.health.get(cmd.job, ("ok", "", ""))
+    if previous[0] == cmd.health:
+        return {"changed": False}
+    if cmd.health == "ok":
+        state.health.pop(cmd.job, None)
+    else:
+        state.health[cmd.job] = (cmd.health, cmd.since, cmd.reason)
+    since = codec.parse_time(cmd.since, "since") or datetime.fromtimestamp(0, UTC)
+    state._emit(HealthChanged(cmd.job, cmd.health, previous[0], since, cmd.reason))
+    return {"changed": True}
+
+
 def _set_calendar(state: JobState, cmd: SetCalendar) -> dict[str, Any]:
     calendar = cmd.calendar
     created = calendar.name not in state.calendars
@@ -471,6 +491,15 @@ def _delete_calendar(state: JobState, cmd: DeleteCalendar) -> dict[str, Any]:
     return {}
 
 
+def _ping_start(state: JobState, cmd: PingStart) -> dict[str, Any]:
+    state.job(cmd.job)
+    if cmd.at:
+        state.ping_starts[cmd.job] = cmd.at
+    else:
+        state.ping_starts.pop(cmd.job, None)
+    return {}
+
+
 HANDLERS: dict[type, Handler] = {
     SetJob: _set_job,
     DeleteJob: _delete_job,
@@ -485,6 +514,8 @@ HANDLERS: dict[type, Handler] = {
     Skip: _skip,
     Register: _register,
     Deregister: _deregister,
+    SetHealth: _set_health,
+    PingStart: _ping_start,
     SetCalendar: _set_calendar,
     DeleteCalendar: _delete_calendar,
 }

@@ -87,6 +87,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
+_HEALTHY = ("ok", "", "")
 
 
 def command(kind: str, **fields: Any) -> dict[str, Any]:
@@ -119,6 +120,9 @@ class JobState:
         self.limits = Limits()  # as the last fire command carried them
         self.limit_settings: dict[str, Any] = {}  # set through the API: {"overall", "groups"}
         self.calendars: dict[str, Calendar] = {}
+        # job: (health, since, reason), jobs not ok only (model/health.py)
+        self.health: dict[str, tuple[str, str, str]] = {}
+        self.ping_starts: dict[str, str] = {}  # heartbeat check: when its /ping/start came
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -176,6 +180,10 @@ class JobState:
                 "limits": self.limits.to_json(),
                 "limit_settings": dict(self.limit_settings),
             }
+            if self.health:  # these three are absent when empty, as in older snapshots
+                data["health"] = {name: list(record) for name, record in self.health.items()}
+            if self.ping_starts:
+                data["ping_starts"] = dict(self.ping_starts)
             if self.calendars:  # absent when none, as in every snapshot before calendars
                 data["calendars"] = [calendar_to_json(c) for c in self.calendars.values()]
             return data
@@ -198,6 +206,11 @@ class JobState:
             self.queue = [int(group) for group in data.get("queue", [])]
             self.limits = Limits.from_json(data.get("limits"))
             self.limit_settings = dict(data.get("limit_settings", {}))
+            self.ping_starts = {str(k): str(v) for k, v in data.get("ping_starts", {}).items()}
+            self.health = {
+                str(name): (str(record[0]), str(record[1]), str(record[2]))
+                for name, record in data.get("health", {}).items()
+            }
             for record in data.get("calendars", []):  # none in snapshots before calendars
                 calendar = calendar_from_json(record)
                 self.calendars[calendar.name] = calendar
@@ -246,7 +259,12 @@ class JobState:
 
     def _entry(self, job: Job) -> JobEntry:
         stats = self.stats.get(job.name, NEVER_RUN)
-        return JobEntry(job=job, stats=stats, dependents=self.dependents(job.name))
+        return JobEntry(
+            job=job,
+            stats=stats,
+            dependents=self.dependents(job.name),
+            health=self.health.get(job.name, _HEALTHY),
+        )
 
     def all_jobs(self) -> list[Job]:
         with self.lock:
@@ -264,6 +282,28 @@ class JobState:
     def stats_of(self, name: str) -> JobStats:
         with self.lock:
             return self.stats.get(name, NEVER_RUN)
+
+    def health_of(self, name: str) -> tuple[str, str, str]:
+        """The job's recorded health: ``(health, since, reason)``, ``("ok", "", "")`` if none."""
+        with self.lock:
+            return self.health.get(name, _HEALTHY)
+
+    def ping_started(self, name: str) -> datetime | None:
+        """When the heartbeat check's ``/ping/start`` came, if its ping has not yet."""
+        with self.lock:
+            at = self.ping_starts.get(name)
+        return codec.parse_time(at, "at") if at else None
+
+    def ping_starts_now(self) -> dict[str, datetime]:
+        """Every heartbeat check whose work began and has not pinged its end yet."""
+        with self.lock:
+            starts = dict(self.ping_starts)
+        return {name: codec.parse_time(at, "at") for name, at in starts.items()}  # type: ignore[misc]
+
+    def unhealthy(self) -> dict[str, tuple[str, str, str]]:
+        """Every job whose recorded health is not ``ok``."""
+        with self.lock:
+            return dict(self.health)
 
     def queue_length(self) -> int:
         """Groups waiting for room under the concurrency limits."""
@@ -391,6 +431,8 @@ class JobState:
             self.children.get(job.parent_job, set()).discard(name)
         self.stats.pop(name, None)
         self.last_fired.pop(name, None)
+        self.health.pop(name, None)
+        self.ping_starts.pop(name, None)
         for group in self.running.pop(name, ()):
             self.groups.pop(group, None)
             if group in self.queue:
@@ -419,6 +461,7 @@ class JobEntry:
     job: Job
     stats: JobStats
     dependents: tuple[str, ...]
+    health: tuple[str, str, str] = _HEALTHY  # (health, since, reason): model/health.py
 
 
 def _name(job: Job) -> str:

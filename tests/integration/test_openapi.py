@@ -202,8 +202,9 @@ def test_job_and_execution_schemas_match_the_codec() -> None:
     schemas = DOC["components"]["schemas"]
     job_json = codec.job_to_json(Job(name="x"))
     assert list(schemas["Job"]["properties"]) == list(job_json)
-    # Dkron's 26, then catchup, concurrency_group, retry_*, secret_keys, and monitoring's five
-    assert len(job_json) == 36
+    # Dkron's 26, then catchup, concurrency_group, retry_*, secret_keys, monitoring's five, and
+    # the read-only health and health_reason
+    assert len(job_json) == 38
     read_only = {k for k, v in schemas["Job"]["properties"].items() if v.get("readOnly")}
     assert read_only == {
         "id",
@@ -214,6 +215,8 @@ def test_job_and_execution_schemas_match_the_codec() -> None:
         "dependent_jobs",
         "status",
         "next",
+        "health",
+        "health_reason",
     }
     record = codec.job_to_record(Job(name="x"))
     assert set(record) == set(job_json) - read_only

@@ -61,6 +61,8 @@ def test_encoding_has_dkron_fields_in_dkron_order_then_ours_and_round_trips():
         "on_overdue": "",
         "calendar": "",
         "calendar_mode": "",
+        "health": "ok",
+        "health_reason": "",
     }
     assert list(out) == [*DKRON_JOB, *ours]
     assert {k: v for k, v in out.items() if k not in ("next", "last_success", "last_error")} == {

@@ -124,7 +124,7 @@ def test_builtins_are_loaded_as_entry_points() -> None:
 
 def test_builtins_are_always_there() -> None:
     registry = PluginRegistry(entry_points=False)
-    assert registry.executor_names == ("http", "shell")
+    assert registry.executor_names == ("heartbeat", "http", "shell")
     assert registry.processor_names == ("files", "log", "syslog")
     assert isinstance(registry.executor("shell"), Executor)
     assert isinstance(registry.processor("log"), Processor)
@@ -134,7 +134,7 @@ def test_unknown_names_list_the_installed_ones() -> None:
     registry = PluginRegistry(entry_points=False)
     with pytest.raises(PluginNotFound) as raised:
         registry.executor("docker")
-    assert str(raised.value) == "unknown executor 'docker'; installed: http, shell"
+    assert str(raised.value) == "unknown executor 'docker'; installed: heartbeat, http, shell"
     with pytest.raises(PluginNotFound) as raised:
         registry.processor("slack")
     assert str(raised.value) == "unknown processor 'slack'; installed: files, log, syslog"
@@ -144,7 +144,7 @@ async def test_given_and_registered_plugins() -> None:
     echo = Echo()
     registry = PluginRegistry(executors={"echo": echo}, entry_points=False)
     registry.register_processor("tag", Tag("t"))
-    assert registry.executor_names == ("echo", "http", "shell")
+    assert registry.executor_names == ("echo", "heartbeat", "http", "shell")
     assert "tag" in registry.processor_names
     chunks: list[bytes] = []
     request = ExecutionRequest(job_name="j", execution_id="1-n", config={"text": "hi"})
@@ -169,7 +169,7 @@ def test_register_rejects_what_is_not_a_plugin() -> None:
 def test_validate() -> None:
     registry = PluginRegistry(executors={"echo": Echo()}, entry_points=False)
     registry.validate("shell", {"command": "true"}, {"log": {"forward": "true"}})
-    with pytest.raises(InvalidJob, match="executor is required.*echo, http, shell"):
+    with pytest.raises(InvalidJob, match="executor is required.*echo, heartbeat, http, shell"):
         registry.validate("", {}, {})
     with pytest.raises(PluginNotFound, match="unknown executor 'nope'"):
         registry.validate("nope", {}, {})

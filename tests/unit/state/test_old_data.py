@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dkron_lab import codec
 from dkron_lab.state.machine import JobState
 from dkron_lab.state.raft._core import _REGULAR
 from dkron_lab.state.raft.journal import RaftJournal, read_snapshot
@@ -37,6 +38,8 @@ def test_a_v1_data_dir_replays_to_the_state_the_old_code_reached(tmp_path: Path)
     assert results, "no journal entry after the snapshot: the test data proves nothing"
     assert not [r for r in results if "error" in r]
     expected = json.loads((DATA / "expected-state.json").read_text())
+    # Job fields added since hold their defaults: the old jobs read as if saved without them.
+    expected["jobs"] = [codec.job_to_record(codec.job_from_json(j)[0]) for j in expected["jobs"]]
     assert state.snapshot() == expected
 
 

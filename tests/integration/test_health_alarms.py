@@ -1,0 +1,127 @@
+"""Health alarms for real (issue 13): a one-node server process, real shell runs, and a webhook
+receiver on loopback. A run past ``max_duration`` makes its job overdue (said once) and, with
+``on_overdue: kill``, is killed; a fire not started within ``max_lateness`` makes its job late;
+each change and each recovery reaches the webhook once, with ``{{.Health}}``."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dkron_lab.testing import DkronNode, free_port, one_node, wait_for
+
+PAYLOAD = "{{.JobName}}|{{.Health}}|{{.Success}}|{{.Output}}"
+
+
+class Hooks:
+    """What the webhook received, one body per POST."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.lock = threading.Lock()
+
+    def health(self, job: str) -> list[str]:
+        """The healths announced for ``job``, in order (run notifications have none)."""
+        with self.lock:
+            parts = [body.split("|", 3) for body in self.bodies]
+        return [p[1] for p in parts if p[0] == job and p[1]]
+
+
+@pytest.fixture
+def hooks() -> Iterator[tuple[Hooks, str]]:
+    received = Hooks()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            with received.lock:
+                received.bodies.append(body)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, hooks: tuple[Hooks, str]) -> Iterator[DkronNode]:
+    args = ["--webhook-endpoint", hooks[1], "--webhook-payload", PAYLOAD]
+    args += ["--executor-concurrency", "1"]  # so a run can be held back past its grace
+    with one_node(tmp_path / "dkron", args=args) as started:
+        yield started
+
+
+def shell(name: str, command: str, **fields: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "schedule": "@manually",
+        "executor": "shell",
+        "executor_config": {"command": command, "shell": "true"},
+        **fields,
+    }
+
+
+def health_of(node: DkronNode, job: str) -> str:
+    with node.client() as client:
+        return str(client.job(job)["health"])
+
+
+def test_a_run_past_max_duration_is_overdue_then_ok_and_each_is_said_once(node, hooks):
+    received, _ = hooks
+    with node.client() as client:
+        client.put_job(shell("slow", "sleep 3", max_duration="1s"))
+        client.run_job("slow")
+    wait_for(lambda: health_of(node, "slow") == "overdue", 10, "slow overdue")
+    with node.client() as client:
+        assert "max_duration 1s" in client.job("slow")["health_reason"]
+    wait_for(lambda: health_of(node, "slow") == "ok", 15, "slow back to ok once the run ended")
+    wait_for(lambda: received.health("slow") == ["overdue", "ok"], 5, "overdue, then ok, said")
+    time.sleep(1.5)  # the next sweeps say nothing more
+    assert received.health("slow") == ["overdue", "ok"]
+
+
+def test_on_overdue_kill_stops_the_run_at_max_duration(node, hooks):
+    received, _ = hooks
+    started = time.monotonic()
+    with node.client() as client:
+        client.put_job(shell("hang", "sleep 60", max_duration="1s", on_overdue="kill"))
+        client.run_job("hang")
+
+        def ended() -> dict[str, object] | None:
+            runs = client.executions("hang")
+            return runs[0] if runs and runs[0].get("finished_at") else None
+
+        run = wait_for(ended, 20, "the hung run killed and recorded")
+    assert time.monotonic() - started < 15
+    assert run["success"] is False
+    assert "killed: the run passed max_duration 1s (on_overdue)" in str(run["output"])
+    wait_for(lambda: health_of(node, "hang") == "failing", 10, "hang failing after the kill")
+    wait_for(lambda: received.health("hang")[-1:] == ["failing"], 5, "failing said")
+
+
+def test_a_fire_held_back_past_its_grace_makes_the_job_late(node, hooks):
+    """With one executor slot taken, a job due every second cannot start: late, once."""
+    received, _ = hooks
+    with node.client() as client:
+        client.put_job(shell("hog", "sleep 6"))
+        client.run_job("hog")
+        wait_for(lambda: client.busy(), 10, "hog running")
+        client.put_job(shell("tick", "true", schedule="@every 1s", max_lateness="1s"))
+        wait_for(lambda: health_of(node, "tick") == "late", 10, "tick late")
+        assert "has not started within 1s (max_lateness)" in client.job("tick")["health_reason"]
+        # The slot frees: fires start in time again.
+        wait_for(lambda: health_of(node, "tick") == "ok", 20, "tick back to ok")
+        client.delete_job("tick")
+    wait_for(lambda: received.health("tick") == ["late", "ok"], 5, "late then ok, said once")
