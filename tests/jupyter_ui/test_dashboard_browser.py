@@ -204,6 +204,18 @@ def drive(page: playwright.Page, url: str, jobs: list[dict[str, Any]], hold: Pat
     assert page.evaluate("getComputedStyle(document.body).margin") == "0px"
     assert page.evaluate("document.querySelector('table.dk-jobs')") is None  # in a shadow root
 
+    # Filtering redraws the list at a replaced address, in the widget; typing keeps the focus
+    # (found in the shadow root, where the page's document.activeElement is the widget).
+    search = widget.get_by_label("Search")
+    search.press_sequentially("rep")
+    playwright.expect(rows).to_have_text(["report"])
+    assert widget.get_attribute("data-address") == "#/jobs?q=rep"
+    assert search.evaluate("e => e.getRootNode().activeElement === e")
+    assert page.evaluate("location.href") == page_address
+    search.fill("")
+    playwright.expect(widget).to_have_attribute("data-address", "#/jobs")  # typing is over
+    playwright.expect(rows).to_have_count(3)
+
     # A run started from the widget shows among the job's executions (a hash link, followed
     # inside the widget; the notebook's own address does not change).
     widget.get_by_role("link", name="report", exact=True).click()

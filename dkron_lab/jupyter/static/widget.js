@@ -156,6 +156,13 @@ function followPage(host, signal) {
   signal.addEventListener("abort", () => observer.disconnect());
 }
 
+/** Inside a shadow root the DOM clears an event's target once the event is dispatched, where
+ * a document keeps it; a view that reads it after a pause (the jobs list's search box waits
+ * for the typing to stop) would find none. The app's input and change events keep theirs. */
+function keepTarget(event) {
+  Object.defineProperty(event, "target", { value: event.target, configurable: true });
+}
+
 async function render({ model, el }) {
   const life = new AbortController();
   const shadow = el.shadowRoot || el.attachShadow({ mode: "open" });
@@ -163,6 +170,9 @@ async function render({ model, el }) {
   style.textContent = model.get("css");
   const app = pageParts(model.get("page"));
   shadow.replaceChildren(style, app);
+  for (const type of ["input", "change"]) {
+    shadow.addEventListener(type, keepTarget, { capture: true });
+  }
   el.classList.add("dk-widget");
   followPage(el, life.signal);
 
@@ -182,15 +192,14 @@ async function render({ model, el }) {
     source: new ui.source.RestSource(client),
     auth: "kernel",
     address,
-    title: () => {},
+    // The notebook keeps its title; the page shown is told on the widget's element instead
+    // (data-address, data-title), for tests and a curious user.
+    title: (text) => {
+      el.dataset.address = address.hash;
+      el.dataset.title = text;
+    },
     every: model.get("interval") * 1000,
   });
-  // Where the widget is, for tests and for a curious user: the page shown, as a data attribute.
-  const mark = () => {
-    el.dataset.address = address.hash;
-  };
-  address.listen(mark, life.signal);
-  mark();
   return () => {
     unmount();
     transport.close();
