@@ -11,8 +11,9 @@ alike:
 - a trivial run, ``true``: the wall time from ``execute`` to its result, median and p90; the
   node's own CPU per run (``time.process_time``); and that plus the command's (fork, exec,
   ``true``: ``RUSAGE_CHILDREN``), the whole CPU cost of the run;
-- ``--long`` runs of ``sleep 1.2`` (sampled twice: at 0.5 and 1.0 s): the node's CPU per run,
-  which is what the sampling costs a job that lives longer than one interval.
+- ``--long`` runs of ``sleep 1.2`` (looked at 10, 20 ... 320 ms, sampled at 0.5 and 1.0 s and
+  once more at the end): the node's CPU per run, what accounting costs a job that lives
+  longer than one interval.
 
 Target: accounting adds at most 5 % to a trivial run's cost.
 """
@@ -96,7 +97,7 @@ async def main() -> None:
         on, off = statistics.mean(spent[True]), statistics.mean(spent[False])
         print(
             f"| `sleep 1.2`: node CPU, mean | {off * 1000:.3f} ms | {on * 1000:.3f} ms |"
-            f" +{(on - off) * 1000:.1f} ms, two samples |"
+            f" +{(on - off) * 1000:.1f} ms: 6 looks, 3 samples |"
         )
 
 
