@@ -86,6 +86,10 @@ def test_api_requests_are_answered_with_the_servers_status_and_body(
     ask(widget, "status", "GET", "/v1/")
     assert answer(widget, "status")["body"]["agent"]["name"] == "t"
 
+    client.put_job(shell_job("café"))  # the browser sends names percent-encoded
+    ask(widget, "encoded", "GET", "/v1/jobs/caf%C3%A9")
+    assert answer(widget, "encoded")["body"]["name"] == "café"
+
     ask(widget, "missing", "GET", "/v1/jobs/nope")
     missing = answer(widget, "missing")
     assert missing["status"] == 404
