@@ -3,6 +3,7 @@ escapes every name."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,3 +66,21 @@ def test_the_svg_escapes_every_name() -> None:
     assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
     evil = render_svg(Badge(label="x", message="y", color='red" onload="alert(1)'))
     assert 'onload="' not in evil
+
+
+@pytest.mark.parametrize(
+    ("health", "message", "color"),
+    [("late", "late", ORANGE), ("overdue", "overdue", RED), ("missed", "missed", RED)],
+)
+def test_a_job_behind_its_schedule_says_so(health: str, message: str, color: str) -> None:
+    behind = replace(view("nightly", "success"), health=(health, "2026-12-07T00:00:00Z", "why"))
+    assert job_badge(behind) == Badge(label="nightly", message=message, color=color)
+    tag = tag_badge("team", "data", [view("a", "success"), behind])
+    assert (tag.message, tag.color) == ("1 late of 2", color)
+
+
+def test_a_healthy_or_failing_health_leaves_the_last_status() -> None:
+    failing = replace(view("n", "failed"), health=("failing", "", "its latest run failed"))
+    assert (job_badge(failing).message, job_badge(failing).color) == ("failed", RED)
+    ok = replace(view("n", "success"), health=("ok", "", ""))
+    assert job_badge(ok).message == "success"
