@@ -108,6 +108,8 @@ class Gauges:
     queue_lengths: Mapping[str, int] = field(default_factory=dict)
     jobs: int = 0
     paused: bool = False
+    jobs_by_health: Mapping[str, int] = field(default_factory=dict)
+    unhealthy: Mapping[str, str] = field(default_factory=dict)  # job: its health, if not ok
 
 
 def statsd_name(part: str) -> str:
@@ -159,6 +161,20 @@ def _level_families(levels: Gauges) -> Iterator[Metric]:
     yield _labelled(
         "dkron_queue_length", "Items waiting in this node's queues.", "queue", levels.queue_lengths
     )
+    yield _labelled(
+        "dkron_jobs_health",
+        "Jobs by health (ok, late, overdue, missed, failing, paused; docs/monitoring.md).",
+        "health",
+        levels.jobs_by_health,
+    )
+    unhealthy = GaugeMetricFamily(
+        "dkron_job_unhealthy",
+        "1 for each job whose health is not ok, labelled with it (no series for a job that is).",
+        labels=("job", "health"),
+    )
+    for job, health in sorted(levels.unhealthy.items()):
+        unhealthy.add_metric((job, health), 1.0)
+    yield unhealthy
 
 
 def _labelled(name: str, help_text: str, label: str, values: Mapping[str, int]) -> Metric:

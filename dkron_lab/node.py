@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -44,6 +45,7 @@ from dkron_lab.membership import (
 )
 from dkron_lab.metrics import Gauges, Metrics
 from dkron_lab.model.execution import Execution
+from dkron_lab.model.health import HEALTHS
 from dkron_lab.model.job import Job
 from dkron_lab.notify import Notifier
 from dkron_lab.outcomes import Outcomes
@@ -348,6 +350,9 @@ class Node:
 
     def _gauges(self) -> Gauges:
         queued, jobs = self.state.queue_length(), self.state.job_count()
+        unhealthy = {name: record[0] for name, record in self.state.unhealthy().items()}
+        by_health = dict.fromkeys(HEALTHS, 0) | Counter(unhealthy.values())
+        by_health["ok"] = jobs - len(unhealthy)
         return Gauges(
             is_leader=self.is_leader,
             raft_term=self.raft.term,
@@ -358,6 +363,8 @@ class Node:
             queue_lengths={"global": queued, "local": self.runner.queued},
             jobs=jobs,
             paused=self.paused,
+            jobs_by_health=by_health,
+            unhealthy=unhealthy,
         )
 
     # -- what the edges read of the node itself -----------------------------------------------

@@ -156,6 +156,11 @@ def job_row(view: JobView) -> dict[str, Any]:
         "last_success": stats.last_success,
         "last_error": stats.last_error,
         "next": view.next_fire,
+        "health": view.health[0],
+        "health_reason": view.health[2],
+        "max_lateness": job.max_lateness,
+        "max_duration": job.max_duration,
+        "calendar": job.calendar,
     }
 
 

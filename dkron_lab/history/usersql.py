@@ -266,6 +266,11 @@ def jobs_schema() -> pa.Schema:
             ("last_success", instant),
             ("last_error", instant),
             ("next", instant),
+            ("health", text),
+            ("health_reason", text),
+            ("max_lateness", text),
+            ("max_duration", text),
+            ("calendar", text),
         ]
     )
 

@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from dkron_lab.testing import DkronNode, free_port, one_node, wait_for
+from dkron_lab.testing import DkronNode, auth_headers, free_port, one_node, wait_for
 
 PAYLOAD = "{{.JobName}}|{{.Health}}|{{.Success}}|{{.Output}}"
 
@@ -59,6 +60,7 @@ def hooks() -> Iterator[tuple[Hooks, str]]:
 def node(tmp_path: Path, hooks: tuple[Hooks, str]) -> Iterator[DkronNode]:
     args = ["--webhook-endpoint", hooks[1], "--webhook-payload", PAYLOAD]
     args += ["--executor-concurrency", "1"]  # so a run can be held back past its grace
+    args += ["--enable-prometheus"]
     with one_node(tmp_path / "dkron", args=args) as started:
         yield started
 
@@ -86,6 +88,14 @@ def test_a_run_past_max_duration_is_overdue_then_ok_and_each_is_said_once(node, 
     wait_for(lambda: health_of(node, "slow") == "overdue", 10, "slow overdue")
     with node.client() as client:
         assert "max_duration 1s" in client.job("slow")["health_reason"]
+    # The same health in /metrics and in SQL.
+    with httpx.Client(base_url=node.url, headers=auth_headers(node.token)) as http:
+        metrics = http.get("/metrics").text
+        query = {"query": "SELECT name, health FROM jobs WHERE health <> 'ok'"}
+        rows = http.post("/v1/sql", json=query).json()["rows"]
+    assert 'dkron_job_unhealthy{health="overdue",job="slow"} 1.0' in metrics
+    assert 'dkron_jobs_health{health="overdue"} 1.0' in metrics
+    assert rows == [["slow", "overdue"]]
     wait_for(lambda: health_of(node, "slow") == "ok", 15, "slow back to ok once the run ended")
     wait_for(lambda: received.health("slow") == ["overdue", "ok"], 5, "overdue, then ok, said")
     time.sleep(1.5)  # the next sweeps say nothing more
