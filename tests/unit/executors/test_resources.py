@@ -123,3 +123,10 @@ def test_a_cpu_limit_may_be_a_fraction() -> None:
     assert parse_config({"command": "true", "cpu_limit_seconds": " 2.5 "}).cpu_limit == 2.5
     notebook = parse_notebook({"path": "/srv/report.ipynb", "cpu_limit_seconds": "600"})
     assert notebook.cpu_limit == 600
+
+
+async def test_a_process_left_running_by_the_command_is_held_to_the_limit() -> None:
+    # sh exits at once; its child keeps the output open and spins: it is found, and killed.
+    result = await run(f"{python('while True: pass')} & exit 0", cpu_limit_seconds="0.3")
+    assert not result.success
+    assert result.error.startswith("shell: CPU limit hit: the run used "), result.error
