@@ -35,12 +35,12 @@ from typing import Any
 
 from dkron_lab import codec
 from dkron_lab.errors import DkronError
-from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR, NO_PING, covered_instant
+from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR, NO_PING, covered_instant, next_instant
 from dkron_lab.membership import HEARTBEAT_INTERVAL
-from dkron_lab.model import schedule
+from dkron_lab.model.calendar import Calendar
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.health import MISSED_REASONS, Assessment, Timeliness, assess, grace, time_limit
-from dkron_lab.model.job import Job, parse_job_schedule
+from dkron_lab.model.job import Job
 from dkron_lab.model.units import format_duration
 from dkron_lab.notify import Notifier
 from dkron_lab.services import Shared
@@ -210,13 +210,10 @@ class Watch:
         now = self._shared.clock.now()
         stats = self._shared.state.stats_of(job.name)
         last = max(filter(None, (stats.last_success, stats.last_error)), default=None)
-        try:
-            plan = parse_job_schedule(job)
-        except DkronError:
-            return
-        instant = schedule.next_fire(plan, (last or now) - allowed)
+        calendar = self._calendar_of(job)
+        instant = next_instant(job, (last or now) - allowed, calendar)
         for _ in range(_MAX_PASSED):
-            following = schedule.next_fire(plan, instant) if instant is not None else None
+            following = next_instant(job, instant, calendar) if instant is not None else None
             if following is None or following + allowed > now:
                 break
             instant = following
@@ -277,19 +274,23 @@ class Watch:
         allowed = grace(job, self._shared.config.max_lateness) or timedelta(0)
         last_ping = self._shared.state.stats_of(job.name).last_success
         default = self._shared.config.max_lateness
+        calendar = self._calendar_of(job)
         pinged = self._started(job.name, instant) or (
-            last_ping is not None and covered_instant(job, last_ping, default) == instant
+            last_ping is not None and covered_instant(job, last_ping, default, calendar) == instant
         )
         if not pinged:
             at, within = codec.format_time(instant), format_duration(allowed)
             why = f"{NO_PING} for {at} within {within} (max_lateness)"
             self._shared.spawn(self._missed_run(job, instant, why))
             self._note(job.name, Timeliness("missed", instant, f"no ping for {at} within {within}"))
-        following = schedule.next_fire(parse_job_schedule(job), instant)
+        following = next_instant(job, instant, self._calendar_of(job))
         self._beat_due.pop(job.name, None)
         if following is not None:
             self._beat_due[job.name] = following
             self._push(following + allowed, job.name, following, recheck=False)
+
+    def _calendar_of(self, job: Job) -> Calendar | None:
+        return self._shared.state.calendar(job.calendar) if job.calendar else None
 
     def _started(self, name: str, instant: datetime) -> bool:
         known = self._timely.get(name)

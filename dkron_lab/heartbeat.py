@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from dkron_lab import codec
-from dkron_lab.errors import BadRequest
+from dkron_lab.errors import BadRequest, DkronError
 from dkron_lab.model import schedule
+from dkron_lab.model.calendar import Calendar, calendar_fire
 from dkron_lab.model.execution import Execution
 from dkron_lab.model.health import grace
 from dkron_lab.model.job import Job, parse_job_schedule
@@ -35,6 +36,7 @@ __all__ = [
     "PingKeys",
     "check_heartbeat",
     "covered_instant",
+    "next_instant",
     "ping_execution",
     "ping_path",
     "claim_won",
@@ -79,14 +81,25 @@ def check_heartbeat(job: Job) -> None:
         )
 
 
-def covered_instant(job: Job, at: datetime, default_grace: timedelta) -> datetime | None:
+def next_instant(job: Job, after: datetime, calendar: Calendar | None = None) -> datetime | None:
+    """The check's first due instant after ``after``, on a day its ``calendar`` (if any)
+    allows: a heartbeat check expects no ping on a day its job would not run."""
+    try:
+        plan = parse_job_schedule(job)
+    except DkronError:
+        return None
+    if calendar is None:
+        return schedule.next_fire(plan, after)
+    return calendar_fire(plan, after, calendar, job.calendar_mode or "exclude")
+
+
+def covered_instant(
+    job: Job, at: datetime, default_grace: timedelta, calendar: Calendar | None = None
+) -> datetime | None:
     """The instant a ping at ``at`` stands for: the first due instant whose grace has not ended
     (``None`` for a job without instants, e.g. ``@manually``)."""
     allowed = grace(job, default_grace) or timedelta(0)
-    try:
-        return schedule.next_fire(parse_job_schedule(job), at - allowed - timedelta(microseconds=1))
-    except ValueError:
-        return None
+    return next_instant(job, at - allowed - timedelta(microseconds=1), calendar)
 
 
 def ping_execution(
@@ -98,6 +111,7 @@ def ping_execution(
     started: datetime | None,
     node_name: str,
     default_grace: timedelta,
+    calendar: Calendar | None = None,
 ) -> Execution:
     """The execution a ping records: ``started`` is when ``/ping/start`` came (else the ping's
     own time); the body is its output."""
@@ -114,7 +128,7 @@ def ping_execution(
         finished_at=at,
         success=kind != "fail",
         output=output,
-        scheduled_at=covered_instant(job, at, default_grace),
+        scheduled_at=covered_instant(job, at, default_grace, calendar),
     )
 
 

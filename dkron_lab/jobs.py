@@ -335,6 +335,7 @@ class Jobs:
             started=self._state.ping_started(name),
             node_name=self._shared.name,
             default_grace=self._shared.config.max_lateness,
+            calendar=self._state.calendar(job.calendar) if job.calendar else None,
         )
         if not claim_won(await self._shared.submit(record_run(execution))):
             # Its instant is already settled (an earlier ping, or called missed): the ping is

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from dkron_lab import codec
-from dkron_lab.errors import BadRequest, DkronError
-from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR
+from dkron_lab.errors import BadRequest
+from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR, next_instant
 from dkron_lab.model import schedule, secrets
-from dkron_lab.model.job import Job, JobStats, parse_job_schedule
+from dkron_lab.model.job import Job, JobStats
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.state.machine import JobEntry, JobState
 
@@ -131,10 +131,9 @@ class JobViews:
     def _next_fire(self, job: Job) -> datetime | None:
         if job.executor != HEARTBEAT_EXECUTOR:
             return self._index.next_of(job.name)
-        try:  # not in the index: its next ping is due at its schedule's next instant
-            return schedule.next_fire(parse_job_schedule(job), self._now())
-        except DkronError:
-            return None
+        # Not in the index: its next ping is due at its schedule's next instant.
+        calendar = self._state.calendar(job.calendar) if job.calendar else None
+        return next_instant(job, self._now(), calendar)
 
     def _view(self, entry: JobEntry) -> JobView:
         heartbeat = entry.job.executor == HEARTBEAT_EXECUTOR
