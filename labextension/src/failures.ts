@@ -33,12 +33,13 @@ export class FailureWatcher {
   constructor(
     private readonly settings: ServerConnection.ISettings,
     private readonly showRun: (job: string, id: string) => void,
-    intervalMs = 5000,
-    private readonly loadedAt = Date.now()
+    intervalMs: number,
+    private readonly loadedAt: number
   ) {
     this.poll = new Poll({
       factory: () => this.check(),
-      frequency: { interval: intervalMs, backoff: true, max: 120_000 },
+      // No backoff: a failure must be said within one interval once the API answers again.
+      frequency: { interval: intervalMs, backoff: false },
       standby: 'when-hidden',
       name: 'dkron-lab:failures'
     });
@@ -53,7 +54,13 @@ export class FailureWatcher {
       _end: '50',
       output_size_limit: '0'
     });
-    const runs = await getJson<IExecution[]>(this.settings, `executions?${query}`);
+    let runs: IExecution[];
+    try {
+      runs = await getJson<IExecution[]>(this.settings, `executions?${query}`);
+    } catch (error) {
+      console.warn('dkron-lab: could not read the failed runs', error);
+      return;
+    }
     for (const run of newFailures(runs, this.said, this.loadedAt)) {
       Notification.error(`dkron-lab: ${run.job_name} failed on ${run.node_name}`, {
         autoClose: false,

@@ -143,6 +143,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     themes: IThemeManager | null,
     settings: ISettingRegistry | null
   ) => {
+    const loadedAt = Date.now(); // failures after this are toasted
     const server = app.serviceManager.serverSettings;
     const tracker = new WidgetTracker<Dashboard>({ namespace: 'dkron-lab' });
     const isLight = () => (themes?.theme ? themes.isLight(themes.theme) : true);
@@ -264,7 +265,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     void app.restored.then(async () => {
       if (!(await probe(app))) {
-        new FailureWatcher(server, (job, id) => openRoute(executionRoute(job, id)));
+        const showRun = (job: string, id: string) => openRoute(executionRoute(job, id));
+        new FailureWatcher(server, showRun, 5000, loadedAt);
       }
     });
   }

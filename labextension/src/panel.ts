@@ -91,7 +91,7 @@ export class JobsPanel extends Widget {
       ]);
       this.message.textContent = jobs.length ? '' : 'No jobs yet.';
       this.showRuns(running);
-      this.showJobs(jobs);
+      this.showJobs(jobs, new Set(running.map(run => run.job_name)));
     } catch (error) {
       this.message.textContent = 'The dkron-lab API does not answer.';
       throw error; // the Poll backs off
@@ -119,20 +119,22 @@ export class JobsPanel extends Widget {
     );
   }
 
-  private showJobs(jobs: IJob[]): void {
+  private showJobs(jobs: IJob[], running: Set<string>): void {
     this.jobs.replaceChildren(
       ...jobs.map(job => {
         const item = el('li', 'dk-lab-panel-job');
         item.dataset.job = job.name;
         const status = lastStatus(job);
         item.dataset.status = status;
+        item.dataset.running = String(running.has(job.name));
         const link = el('button', 'dk-lab-panel-link', job.displayname || job.name);
         link.title = `Open ${job.name} in the dashboard`;
         link.addEventListener('click', () => this.actions.openJob(job.name));
         const detail = el(
           'span',
           'dk-lab-panel-detail',
-          `${job.executor} · ${job.disabled ? 'disabled · ' : ''}${status}`
+          `${job.executor} · ${job.disabled ? 'disabled · ' : ''}${status}` +
+            (running.has(job.name) ? ' · running' : '')
         );
         item.append(el('span', 'dk-lab-panel-dot'), link, detail);
         if (job.executor === 'notebook' && job.last_results?.length) {
