@@ -43,7 +43,7 @@ from dkron_lab.membership import Liveness
 from dkron_lab.model import secrets
 from dkron_lab.model.calendar import Calendar
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.job import Job, JobStats, validate_job
+from dkron_lab.model.job import JOB_STATUSES, Job, JobStats, validate_job
 from dkron_lab.model.limits import LimitChange
 from dkron_lab.model.output import OUTPUT_READ_LIMIT, OutputChunk, read_chunk
 from dkron_lab.model.overrides import RunOverrides, apply_overrides
@@ -116,6 +116,17 @@ class Jobs:
 
     def list_jobs(self, query: JobQuery) -> tuple[list[JobView], int]:
         return self._views.page(query)
+
+    def job_counts(self) -> tuple[int, dict[str, int]]:
+        """How many jobs there are, and how many have each status (``untriggered``: never
+        run), in one pass over the state: the dashboard's counters without a list query each
+        (with 100,000 jobs, five of those kept the server busy for seconds)."""
+        statuses = dict.fromkeys((*JOB_STATUSES, "untriggered"), 0)
+        entries = self._state.entries()
+        for entry in entries:
+            status = entry.stats.status or "untriggered"
+            statuses[status] = statuses.get(status, 0) + 1
+        return len(entries), statuses
 
     async def set_job(self, job: Job, stats: JobStats | None = None) -> JobView:
         stored = self._state.find_job(job.name)

@@ -54,7 +54,15 @@ from dkron_lab.api.executions import (
     LegacyExecutions,
     Skipped,
 )
-from dkron_lab.api.jobs import JobResource, Jobs, Restore, Run, SchedulePreview, Toggle
+from dkron_lab.api.jobs import (
+    JobCounts,
+    JobResource,
+    Jobs,
+    Restore,
+    Run,
+    SchedulePreview,
+    Toggle,
+)
 from dkron_lab.api.params import (
     EXECUTION_PAGE,
     all_executions_query,
@@ -220,6 +228,7 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/sql", Sql),
     ("/v1/openapi.json", OpenAPI),
     ("/v1/whoami", Whoami),
+    ("/v1/counts", JobCounts),
 )
 """Every route as an OpenAPI path template (``{name}`` = one path segment) and its resource."""
 

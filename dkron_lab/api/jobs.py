@@ -26,7 +26,7 @@ from dkron_lab.model.job import CALENDAR_MODES
 from dkron_lab.model.overrides import RunOverrides, parse_overrides
 from dkron_lab.views import JobView
 
-__all__ = ["JobResource", "Jobs", "Restore", "Run", "SchedulePreview", "Toggle"]
+__all__ = ["JobCounts", "JobResource", "Jobs", "Restore", "Run", "SchedulePreview", "Toggle"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,14 @@ def _name_from_path(data: Any, name: str) -> Any:
 class Run(_JobWriter):
     async def post(self, job: str) -> None:
         await self._run(job)
+
+
+class JobCounts(ApiMixin):
+    """Our addition: how many jobs there are and how many have each status, in one answer."""
+
+    def get(self) -> None:
+        total, statuses = self.node.jobs.job_counts()
+        self.write_json({"total": total, "statuses": statuses})
 
 
 class Toggle(ApiMixin):

@@ -245,3 +245,20 @@ def test_a_narrow_page_does_not_overflow(api: Api, browser: Any) -> None:
         nav = page.get_by_role("navigation", name="Main")
         assert nav.bounding_box()["width"] <= 420
         tab.assert_quiet()
+
+
+def test_the_counters_come_from_one_request(api: Api, tab: Tab) -> None:
+    asked: list[str] = []
+    tab.page.on("request", lambda request: asked.append(request.url))
+    sign_in(tab, api.url, api.node.token)
+    page = tab.page
+    page.locator("main .dk-tiles").wait_for()
+    counts = api.http.get("/v1/counts").json()
+    listed = api.http.get("/v1/jobs", params={"status": "success", "_end": 0})
+    assert counts["statuses"]["success"] == int(listed.headers["X-Total-Count"])
+    assert counts["total"] == int(api.http.get("/v1/jobs").headers["X-Total-Count"])
+    tile = page.get_by_role("link", name=re.compile("Succeeded"))
+    expect(tile).to_contain_text(str(counts["statuses"]["success"]))
+    assert any(url.endswith("/v1/counts") for url in asked)
+    assert not [url for url in asked if "_end=0" in url]  # no count query per status
+    tab.assert_quiet()

@@ -14,19 +14,39 @@ export class RestSource {
 
   /** How many jobs each status has, the leader, and the runs going on now. */
   async counters(signal) {
-    const count = (query) =>
-      this.client.json("jobs", { query: { ...query, _start: 0, _end: 0 }, signal });
-    const [all, leader, busy, ...byStatus] = await Promise.all([
-      count({}),
+    const [counts, leader, busy] = await Promise.all([
+      this.jobCounts(signal),
       this.client.json("leader", { signal }).catch((error) => {
         if (error.status === 503) return { data: null }; // no leader elected yet
         throw error;
       }),
       this.client.json("busy", { signal }),
+    ]);
+    return { ...counts, leader: leader.data, running: busy.data };
+  }
+
+  /** `{total, statuses}`: one GET /v1/counts (a pass over the jobs on the server), or, from
+   * a server without it, a count query per status. */
+  async jobCounts(signal) {
+    if (this.hasCounts !== false) {
+      try {
+        const { data } = await this.client.json("counts", { signal });
+        this.hasCounts = true;
+        const statuses = Object.fromEntries(JOB_STATUSES.map((s) => [s, data.statuses[s] ?? 0]));
+        return { total: data.total, statuses };
+      } catch (error) {
+        if (error.status !== 404) throw error;
+        this.hasCounts = false;
+      }
+    }
+    const count = (query) =>
+      this.client.json("jobs", { query: { ...query, _start: 0, _end: 0 }, signal });
+    const [all, ...byStatus] = await Promise.all([
+      count({}),
       ...JOB_STATUSES.map((status) => count({ status })),
     ]);
     const statuses = Object.fromEntries(JOB_STATUSES.map((s, i) => [s, byStatus[i].total]));
-    return { total: all.total, leader: leader.data, running: busy.data, statuses };
+    return { total: all.total, statuses };
   }
 
   /** A page of jobs, filtered and sorted by the server, with their last 10 results. */
