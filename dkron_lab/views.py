@@ -16,6 +16,7 @@ from dkron_lab import codec
 from dkron_lab.errors import BadRequest
 from dkron_lab.heartbeat import HEARTBEAT_EXECUTOR, next_instant
 from dkron_lab.model import schedule, secrets
+from dkron_lab.model.health import PAUSED
 from dkron_lab.model.job import Job, JobStats
 from dkron_lab.scheduler import ScheduleIndex
 from dkron_lab.state.machine import JobEntry, JobState
@@ -143,7 +144,8 @@ class JobViews:
             next_fire=self._next_fire(entry.job),
             ping_path=self._ping_path(entry.job.name) if heartbeat and self._ping_path else "",
             dependent_jobs=entry.dependents,
-            health=entry.health,
+            # Paused the moment it is disabled (the watch records it a moment later).
+            health=PAUSED if entry.job.disabled else entry.health,
         )
 
     def get(self, name: str) -> JobView:

@@ -29,6 +29,7 @@ from dkron_lab.model.job import Job, JobStats, job_duration
 __all__ = [
     "HEALTHS",
     "MISSED_REASONS",
+    "PAUSED",
     "UNHEALTHY",
     "Assessment",
     "Timeliness",
@@ -41,6 +42,10 @@ __all__ = [
 HEALTHS = ("ok", "late", "overdue", "missed", "failing", "paused")
 UNHEALTHY = ("late", "overdue", "missed", "failing")
 """The healths a notification announces on entering (and the return to ``ok`` from)."""
+
+PAUSED = ("paused", "", "the job is disabled")
+"""The health of a disabled job, as recorded (``(health, since, reason)``): reads show it the
+moment the job is disabled, before the watch records it."""
 
 MISSED_REASONS = frozenset({"policy", "window", "limit"})
 """Reasons of skipped fires that are missed runs: the catch-up skipped them (``skip``
@@ -82,7 +87,7 @@ def assess(
 ) -> Assessment:
     """The job's health from what is known of it; ``overdue`` says why a run is overdue."""
     if job.disabled:
-        return Assessment("paused", "the job is disabled")
+        return Assessment(PAUSED[0], PAUSED[2])
     if overdue:
         return Assessment("overdue", overdue)
     if timeliness.state in ("missed", "late"):

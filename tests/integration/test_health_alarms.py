@@ -1,7 +1,8 @@
 """Health alarms for real (issue 13): a one-node server process, real shell runs, and a webhook
 receiver on loopback. A run past ``max_duration`` makes its job overdue (said once) and, with
 ``on_overdue: kill``, is killed; a fire not started within ``max_lateness`` makes its job late;
-each change and each recovery reaches the webhook once, with ``{{.Health}}``."""
+each change and each recovery reaches the webhook once, with ``{{.Health}}``; fires missed
+while no leader was elected are reported missed once, by the next leader."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from dkron_lab.testing import DkronNode, auth_headers, free_port, one_node, wait_for
+from tests.harness import Cluster
 
 PAYLOAD = "{{.JobName}}|{{.Health}}|{{.Success}}|{{.Output}}"
 
@@ -135,3 +137,44 @@ def test_a_fire_held_back_past_its_grace_makes_the_job_late(node, hooks):
         wait_for(lambda: health_of(node, "tick") == "ok", 20, "tick back to ok")
         client.delete_job("tick")
     wait_for(lambda: received.health("tick") == ["late", "ok"], 5, "late then ok, said once")
+
+
+def test_fires_missed_while_no_leader_are_reported_missed_once_by_the_next(tmp_path, hooks):
+    """Three servers; the leader is killed -9 while no other can be elected. The fires due while
+    there was none are skipped by the next leader's catch-up (policy skip): the job is missed,
+    said once, and every server says so."""
+    received, url = hooks
+    args = ["--webhook-endpoint", url, "--webhook-payload", PAYLOAD]
+    tags = [{"box": f"s{i}"} for i in (1, 2, 3)]
+    with Cluster(tmp_path, servers=3, server_tags=tags, extra_args=args) as cluster:
+        cluster.start_all()
+        leader = cluster.leader()
+        worker = cluster.followers()[0]
+        job = shell("tick", "true", schedule="@every 1s", catchup="skip", max_lateness="10s")
+        job["tags"] = {"box": worker}  # runs on a follower, so the kill loses no run
+        cluster.http.post(cluster.url(worker) + "/v1/jobs", json=job).raise_for_status()
+        wait_for(lambda: len(cluster.history(worker, "tick")) >= 2, 20, "tick running")
+        # The leader is killed -9, and a follower with it, so no quorum elects a new one for
+        # a few seconds (a fast failover misses no fire); then the follower comes back.
+        other = next(name for name in cluster.servers if name not in (leader, worker))
+        cluster.kill(leader)
+        cluster.kill(other)
+        time.sleep(4)
+        cluster.start(other)
+        survivors = [worker, other]
+
+        def said_missed() -> bool:
+            return "missed" in received.health("tick")
+
+        wait_for(said_missed, 30, "the missed fires said by the new leader")
+        for name in survivors:
+            wait_for(
+                lambda name=name: (cluster.get(name, "/v1/jobs/tick") or {}).get("health")
+                in ("missed", "ok"),
+                10,
+                f"{name} knows the health",
+            )
+        # Fires run again: ok, said once; and "missed" was never said twice.
+        wait_for(lambda: received.health("tick")[-1:] == ["ok"], 20, "back to ok")
+        time.sleep(2)
+        assert received.health("tick") == ["missed", "ok"]
