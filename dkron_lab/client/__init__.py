@@ -140,6 +140,9 @@ class _Base(Operations):
         options: dict[str, Any] = {"params": request.params, "headers": dict(request.headers)}
         if request.json is not None:
             options["json"] = request.json
+        if request.content is not None:
+            options["content"] = request.content.encode()
+            options["headers"].setdefault("Content-Type", "text/plain; charset=utf-8")
         if not isinstance(request.timeout, Unset):
             options["timeout"] = request.timeout
         return options

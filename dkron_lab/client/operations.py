@@ -170,6 +170,17 @@ class Operations:
         found: dict[str, Any] = yield from json_of(request)
         return found
 
+    @endpoint
+    def ping(self, job: str, kind: str = "", body: str = "") -> Operation[dict[str, Any]]:
+        """Ping the heartbeat check ``job`` (``kind``: ``""``, ``"start"`` or ``"fail"``); the
+        body is the run's output. Returns the run recorded (``/start``: ``{"started": true}``)."""
+        suffix = f"/{quoted(kind)}" if kind else ""
+        request = Request(
+            method="POST", path=f"/v1/jobs/{quoted(job)}/ping{suffix}", content=body or None
+        )
+        found: dict[str, Any] = yield from json_of(request)
+        return found
+
     # executions
 
     @endpoint

@@ -75,6 +75,8 @@ class Request:
     path: str
     params: Mapping[str, str] | None = None
     json: Any = None
+    content: str | None = None
+    """A text body (sent as ``text/plain``), for the requests whose body is not JSON."""
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None | Unset = CLIENT_TIMEOUT
 

@@ -108,3 +108,12 @@ def test_the_ping_key_opens_its_own_ping_routes_only(node):
         # Running a heartbeat check now is refused: it runs nothing.
         run = http.post("/v1/jobs/legacy-backup/run", headers=headers)
         assert run.status_code == 400 and "runs nothing" in run.json()["error"]
+
+
+def test_the_client_pings_with_its_token(node):
+    with node.client() as client:
+        client.put_job(CHECK)
+        assert client.ping("legacy-backup", "start") == {"job": "legacy-backup", "started": True}
+        run = client.ping("legacy-backup", body="backup done: 42 files")
+    assert run["success"] is True and run["output"] == "backup done: 42 files"
+    assert run["started_at"] < run["finished_at"]
