@@ -169,8 +169,9 @@ def test_fires_missed_while_no_leader_are_reported_missed_once_by_the_next(tmp_p
         wait_for(said_missed, 30, "the missed fires said by the new leader")
         for name in survivors:
             wait_for(
-                lambda name=name: (cluster.get(name, "/v1/jobs/tick") or {}).get("health")
-                in ("missed", "ok"),
+                lambda name=name: (
+                    (cluster.get(name, "/v1/jobs/tick") or {}).get("health") in ("missed", "ok")
+                ),
                 10,
                 f"{name} knows the health",
             )
