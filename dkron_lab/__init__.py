@@ -65,6 +65,13 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "dkron_lab", "app": DkronLab}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lies in this package (``dkron_lab/labextension``,
+    built from ``labextension/``), for ``jupyter labextension develop`` and tools that look for
+    it here rather than in ``share/jupyter/labextensions``."""
+    return [{"src": "labextension", "dest": "dkron-lab"}]
+
+
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext dkron_lab``: register the ``%dkron`` / ``%%dkron`` magics."""
     from dkron_lab.jupyter.magics import load_ipython_extension as load

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,11 @@ def test_the_public_surface() -> None:
         dkron_lab.Nope  # noqa: B018
     (point,) = dkron_lab._jupyter_server_extension_points()
     assert point["module"] == "dkron_lab" and point["app"].name == "dkron_lab"
+
+
+def test_the_labextension_hook_names_the_built_extension() -> None:
+    (path,) = dkron_lab._jupyter_labextension_paths()
+    built = Path(dkron_lab.__file__).parent / path["src"]
+    if not (built / "package.json").exists():
+        pytest.skip("the JupyterLab extension is not built here (no Node at install time)")
+    assert json.loads((built / "package.json").read_text())["name"] == path["dest"]
