@@ -33,7 +33,7 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @client_options
 def jobs_list(target: Target, as_json: bool) -> None:
-    """List every job: name, schedule, status, next run, last success and error."""
+    """List every job: name, schedule, status, health, next run, last success and error."""
     with connect(target) as client:
         found = client.jobs()
     if as_json:
@@ -42,12 +42,15 @@ def jobs_list(target: Target, as_json: bool) -> None:
     if not found:
         click.echo("no jobs yet: create one with `dkron-lab jobs apply -f job.yaml`")
         return
-    headers = ("NAME", "SCHEDULE", "STATUS", "NEXT", "LAST SUCCESS", "LAST ERROR", "DISABLED")
+    headers = (
+        "NAME", "SCHEDULE", "STATUS", "HEALTH", "NEXT", "LAST SUCCESS", "LAST ERROR", "DISABLED"
+    )  # fmt: skip
     rows = [
         (
             job["name"],
             job.get("schedule") or "-",
             job.get("status") or "untriggered",
+            job.get("health") or "-",  # a Dkron server has none
             short_time(job.get("next")),
             short_time(job.get("last_success")),
             short_time(job.get("last_error")),
@@ -143,6 +146,26 @@ def _new_executions(
             newest = fresh[0].get("group") if fresh else None
             return [e for e in reversed(fresh) if e.get("group") == newest]
         time.sleep(0.1)
+
+
+@jobs.command("ping")
+@click.argument("name")
+@click.option("--start", "kind", flag_value="start", help="The work began (not that it ended).")
+@click.option("--fail", "kind", flag_value="fail", help="The work failed.")
+@click.option(
+    "-m", "--message", default="", help="The run's output, e.g. the tail of a log ('-': stdin)."
+)
+@client_options
+def jobs_ping(target: Target, name: str, kind: str | None, message: str) -> None:
+    """Ping the heartbeat check NAME (executor: heartbeat), e.g. at the end of a crontab line:
+    `backup.sh && dkron-lab jobs ping backup || dkron-lab jobs ping backup --fail`."""
+    body = sys.stdin.read() if message == "-" else message
+    with connect(target) as client:
+        answer = client.ping(name, kind or "", body)
+    if kind == "start":
+        click.echo(f"job {name}: start noted")
+    else:
+        click.echo(f"job {name}: ping recorded for {answer.get('scheduled_at') or 'no instant'}")
 
 
 @jobs.command("toggle")

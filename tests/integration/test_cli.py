@@ -230,8 +230,9 @@ def test_job_lifecycle_through_the_cli(start_agent: StartAgent, tmp_path: Path) 
 
     listed = run("jobs", "list")
     header, row = listed.stdout.splitlines()
-    assert header.split()[:3] == ["NAME", "SCHEDULE", "STATUS"]
+    assert header.split()[:4] == ["NAME", "SCHEDULE", "STATUS", "HEALTH"]
     assert row.startswith("hello") and "@every 1h" in row and "untriggered" in row
+    assert row.split()[4] == "ok"
 
     got = json.loads(run("jobs", "get", "hello").stdout)
     assert (got["name"], got["displayname"]) == ("hello", "Say hello")
@@ -246,6 +247,17 @@ def test_job_lifecycle_through_the_cli(start_agent: StartAgent, tmp_path: Path) 
     assert len(table) == 2 and " n1 " in table[1] and " yes " in table[1]
     (execution,) = json.loads(run("executions", "hello", "--json").stdout)
     assert (execution["success"], execution["output"]) == (True, "hello from dkron-lab\n")
+
+    check = {"name": "backup", "schedule": "@every 1h", "executor": "heartbeat"}
+    assert run("jobs", "apply", "-f", "-", stdin=json.dumps(check)).returncode == 0
+    assert run("jobs", "ping", "backup", "--start").stdout == "job backup: start noted\n"
+    pinged = run("jobs", "ping", "backup", "-m", "-", stdin="42 files\n")
+    assert pinged.stdout.startswith("job backup: ping recorded for "), pinged.stderr
+    (ping,) = json.loads(run("executions", "backup", "--json").stdout)
+    assert (ping["success"], ping["output"]) == (True, "42 files\n")
+    not_a_check = run("jobs", "ping", "hello", "--fail")
+    assert not_a_check.returncode == 1 and "is not a heartbeat check" in not_a_check.stderr
+    assert run("jobs", "delete", "backup").returncode == 0
 
     assert run("jobs", "toggle", "hello").stdout == "job hello disabled\n"
     assert json.loads(run("jobs", "list", "--json").stdout)[0]["disabled"] is True
