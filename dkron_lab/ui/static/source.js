@@ -137,6 +137,27 @@ export class RestSource {
     return (await this.client.json("jobs", { query, signal })).data.map((job) => job.name);
   }
 
+  /** Every calendar (`{name, ...}`), in name order, for the form's calendar choice. */
+  async calendars(signal) {
+    return (await this.client.json("calendars", { signal })).data;
+  }
+
+  /** The absolute URL of a server path the API gave ("/v1/jobs/x/ping?key=..."), as this page
+   * reaches the server (under Jupyter, through its proxy); the path as it is where requests go
+   * through the kernel (the notebook widget), whose server this page does not know. */
+  serverUrl(path) {
+    if (!this.client.streams) return String(path);
+    return this.client.url(String(path).replace(/^\/?v1\//, "")).href;
+  }
+
+  /** The job's badge (GET /v1/jobs/<job>/badge.svg) as a data: URL, fetched with this page's
+   * credentials (an <img> could not send them); null where the page cannot fetch it itself. */
+  async badgeImage(name, signal) {
+    if (!this.client.streams) return null;
+    const response = await this.client.fetch(`${jobPath(name)}/badge.svg`, { signal });
+    return `data:image/svg+xml;charset=utf-8,${enc(await response.text())}`;
+  }
+
   run(name) {
     return this.client.json(`${jobPath(name)}/run`, { method: "POST" });
   }

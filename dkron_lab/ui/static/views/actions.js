@@ -29,6 +29,9 @@ const ACTIONS = {
   },
 };
 
+/** A heartbeat check runs nothing (its pings are its runs): it has no Run button. */
+export const HEARTBEAT = "heartbeat";
+
 const text = (value, job) => (typeof value === "function" ? value(job) : value);
 
 /** The action buttons of `job`. `after(action, error, focusKey)` is called once one is done
@@ -66,7 +69,9 @@ export function jobActions({ source, job, state, after }) {
   return h(
     "span",
     { class: "dk-actions", role: "group", "aria-label": `Actions on ${job.name}` },
-    Object.entries(ACTIONS).map(([name, action]) =>
+    Object.entries(ACTIONS)
+      .filter(([name]) => name !== "run" || job.executor !== HEARTBEAT)
+      .map(([name, action]) =>
       h(
         "button",
         {

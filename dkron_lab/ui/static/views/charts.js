@@ -21,6 +21,9 @@ export const SKIP_REASONS = {
   window: "older than the server's catch-up window",
   limit: "over the catch-up limit",
   expired: "after the job expired",
+  calendar: "on a day its calendar excludes",
+  running: "a run of it was still going on (concurrency forbid)",
+  disabled: "the job was disabled when its parent's run asked for it",
 };
 
 /** An SVG element, as h() makes HTML ones. */
@@ -116,7 +119,7 @@ export function roving(container, cells, onfocus) {
     cell.addEventListener("mouseenter", () => onfocus(cell));
   });
   container.addEventListener("keydown", (event) => {
-    const at = cells.indexOf(document.activeElement);
+    const at = cells.indexOf(container.getRootNode().activeElement);
     if (at < 0) return;
     const step = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1 }[event.key];
     let next = step === undefined ? null : at + step;

@@ -8,6 +8,7 @@ import { needs, showRole } from "./role.js";
 import {
   badge,
   h,
+  healthPill,
   jobHash,
   link,
   problem,
@@ -124,8 +125,9 @@ function controls(filter, navigate) {
     value: filter.q,
     placeholder: "name or display name",
     oninput: (event) => {
+      const q = event.target.value.trim(); // read now: a shadow root retargets it later
       clearTimeout(typing);
-      typing = setTimeout(() => go({ q: event.target.value.trim() }), 300);
+      typing = setTimeout(() => go({ q }), 300);
     },
   });
   const metadata = h("input", {
@@ -160,7 +162,13 @@ function controls(filter, navigate) {
 
 function jobRow(job, running, actions, select) {
   const zone = job.timezone || "UTC";
-  const status = h("td", {}, badge(job.status), running ? [" ", badge("running")] : null);
+  const status = h(
+    "td",
+    {},
+    badge(job.status),
+    running ? [" ", badge("running")] : null,
+    job.health ? [" ", healthPill(job)] : null,
+  );
   return h(
     "tr",
     { class: job.disabled ? "dk-disabled" : "" },

@@ -22,7 +22,10 @@ export function put(element, ...children) {
 /** Re-render `element` with `build()` and give focus back to the control that had it (found
  * by its data-key), or to `focusKey`'s, so a refresh does not lose the keyboard user's place. */
 export function rerender(element, build, focusKey = null) {
-  const key = focusKey || document.activeElement?.closest?.("[data-key]")?.dataset.key;
+  // The root node is the document, or the notebook widget's shadow root (whose focused
+  // control document.activeElement does not name).
+  const active = element.getRootNode().activeElement;
+  const key = focusKey || active?.closest?.("[data-key]")?.dataset.key;
   put(element, build());
   if (key) element.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
 }
@@ -101,6 +104,41 @@ const STATUS_TEXT = {
 export function badge(status) {
   const key = status || "untriggered";
   return h("span", { class: `dk-badge dk-${key}` }, STATUS_TEXT[key] ?? key);
+}
+
+const HEALTH_TEXT = {
+  ok: "ok",
+  late: "late",
+  overdue: "overdue",
+  missed: "missed",
+  failing: "failing",
+  paused: "paused",
+};
+
+/** A job's health (docs/monitoring.md) as a small pill in words, its reason on hover and for
+ * screen readers (unless `reasonShown` beside it); nothing for a server that does not say it. */
+export function healthPill(job, { reasonShown = false } = {}) {
+  if (!job.health) return null;
+  const reason = reasonShown ? "" : job.health_reason || "";
+  return h(
+    "span",
+    { class: `dk-health dk-health-${job.health}`, title: reason || null },
+    HEALTH_TEXT[job.health] ?? job.health,
+    reason ? h("span", { class: "dk-sr" }, `: ${reason}`) : null,
+  );
+}
+
+/** An execution's resource use, "1.23 s CPU · 12.5 MiB peak", or "" when the server measured
+ * none (a running run, an http job, a row from before it did). */
+export function resourceUse(execution) {
+  const user = execution.cpu_user_seconds;
+  const system = execution.cpu_system_seconds;
+  const rss = execution.max_rss_bytes;
+  const parts = [];
+  if (typeof user === "number" || typeof system === "number")
+    parts.push(`${((user || 0) + (system || 0)).toFixed(2)} s CPU`);
+  if (typeof rss === "number") parts.push(`${(rss / 1048576).toFixed(1)} MiB peak`);
+  return parts.join(" · ");
 }
 
 /** The last results as small squares, oldest left, each titled with its time and duration. */

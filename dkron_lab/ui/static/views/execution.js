@@ -3,7 +3,17 @@
 
 import { AnsiWriter } from "./ansi.js";
 import { findBox } from "./find.js";
-import { badge, executionDuration, h, isRunning, jobHash, link, put, timeIn } from "./dom.js";
+import {
+  badge,
+  executionDuration,
+  h,
+  isRunning,
+  jobHash,
+  link,
+  put,
+  resourceUse,
+  timeIn,
+} from "./dom.js";
 
 function facts(job, execution) {
   const zone = job.timezone || "UTC";
@@ -18,6 +28,7 @@ function facts(job, execution) {
     item("Finished", running ? "still running" : timeIn(execution.finished_at, zone)),
     item("Duration", executionDuration(execution)),
     execution.scheduled_at ? item("Due at", timeIn(execution.scheduled_at, zone)) : null,
+    resourceUse(execution) ? item("Resources", resourceUse(execution)) : null,
     item("Node", execution.node_name),
     item("Attempt", String(execution.attempt)),
     item("Id", h("code", {}, execution.id)),

@@ -64,6 +64,15 @@ export const EXECUTORS = {
     { key: "kernel", label: "Kernel", placeholder: "the notebook's, else python3" },
     { key: "timeout", label: "Timeout", placeholder: "10m (none)" },
   ],
+  heartbeat: [],
+};
+
+/** What an executor with no config of its own does, said where its fields would be. */
+const EXECUTOR_HELP = {
+  heartbeat:
+    "A heartbeat check runs nothing: the work it watches (a crontab line, a CronJob, a " +
+    "script) pings its ping URL when done, shown on the job's page once saved. The schedule " +
+    "says when a ping is due, and max lateness (under Monitoring) how long after.",
 };
 
 /** `job` without the fields the server computes (`readOnly`, from the OpenAPI document). */
@@ -102,6 +111,11 @@ const FIELDS = [
   "retry_interval",
   "retry_on",
   "secret_keys",
+  "max_lateness",
+  "max_duration",
+  "on_overdue",
+  "calendar_mode",
+  "calendar",
 ];
 
 /** The field a server message is about: "executor_config.command" for a plugin's config key,
@@ -212,6 +226,10 @@ function executorFields(job) {
     else config[key] = value === true ? "true" : value;
   };
   const specs = EXECUTORS[job.executor];
+  if (EXECUTOR_HELP[job.executor]) {
+    delete job.executor_config;
+    return h("p", { class: "dk-muted", id: "dk-executor-help" }, EXECUTOR_HELP[job.executor]);
+  }
   if (!specs) {
     const other = (text) => (job.executor_config = parsePairs(text));
     return field(
@@ -311,8 +329,57 @@ function section(title, ...children) {
   return h("fieldset", { class: "dk-fieldset" }, h("legend", {}, title), ...children);
 }
 
+/** When the job is unhealthy (docs/monitoring.md) and which days it skips. */
+function monitoringFields(job, calendars) {
+  const set = (key) => (value) => (job[key] = value);
+  const names = [...new Set([...calendars, job.calendar].filter(Boolean))];
+  return section(
+    "Monitoring",
+    field(
+      "max_lateness",
+      "Max lateness",
+      input(job.max_lateness, set("max_lateness"), { placeholder: "server's default (1m)" }),
+      "A fire not started this long after its instant is late (a heartbeat check's grace). 0: never",
+    ),
+    field(
+      "max_duration",
+      "Max duration",
+      input(job.max_duration, set("max_duration"), { placeholder: "server's default (none)" }),
+      "A run going on longer is overdue. 30s, 5m, 1h30m; 0: never",
+    ),
+    field(
+      "on_overdue",
+      "When overdue",
+      select(
+        job.on_overdue || "",
+        { "": "server's default", alert: "alert only", kill: "alert and stop the run" },
+        set("on_overdue"),
+      ),
+    ),
+    field(
+      "calendar",
+      "Calendar",
+      select(
+        job.calendar || "",
+        { "": "none", ...Object.fromEntries(names.map((c) => [c, c])) },
+        set("calendar"),
+      ),
+      "Days the server's calendars (GET /v1/calendars) list",
+    ),
+    field(
+      "calendar_mode",
+      "Calendar days",
+      select(
+        job.calendar_mode || "",
+        { "": "skipped (exclude)", only: "the only days it runs (only)" },
+        set("calendar_mode"),
+      ),
+    ),
+  );
+}
+
 /** The form's controls over `job` (changed in place as the user types). */
-function formFields({ job, editing, parents, helper }) {
+function formFields({ job, editing, parents, calendars, helper }) {
   const set = (key) => (value) => (job[key] = value);
   const schedule = input(
     job.schedule,
@@ -393,6 +460,7 @@ function formFields({ job, editing, parents, helper }) {
       ),
     ),
     section("What it runs", field("executor", "Executor", executor), config),
+    monitoringFields(job, calendars),
     section(
       "How",
       field(
@@ -507,8 +575,12 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
   Promise.all([
     startingJob(source, name, from, signal, query),
     source.jobNames(signal).catch(() => []),
+    source
+      .calendars(signal)
+      .then((found) => found.map((calendar) => calendar.name))
+      .catch(() => []),
   ])
-    .then(([{ job, readOnly }, parents]) =>
+    .then(([{ job, readOnly }, parents, calendars]) =>
       render({
         source,
         el,
@@ -518,6 +590,7 @@ export function formView({ source, el, name, query, signal, navigate, fail }) {
         job,
         readOnly,
         parents,
+        calendars,
         title,
         back,
         editing: Boolean(name),
@@ -535,6 +608,7 @@ function render({
   job,
   readOnly,
   parents,
+  calendars,
   title,
   back,
   editing,
@@ -562,7 +636,7 @@ function render({
         ),
       );
     } else {
-      put(body, formFields({ job: state.job, editing, parents, helper }));
+      put(body, formFields({ job: state.job, editing, parents, calendars, helper }));
       helper.update(state.job.schedule || "", state.job.timezone || "");
     }
     toggle.setAttribute("aria-pressed", String(state.json));

@@ -61,7 +61,8 @@ export function historySection({ source, name, signal }) {
   const draw = (job, runs, skipped, counts) => {
     const zone = job.timezone || "UTC";
     const hashOf = (execution) => executionHash(name, execution.id);
-    const focused = el.contains(document.activeElement) ? document.activeElement : null;
+    const active = el.getRootNode().activeElement;
+    const focused = el.contains(active) ? active : null;
     const label = focused?.getAttribute("aria-label");
     put(
       el,

@@ -1,7 +1,7 @@
 // A job's page: what it is, what it does next, its actions, and its executions newest first,
 // each a link to its own page (#/jobs/<job>/executions/<id>).
 
-import { jobActions } from "./actions.js";
+import { HEARTBEAT, jobActions } from "./actions.js";
 import { historySection } from "./history.js";
 import { overridesButton, overridesDialog } from "./overrides.js";
 import { needs, showRole } from "./role.js";
@@ -10,12 +10,14 @@ import {
   executionDuration,
   executionHash,
   h,
+  healthPill,
   isRunning,
   jobHash,
   link,
   problem,
   put,
   rerender,
+  resourceUse,
   squares,
   timeIn,
   duration,
@@ -40,6 +42,13 @@ function summary(job, running) {
     "dl",
     { class: "dk-summary" },
     field("Status", badge(job.status), running ? [" ", badge("running")] : null),
+    job.health
+      ? field(
+          "Health",
+          healthPill(job, { reasonShown: true }),
+          job.health_reason ? ` ${job.health_reason}` : "",
+        )
+      : null,
     field("Last runs", squares(job.last_results, zone)),
     field(
       "Schedule",
@@ -56,6 +65,14 @@ function summary(job, running) {
     config.command ? field("Command", h("pre", { class: "dk-command" }, config.command)) : null,
     field("Concurrency", job.concurrency || "allow"),
     field("Retries", String(job.retries ?? 0)),
+    field("Limits", limits(job)),
+    job.calendar
+      ? field(
+          "Calendar",
+          h("code", {}, job.calendar),
+          job.calendar_mode === "only" ? " (only its days)" : " (its days excluded)",
+        )
+      : null,
     field("Target tags", labels(job.tags)),
     field("Metadata", labels(job.metadata)),
     job.parent_job ? field("Parent", link(jobHash(job.parent_job), job.parent_job)) : null,
@@ -67,6 +84,91 @@ function summary(job, running) {
       : null,
     job.owner ? field("Owner", job.owner, job.owner_email ? ` <${job.owner_email}>` : "") : null,
   );
+}
+
+function limits(job) {
+  const late = job.max_lateness ? `late after ${job.max_lateness}` : "late: server's default";
+  const long = job.max_duration
+    ? `overdue after ${job.max_duration}${job.on_overdue === "kill" ? ", then killed" : ""}`
+    : "overdue: server's default";
+  return `${late}; ${long}`;
+}
+
+/** A copyable text: a read-only field (selectable by hand) and a Copy button. */
+function copyable(label, key, value) {
+  const box = h("input", { type: "text", readonly: true, value, "aria-label": label });
+  const said = h("span", { role: "status", class: "dk-muted" });
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(value);
+      put(said, "Copied.");
+    } catch {
+      box.select();
+      put(said, "Selected: press Ctrl+C to copy.");
+    }
+  };
+  const button = h(
+    "button",
+    { type: "button", "data-key": key, "aria-label": `Copy ${label}`, onclick: copy },
+    "Copy",
+  );
+  return h("div", { class: "dk-copy" }, box, button, said);
+}
+
+/** What is drawn once per visit: a heartbeat check's ping URL, and the job's badge. */
+function extras(source, job, signal) {
+  const ping = job.executor === HEARTBEAT && job.ping_url ? source.serverUrl(job.ping_url) : null;
+  const badgeUrl = source.serverUrl(`/v1/jobs/${encodeURIComponent(job.name)}/badge.svg`);
+  const image = h("span");
+  source
+    .badgeImage(job.name, signal)
+    .then((data) => data && put(image, h("img", { src: data, alt: `status badge of ${job.name}` })))
+    .catch(() => put(image, h("span", { class: "dk-muted" }, "(the badge could not be read)")));
+  return [
+    ping
+      ? h(
+          "section",
+          { class: "dk-check", "aria-labelledby": "dk-ping" },
+          h("h2", { id: "dk-ping" }, "Heartbeat check"),
+          h(
+            "p",
+            {},
+            "This check runs nothing, so it has no Run button: the work it watches pings it ",
+            "when done, and each ping is a run below. No ping by the end of a due instant's ",
+            "grace (max lateness) is a missed run.",
+          ),
+          copyable("Ping URL", "copy:ping", ping),
+          ping.startsWith("/")
+            ? h("p", { class: "dk-muted" }, "Put the server's address before it.")
+            : null,
+          h("p", {}, "From a crontab or a script:"),
+          copyable("Ping command", "copy:curl", `curl -fsS -X POST -d "done" "${ping}"`),
+          h(
+            "p",
+            { class: "dk-muted" },
+            "The key in the URL opens this check's pings and nothing else. ",
+            h("code", {}, "/ping/start"),
+            " and ",
+            h("code", {}, "/ping/fail"),
+            " say the work began or failed (docs/monitoring.md).",
+          ),
+        )
+      : null,
+    h(
+      "section",
+      { class: "dk-check", "aria-labelledby": "dk-badge" },
+      h("h2", { id: "dk-badge" }, "Badge"),
+      h("p", {}, image),
+      copyable("Badge markdown", "copy:badge", `![status](${badgeUrl})`),
+      h(
+        "p",
+        { class: "dk-muted" },
+        "A README or wiki page shows it without a token only when the server runs with ",
+        h("code", {}, "--public-badges"),
+        ".",
+      ),
+    ),
+  ];
 }
 
 function executionRow(job, execution) {
@@ -85,6 +187,7 @@ function executionRow(job, execution) {
     h("td", { class: "dk-num" }, executionDuration(execution)),
     h("td", {}, execution.node_name),
     h("td", { class: "dk-num" }, String(execution.attempt)),
+    h("td", { class: "dk-num" }, resourceUse(execution)),
     h("td", {}, h("code", { class: "dk-tail" }, lastLine(execution.output))),
   );
 }
@@ -112,9 +215,15 @@ function executions(job, page, start, go) {
             h(
               "tr",
               {},
-              ["Started", "Result", "Duration", "Node", "Attempt", "Output (last line)"].map((c) =>
-                h("th", { scope: "col" }, c),
-              ),
+              [
+                "Started",
+                "Result",
+                "Duration",
+                "Node",
+                "Attempt",
+                "Resources",
+                "Output (last line)",
+              ].map((c) => h("th", { scope: "col" }, c)),
             ),
           ),
           h(
@@ -163,6 +272,7 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
   const head = h("div", { class: "dk-heading" });
   const notice = h("div", { role: "status", class: "dk-notice" });
   const about = h("section", { "aria-label": "Summary" });
+  const more = h("div");
   const runs = h("section", { id: "executions", "aria-labelledby": "dk-executions" });
   const history = historySection({ source, name, signal });
   const dialog = overridesDialog({ source, after: (action, error) => after(action, error) });
@@ -172,6 +282,7 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
     head,
     notice,
     about,
+    more,
     history.el,
     h("h2", { id: "dk-executions", tabindex: "-1" }, "Executions"),
     runs,
@@ -191,7 +302,8 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
       link(`#/jobs/new?from=${encodeURIComponent(job.name)}`, "Clone"),
     );
     const heading = h("h1", {}, job.displayname || job.name);
-    rerender(head, () => [heading, actions, overridesButton(job, dialog), edit], focusKey);
+    const overrides = job.executor === HEARTBEAT ? null : overridesButton(job, dialog);
+    rerender(head, () => [heading, actions, overrides, edit], focusKey);
     put(about, summary(job, running));
     rerender(runs, () => executions(job, page, state.start, go));
     if (focus === "executions" && !scrolled) {
@@ -228,6 +340,7 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
         page,
         running: busy.some((execution) => execution.job_name === name),
       };
+      if (!more.hasChildNodes()) put(more, extras(source, job, signal));
       draw();
       history.update(last.job, `${page.total}:${last.running}:${job.success_count}`);
     } catch (error) {

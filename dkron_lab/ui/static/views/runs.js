@@ -11,6 +11,7 @@ import {
   link,
   put,
   rerender,
+  resourceUse,
   timeIn,
 } from "./dom.js";
 
@@ -43,6 +44,7 @@ function row(execution) {
     h("td", {}, badge(status)),
     h("td", { class: "dk-num" }, executionDuration(execution)),
     h("td", {}, execution.node_name),
+    h("td", { class: "dk-num" }, resourceUse(execution)),
     h("td", {}, h("code", { class: "dk-tail" }, lines[lines.length - 1].slice(0, 120))),
   );
 }
@@ -115,9 +117,15 @@ export function runsView({ source, el, query, signal, navigate, fail, every }) {
                   h(
                     "tr",
                     {},
-                    ["Job", "Started", "Result", "Duration", "Node", "Output (last line)"].map(
-                      (c) => h("th", { scope: "col" }, c),
-                    ),
+                    [
+                      "Job",
+                      "Started",
+                      "Result",
+                      "Duration",
+                      "Node",
+                      "Resources",
+                      "Output (last line)",
+                    ].map((c) => h("th", { scope: "col" }, c)),
                   ),
                 ),
                 h("tbody", {}, executions.map(row)),
