@@ -142,6 +142,9 @@ class _Server(http.server.ThreadingHTTPServer):
     # dropped SYN is sent again a second later: the receiver must not add that second.
     request_queue_size = 256
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the server killed at the end resets its keep-alive connections: not news
+
 
 def serve_hooks(hooks: Hooks) -> http.server.ThreadingHTTPServer:
     class Handler(http.server.BaseHTTPRequestHandler):
