@@ -91,6 +91,7 @@ def heartbeat_page(api: Api, tab: Tab, ping_url: str, tmp_path: Path) -> None:
         f"![status]({api.url}/v1/jobs/hb-check/badge.svg)"
     )
     expect(page.locator("#executions")).to_contain_text("No execution yet.")
+    check.scroll_into_view_if_needed()
     screenshot(page, "heartbeat", tmp_path)
     api.http.post("/v1/jobs/hb-check/ping", content="backup done").raise_for_status()
     runs = page.locator("#executions tbody tr")

@@ -115,60 +115,63 @@ function copyable(label, key, value) {
   return h("div", { class: "dk-copy" }, box, button, said);
 }
 
-/** What is drawn once per visit: a heartbeat check's ping URL, and the job's badge. */
-function extras(source, job, signal) {
-  const ping = job.executor === HEARTBEAT && job.ping_url ? source.serverUrl(job.ping_url) : null;
+/** A heartbeat check's ping URL and how to ping it (drawn once per visit); nothing for other
+ * jobs. */
+function heartbeatSection(source, job) {
+  if (job.executor !== HEARTBEAT || !job.ping_url) return null;
+  const ping = source.serverUrl(job.ping_url);
+  return h(
+    "section",
+    { class: "dk-check", "aria-labelledby": "dk-ping" },
+    h("h2", { id: "dk-ping" }, "Heartbeat check"),
+    h(
+      "p",
+      {},
+      "This check runs nothing, so it has no Run button: the work it watches pings it ",
+      "when done, and each ping is a run below. No ping by the end of a due instant's ",
+      "grace (max lateness) is a missed run.",
+    ),
+    copyable("Ping URL", "copy:ping", ping),
+    ping.startsWith("/")
+      ? h("p", { class: "dk-muted" }, "Put the server's address before it.")
+      : null,
+    h("p", {}, "From a crontab or a script:"),
+    copyable("Ping command", "copy:curl", `curl -fsS -X POST -d "done" "${ping}"`),
+    h(
+      "p",
+      { class: "dk-muted" },
+      "The key in the URL opens this check's pings and nothing else. ",
+      h("code", {}, "/ping/start"),
+      " and ",
+      h("code", {}, "/ping/fail"),
+      " say the work began or failed (docs/monitoring.md).",
+    ),
+  );
+}
+
+/** The job's badge, fetched with this page's credentials, and its markdown (drawn once). */
+function badgeSection(source, job, signal) {
   const badgeUrl = source.serverUrl(`/v1/jobs/${encodeURIComponent(job.name)}/badge.svg`);
   const image = h("span");
+  const alt = `status badge of ${job.name}`;
   source
     .badgeImage(job.name, signal)
-    .then((data) => data && put(image, h("img", { src: data, alt: `status badge of ${job.name}` })))
+    .then((data) => data && put(image, h("img", { src: data, alt })))
     .catch(() => put(image, h("span", { class: "dk-muted" }, "(the badge could not be read)")));
-  return [
-    ping
-      ? h(
-          "section",
-          { class: "dk-check", "aria-labelledby": "dk-ping" },
-          h("h2", { id: "dk-ping" }, "Heartbeat check"),
-          h(
-            "p",
-            {},
-            "This check runs nothing, so it has no Run button: the work it watches pings it ",
-            "when done, and each ping is a run below. No ping by the end of a due instant's ",
-            "grace (max lateness) is a missed run.",
-          ),
-          copyable("Ping URL", "copy:ping", ping),
-          ping.startsWith("/")
-            ? h("p", { class: "dk-muted" }, "Put the server's address before it.")
-            : null,
-          h("p", {}, "From a crontab or a script:"),
-          copyable("Ping command", "copy:curl", `curl -fsS -X POST -d "done" "${ping}"`),
-          h(
-            "p",
-            { class: "dk-muted" },
-            "The key in the URL opens this check's pings and nothing else. ",
-            h("code", {}, "/ping/start"),
-            " and ",
-            h("code", {}, "/ping/fail"),
-            " say the work began or failed (docs/monitoring.md).",
-          ),
-        )
-      : null,
+  return h(
+    "section",
+    { class: "dk-check", "aria-labelledby": "dk-badge" },
+    h("h2", { id: "dk-badge" }, "Badge"),
+    h("p", {}, image),
+    copyable("Badge markdown", "copy:badge", `![status](${badgeUrl})`),
     h(
-      "section",
-      { class: "dk-check", "aria-labelledby": "dk-badge" },
-      h("h2", { id: "dk-badge" }, "Badge"),
-      h("p", {}, image),
-      copyable("Badge markdown", "copy:badge", `![status](${badgeUrl})`),
-      h(
-        "p",
-        { class: "dk-muted" },
-        "A README or wiki page shows it without a token only when the server runs with ",
-        h("code", {}, "--public-badges"),
-        ".",
-      ),
+      "p",
+      { class: "dk-muted" },
+      "A README or wiki page shows it without a token only when the server runs with ",
+      h("code", {}, "--public-badges"),
+      ".",
     ),
-  ];
+  );
 }
 
 function executionRow(job, execution) {
@@ -272,7 +275,8 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
   const head = h("div", { class: "dk-heading" });
   const notice = h("div", { role: "status", class: "dk-notice" });
   const about = h("section", { "aria-label": "Summary" });
-  const more = h("div");
+  const ping = h("div");
+  const badgeBox = h("div");
   const runs = h("section", { id: "executions", "aria-labelledby": "dk-executions" });
   const history = historySection({ source, name, signal });
   const dialog = overridesDialog({ source, after: (action, error) => after(action, error) });
@@ -282,10 +286,11 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
     head,
     notice,
     about,
-    more,
+    ping,
     history.el,
     h("h2", { id: "dk-executions", tabindex: "-1" }, "Executions"),
     runs,
+    badgeBox,
     dialog.el,
   );
   showRole(source);
@@ -340,7 +345,10 @@ export function jobView({ source, el, name, focus, signal, navigate, fail, every
         page,
         running: busy.some((execution) => execution.job_name === name),
       };
-      if (!more.hasChildNodes()) put(more, extras(source, job, signal));
+      if (!badgeBox.hasChildNodes()) {
+        put(ping, heartbeatSection(source, job));
+        put(badgeBox, badgeSection(source, job, signal));
+      }
       draw();
       history.update(last.job, `${page.total}:${last.running}:${job.success_count}`);
     } catch (error) {
