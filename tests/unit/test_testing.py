@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -97,3 +98,11 @@ def test_the_plugin_is_registered_under_pytest11_and_autoloaded(tmp_path: Path) 
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed" in run.stdout
+
+
+def test_no_two_test_files_share_a_basename() -> None:
+    """pytest imports test files by basename (no packages): a second file of the same name
+    stops the whole run at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(path.name for path in tests.rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
