@@ -345,7 +345,8 @@ def stats_to_json(stats: JobStats) -> dict[str, Any]:
 def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any]:
     """Dkron's execution JSON (times in the job's zone) plus ``scheduled_at``, the run's
     resource use (``cpu_user_seconds``, ``cpu_system_seconds``, ``max_rss_bytes``: ``null``
-    when not measured) and ``status`` (``queued`` or ``running``) for one not finished."""
+    when not measured), ``backfill`` (the id of the backfill that ran it, or ``""``) and
+    ``status`` (``queued`` or ``running``) for one not finished."""
     record = {
         "id": execution.id,
         "job_name": execution.job_name,
@@ -360,6 +361,7 @@ def execution_to_json(execution: Execution, zone: tzinfo = UTC) -> dict[str, Any
         "cpu_user_seconds": execution.cpu_user_seconds,
         "cpu_system_seconds": execution.cpu_system_seconds,
         "max_rss_bytes": execution.max_rss_bytes,
+        "backfill": execution.backfill,
     }
     if execution.running:
         record["status"] = "queued" if execution.queued else "running"
@@ -387,6 +389,7 @@ def execution_from_json(data: Mapping[str, Any]) -> Execution:
         cpu_user_seconds=_optional_float(data.get("cpu_user_seconds")),
         cpu_system_seconds=_optional_float(data.get("cpu_system_seconds")),
         max_rss_bytes=None if data.get("max_rss_bytes") is None else int(data["max_rss_bytes"]),
+        backfill=str(data.get("backfill") or ""),
     )
 
 

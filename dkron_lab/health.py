@@ -145,7 +145,8 @@ class Watch:
         self._note(event.job_name, Timeliness("missed", event.last, why))
 
     def _finished(self, execution: Execution) -> None:
-        at = execution.scheduled_at if execution.attempt == 1 else None  # retries start late
+        # Retries and backfilled runs start late on purpose.
+        at = execution.scheduled_at if execution.attempt == 1 and not execution.backfill else None
         job = self._shared.state.find_job(execution.job_name)
         if at is not None and job is not None and job.executor != HEARTBEAT_EXECUTOR:
             allowed = grace(job, self._shared.config.max_lateness)

@@ -20,6 +20,7 @@ from typing import Any
 
 from dkron_lab import codec
 from dkron_lab._version import __version__
+from dkron_lab.backfill import backfill_json, in_flight, plan
 from dkron_lab.dispatch import Peers
 from dkron_lab.errors import (
     BadRequest,
@@ -55,6 +56,7 @@ from dkron_lab.runner import OUTPUT_POLL, Runner
 from dkron_lab.runs import Run, Runs, http_of
 from dkron_lab.services import Shared
 from dkron_lab.state.commands import (
+    CancelBackfill,
     Claim,
     DeleteCalendar,
     DeleteExecutions,
@@ -318,6 +320,58 @@ class Jobs:
         """Spans of the job's fires that were missed and deliberately not run, newest first."""
         self.get_job(name)
         return await asyncio.to_thread(self._history.list_skipped, name)
+
+    # -- backfills ---------------------------------------------------------------------------------
+
+    async def backfill(
+        self, name: str, *, first: datetime, last: datetime, mode: str, max_parallel: int
+    ) -> dict[str, Any]:
+        """Start a backfill of ``name`` from ``first`` to ``last`` (``backfill.plan``): its
+        instants that did not run, written to the replicated log before this answers."""
+        job = self.get_job(name).job
+        await asyncio.to_thread(self._history.flush)
+        ran = await asyncio.to_thread(self._history.ran_instants, name, first, last)
+        in_flight = [
+            at
+            for group in self._state.open_groups().values()
+            if group["job"] == name
+            and (at := codec.parse_time(group.get("scheduled_at"), "scheduled_at")) is not None
+        ]
+        started = plan(
+            job,
+            first=first,
+            last=last,
+            mode=mode,
+            max_parallel=max_parallel,
+            now=self._shared.clock.now(),
+            ran=[*ran, *in_flight],
+            taken=self._state.backfilled_of(name),
+            calendar=self._state.calendar(job.calendar) if job.calendar else None,
+            watermark=self._state.last_fired_of(name),
+        )
+        await self._shared.submit(started)
+        return self.get_backfill(started.id)
+
+    def backfills(self, job: str | None = None) -> list[dict[str, Any]]:
+        """Every backfill kept (of ``job``), newest first."""
+        running = in_flight(self._state)
+        return [
+            backfill_json(record, running.get(record["id"], 0))
+            for record in reversed(self._state.all_backfills())
+            if job is None or record["job"] == job
+        ]
+
+    def get_backfill(self, backfill_id: str) -> dict[str, Any]:
+        record = self._state.backfill(backfill_id)
+        if record is None:
+            raise NotFoundError(f"no backfill {backfill_id!r}: GET /v1/backfills lists them")
+        return backfill_json(record, in_flight(self._state).get(backfill_id, 0))
+
+    async def cancel_backfill(self, backfill_id: str) -> dict[str, Any]:
+        """Claim no more of its instants; the runs in flight finish."""
+        self.get_backfill(backfill_id)
+        await self._shared.submit(CancelBackfill(id=backfill_id))
+        return self.get_backfill(backfill_id)
 
     # -- heartbeat checks ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from dkron_lab import codec, credentials
+from dkron_lab.backfill import Backfiller
 from dkron_lab.batching import Batcher
 from dkron_lab.clock import Clock, SystemClock, interval_seconds
 from dkron_lab.config import Config
@@ -224,6 +225,7 @@ class Node:
             liveness=self.liveness,
             ping_keys=self.ping_keys,
         )
+        self.backfiller = Backfiller(shared, starts=self.runs)
         self.watch = Watch(
             shared,
             notifier=self.notifier,
@@ -260,6 +262,7 @@ class Node:
             self.runner,
             self.leadership,
             self.watch,
+            self.backfiller,
         ]
         for service in services:
             await service.start(stack)
@@ -308,7 +311,8 @@ class Node:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _started_here(self, execution: Execution) -> None:
-        if execution.scheduled_at is not None:
+        group = self.state.group(execution.group) or {}
+        if execution.scheduled_at is not None and not group.get("backfill"):  # late on purpose
             self.metrics.lateness((execution.started_at - execution.scheduled_at).total_seconds())
 
     def _on_knock(self, address: str) -> None:
@@ -317,6 +321,7 @@ class Node:
     def _on_leadership(self, is_leader: bool, term: int) -> None:
         self._call_soon(self.leadership.changed)
         self._call_soon(self.watch.leadership_changed)
+        self._call_soon(self.backfiller.leadership_changed)
 
     async def _missed_run(self, job: Job, instant: datetime, why: str) -> None:
         """A heartbeat check's ping did not come: recorded as a failed run of its instant."""

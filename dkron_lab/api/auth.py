@@ -97,6 +97,8 @@ ROLE_NEEDED: Final[Mapping[tuple[str, str], Role]] = MappingProxyType(
         ("POST", "/v1/jobs/{job}/toggle"): Role.OPERATOR,
         ("POST", "/v1/jobs/{job}/ping"): Role.OPERATOR,  # or the job's ping key
         ("POST", "/v1/jobs/{job}/ping/{kind}"): Role.OPERATOR,
+        ("POST", "/v1/jobs/{job}/backfill"): Role.OPERATOR,
+        ("DELETE", "/v1/backfills/{backfill}"): Role.OPERATOR,
         ("POST", "/v1/pause"): Role.OPERATOR,
         ("POST", "/v1/unpause"): Role.OPERATOR,
     }

@@ -28,6 +28,7 @@ import yaml
 
 from dkron_lab.api import sql as sql_api
 from dkron_lab.api.auth import Principal, Role
+from dkron_lab.api.backfills import BackfillResource, Backfills, JobBackfill
 from dkron_lab.api.badges import JobBadge, TagBadge
 from dkron_lab.api.base import ApiMixin
 from dkron_lab.api.calendars import CalendarResource, Calendars
@@ -218,6 +219,9 @@ RESOURCES: tuple[tuple[str, type[ApiMixin]], ...] = (
     ("/v1/jobs/{job}/skipped", Skipped),
     ("/v1/jobs/{job}/ping", Ping),
     ("/v1/jobs/{job}/ping/{kind}", Ping),
+    ("/v1/jobs/{job}/backfill", JobBackfill),
+    ("/v1/backfills", Backfills),
+    ("/v1/backfills/{backfill}", BackfillResource),
     ("/v1/executions", AllExecutions),
     ("/v1/executions/{job}", LegacyExecutions),
     ("/v1/schedule", SchedulePreview),

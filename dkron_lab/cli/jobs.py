@@ -168,6 +168,41 @@ def jobs_ping(target: Target, name: str, kind: str | None, message: str) -> None
         click.echo(f"job {name}: ping recorded for {answer.get('scheduled_at') or 'no instant'}")
 
 
+@jobs.command("backfill")
+@click.argument("name")
+@click.option("--from", "first", required=True, help="The first instant, RFC 3339.")
+@click.option("--to", "last", required=True, help="The last instant, RFC 3339 (not future).")
+@click.option("--mode", type=click.Choice(["all", "latest"]), default="all", show_default=True)
+@click.option("--max-parallel", type=click.IntRange(1, 100), default=4, show_default=True)
+@click.option(
+    "--wait", is_flag=True, help="Show its progress until it ends; exit 1 if a run failed."
+)
+@client_options
+def jobs_backfill(
+    target: Target, name: str, first: str, last: str, mode: str, max_parallel: int, wait: bool
+) -> None:
+    """Run the past instants of NAME's schedule that did not run, from --from to --to."""
+    with connect(target) as client:
+        started = client.backfill(name, first, last, mode=mode, max_parallel=max_parallel)
+        click.echo(f"backfill {started['id']} of job {name}: {started['total']} instant(s)")
+        progress = started
+        while wait and (progress["state"] == "running" or progress["running"]):
+            time.sleep(1.0)
+            progress = client.get_backfill(started["id"])
+            click.echo(_progress(progress), err=True)
+    if wait:
+        click.echo(_progress(progress))
+        if progress["failed"]:
+            sys.exit(1)
+
+
+def _progress(backfill: dict[str, Any]) -> str:
+    return (
+        f"{backfill['state']}: {backfill['done']} done, {backfill['failed']} failed, "
+        f"{backfill['running']} running, {backfill['lost']} lost, of {backfill['total']}"
+    )
+
+
 @jobs.command("toggle")
 @click.argument("name")
 @client_options

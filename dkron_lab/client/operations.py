@@ -181,6 +181,47 @@ class Operations:
         found: dict[str, Any] = yield from json_of(request)
         return found
 
+    @endpoint
+    def backfill(
+        self,
+        job: str,
+        first: datetime | str,
+        last: datetime | str,
+        mode: str = "all",
+        max_parallel: int = 4,
+    ) -> Operation[dict[str, Any]]:
+        """Start a backfill of ``job``'s past instants from ``first`` to ``last`` (aware
+        ``datetime`` or RFC 3339); returns it (``id``, ``total``, ``state``...)."""
+        body = {
+            "from": first.isoformat() if isinstance(first, datetime) else first,
+            "to": last.isoformat() if isinstance(last, datetime) else last,
+            "mode": mode,
+            "max_parallel": max_parallel,
+        }
+        request = post_request(f"/v1/jobs/{quoted(job)}/backfill", body)
+        found: dict[str, Any] = yield from json_of(request)
+        return found
+
+    @endpoint
+    def backfills(self, job: str | None = None) -> Operation[list[dict[str, Any]]]:
+        """The backfills kept (of ``job``), newest first."""
+        params = {"job": job} if job else {}
+        found: list[dict[str, Any]] = yield from json_of(get_request("/v1/backfills", **params))
+        return found
+
+    @endpoint
+    def get_backfill(self, id: str) -> Operation[dict[str, Any]]:
+        """One backfill and its progress."""
+        found: dict[str, Any] = yield from json_of(get_request(f"/v1/backfills/{quoted(id)}"))
+        return found
+
+    @endpoint
+    def cancel_backfill(self, id: str) -> Operation[dict[str, Any]]:
+        """Claim no more of its instants (runs in flight finish)."""
+        request = Request(method="DELETE", path=f"/v1/backfills/{quoted(id)}")
+        found: dict[str, Any] = yield from json_of(request)
+        return found
+
     # executions
 
     @endpoint

@@ -324,6 +324,12 @@ class DuckDBHistory:
         rows = self.query(queries.RUN_STATS, [list(job_names), max(window, last), last])
         return queries.run_stats(rows)
 
+    def ran_instants(self, job_name: str, first: datetime, last: datetime) -> list[datetime]:
+        """The instants from ``first`` to ``last`` that a recorded run of ``job_name`` was for
+        (what a backfill leaves out); written runs only: ``flush`` first."""
+        rows = self.query(queries.RAN_INSTANTS, [job_name, first, last])
+        return [row[0].astimezone(UTC) for row in rows]
+
     def get_execution(self, job_name: str, execution_id: str) -> Execution | None:
         """The execution ``execution_id`` of ``job_name`` with its full output, else ``None``."""
         rows = self.query(queries.GET_EXECUTION, [job_name, execution_id])

@@ -74,6 +74,10 @@ WHERE NOT EXISTS (
 ``started_at``."""
 
 GET_EXECUTION = f"SELECT {_NAMES} FROM executions WHERE job_name = ? AND id = ? LIMIT 1"
+RAN_INSTANTS = (
+    "SELECT DISTINCT scheduled_at FROM executions "
+    "WHERE job_name = ? AND scheduled_at BETWEEN ? AND ?"
+)
 COUNT = "SELECT count(*) FROM executions"
 COUNT_JOB = "SELECT count(*) FROM executions WHERE job_name = ?"
 LIST_SKIPPED = (

@@ -46,6 +46,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu_user_seconds", "DOUBLE"),
     ("cpu_system_seconds", "DOUBLE"),
     ("max_rss_bytes", "BIGINT"),
+    ("backfill", "VARCHAR"),
     ("output", "VARCHAR"),
 )
 TRUNCATED = len(COLUMNS)
@@ -85,6 +86,7 @@ def execution_row(e: Execution) -> tuple[Any, ...]:
         e.cpu_user_seconds,
         e.cpu_system_seconds,
         e.max_rss_bytes,
+        e.backfill or None,
         clean(e.output),
     )
 
@@ -104,7 +106,8 @@ def execution_from_row(row: Sequence[Any]) -> Execution:
         cpu_user_seconds=row[9],
         cpu_system_seconds=row[10],
         max_rss_bytes=row[11],
-        output=row[12],
+        backfill=row[12] or "",
+        output=row[13],
     )
 
 
@@ -152,6 +155,7 @@ def execution_from_record(r: Mapping[str, Any]) -> Execution:
             cpu_user_seconds=_optional(r.get("cpu_user_seconds"), float),
             cpu_system_seconds=_optional(r.get("cpu_system_seconds"), float),
             max_rss_bytes=_optional(r.get("max_rss_bytes"), int),
+            backfill=str(r.get("backfill") or ""),  # schema version 5
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"not an exported execution record ({exc!r}): {dict(r)!r:.200}") from None

@@ -18,7 +18,13 @@ from dkron_lab.errors import DkronError
 __all__ = ["MIGRATIONS", "migrate"]
 
 # Migration scripts in order; applying the n-th brings a file to schema version n.
-MIGRATIONS: tuple[str, ...] = ("schema.sql", "schema_v2.sql", "schema_v3.sql", "schema_v4.sql")
+MIGRATIONS: tuple[str, ...] = (
+    "schema.sql",
+    "schema_v2.sql",
+    "schema_v3.sql",
+    "schema_v4.sql",
+    "schema_v5.sql",
+)
 _package_files = resources.files("dkron_lab.history")
 
 

@@ -39,7 +39,7 @@ _SQL_BATCH_ROWS = 2_048  # one DuckDB vector: as fast as a row group, and the by
 _EXECUTIONS_VIEW = """
 CREATE OR REPLACE TEMP VIEW executions AS
 SELECT id, job_name, node_name, "group", attempt, started_at, finished_at, scheduled_at,
-       success, output, cpu_user_seconds, cpu_system_seconds, max_rss_bytes,
+       success, output, cpu_user_seconds, cpu_system_seconds, max_rss_bytes, backfill,
        (epoch_us(finished_at) - epoch_us(started_at)) / 1e6 AS duration_s,
        (epoch_us(started_at) - epoch_us(scheduled_at)) / 1e6 AS lateness_s
 FROM {database}.main.executions

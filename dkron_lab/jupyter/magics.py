@@ -12,6 +12,7 @@ are the client's ``DkronError`` classes, shown as one line instead of a tracebac
     %dkron jobs | members
     %dkron show|enable|disable|delete NAME
     %dkron run NAME [--wait]
+    %dkron backfill NAME --from TIME --to TIME [--mode all|latest] [--max-parallel N] [--wait]
     %dkron executions NAME [--last 20] [--failed]
     %dkron logs NAME [--execution ID] [--follow]
     %dkron dashboard [--refresh 2]
@@ -108,6 +109,12 @@ def line_parser() -> _Parser:
     _name_command(sub, "show", "one job")
     run = _name_command(sub, "run", "run a job now")
     run.add_argument("--wait", action="store_true", help="wait and return its executions")
+    backfill = _name_command(sub, "backfill", "run a job's past instants that did not run")
+    backfill.add_argument("--from", dest="first", required=True, metavar="TIME", help="RFC 3339")
+    backfill.add_argument("--to", dest="last", required=True, metavar="TIME", help="RFC 3339")
+    backfill.add_argument("--mode", choices=("all", "latest"), default="all")
+    backfill.add_argument("--max-parallel", type=int, default=4, metavar="N")
+    backfill.add_argument("--wait", action="store_true", help="wait until it ends")
     _name_command(sub, "enable", "enable a job")
     _name_command(sub, "disable", "disable a job")
     _name_command(sub, "delete", "delete a job")
@@ -371,6 +378,16 @@ class DkronMagics(Magics, Configurable):
         group = newest[0]["group"] if newest else None
         run = [e for e in newest if e.get("group") == group]
         return Table(run, EXECUTION_COLUMNS, title=f"run of {options.name}")
+
+    def _backfill(self, options: argparse.Namespace) -> Record:
+        started = self.client.backfill(
+            options.name, options.first, options.last, options.mode, options.max_parallel
+        )
+        progress = started
+        while options.wait and (progress["state"] == "running" or progress["running"]):
+            time.sleep(0.5)
+            progress = self.client.get_backfill(started["id"])
+        return Record(progress, title=f"backfill {started['id']} of {options.name}")
 
     def _enable(self, options: argparse.Namespace) -> Record:
         return Record(self.client.set_enabled(options.name, True), title=f"job {options.name}")

@@ -52,7 +52,9 @@ class Execution:
     in ``/v1/busy``, never stored). Times are aware UTC; ``finished_at`` is ``None`` while running.
     ``cpu_user_seconds``, ``cpu_system_seconds`` and ``max_rss_bytes`` are the run's
     ``ResourceUsage``: ``None`` while it runs, and for executors that start no process (http)
-    or runs recorded before they were measured.
+    or runs recorded before they were measured. ``backfill`` is the id of the backfill that ran
+    it (``""``: a live fire, a manual or a dependent run); the state sets it when the run is
+    recorded.
     """
 
     id: str
@@ -69,6 +71,7 @@ class Execution:
     cpu_user_seconds: float | None = None
     cpu_system_seconds: float | None = None
     max_rss_bytes: int | None = None
+    backfill: str = ""
 
     @property
     def running(self) -> bool:

@@ -30,6 +30,8 @@ kind                   class               what it does
 ``pause``              ``Pause``           pause or resume new job submissions
 ``health``             ``SetHealth``       a job's health changed (the leader's watch)
 ``ping_start``         ``PingStart``       a heartbeat check's work began (``""``: forget it)
+``backfill``           ``StartBackfill``   a backfill of past instants of a job begins
+``cancel_backfill``    ``CancelBackfill``  claim no more instants for a backfill
 ``set_calendar``       ``SetCalendar``     create or replace a named calendar
 ``delete_calendar``    ``DeleteCalendar``  delete a calendar no job uses
 =====================  ==================  ===================================================
@@ -48,6 +50,7 @@ from dkron_lab.model.job import Job, JobStats
 
 __all__ = [
     "Batch",
+    "CancelBackfill",
     "Claim",
     "Command",
     "DeleteCalendar",
@@ -66,6 +69,7 @@ __all__ = [
     "SetJob",
     "SetLimits",
     "Skip",
+    "StartBackfill",
     "ToggleJob",
     "decode",
     "encode_batch",
@@ -165,7 +169,8 @@ class Claim:
 
     ``scheduled_at`` (RFC 3339) is the instant of a scheduled fire, None for a manual run;
     ``parent_group`` names the parent group that owes a dependent run, ``at`` (RFC 3339) its
-    instant; ``untargeted``: no live node had the tags, the one target is the claimer."""
+    instant; ``untargeted``: no live node had the tags, the one target is the claimer;
+    ``backfill``: the id of the backfill whose next instant ``scheduled_at`` is."""
 
     job: str
     group: int
@@ -174,6 +179,7 @@ class Claim:
     parent_group: int | None = None
     at: str | None = None
     untargeted: bool = False
+    backfill: str | None = None
 
     def encode(self) -> Wire:
         wire: Wire = {
@@ -188,6 +194,8 @@ class Claim:
             wire["at"] = self.at
         if self.untargeted:
             wire["untargeted"] = True
+        if self.backfill is not None:
+            wire["backfill"] = self.backfill
         return wire
 
     @classmethod
@@ -201,6 +209,7 @@ class Claim:
             parent_group=None if parent is None else int(parent),
             at=wire.get("at"),
             untargeted=bool(wire.get("untargeted")),
+            backfill=None if wire.get("backfill") is None else str(wire["backfill"]),
         )
 
 
@@ -462,6 +471,67 @@ class PingStart:
         return cls(job=str(wire["job"]), at=str(wire["at"]))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartBackfill:
+    """Run the past ``instants`` (RFC 3339, in order) of ``job``, at most ``max_parallel`` at
+    once; ``watermark`` is the job's last handled instant when the backfill was planned (the
+    instants after it that a live fire claimed since are not run again)."""
+
+    kind: ClassVar[str] = "backfill"
+    version: ClassVar[int] = 1
+    id: str
+    job: str
+    instants: tuple[str, ...]
+    mode: str
+    max_parallel: int
+    first: str
+    last: str
+    created: str
+    watermark: str = ""
+
+    def encode(self) -> Wire:
+        fields = {
+            "id": self.id,
+            "job": self.job,
+            "instants": list(self.instants),
+            "mode": self.mode,
+            "max_parallel": self.max_parallel,
+            "from": self.first,
+            "to": self.last,
+            "created": self.created,
+            "watermark": self.watermark,
+        }
+        return _header(self.kind, self.version) | fields
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> StartBackfill:
+        return cls(
+            id=str(wire["id"]),
+            job=str(wire["job"]),
+            instants=tuple(str(at) for at in wire["instants"]),
+            mode=str(wire["mode"]),
+            max_parallel=int(wire["max_parallel"]),
+            first=str(wire["from"]),
+            last=str(wire["to"]),
+            created=str(wire["created"]),
+            watermark=str(wire.get("watermark", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelBackfill:
+    kind: ClassVar[str] = "cancel_backfill"
+    version: ClassVar[int] = 1
+    id: str
+
+    def encode(self) -> Wire:
+        return _header(self.kind, self.version) | {"id": self.id}
+
+    @classmethod
+    def _decode(cls, wire: Mapping[str, Any]) -> CancelBackfill:
+        return cls(id=str(wire["id"]))
+
+
 Command = (
     SetJob
     | DeleteJob
@@ -478,6 +548,8 @@ Command = (
     | Pause
     | SetHealth
     | PingStart
+    | StartBackfill
+    | CancelBackfill
     | SetCalendar
     | DeleteCalendar
 )
@@ -502,6 +574,8 @@ _DECODERS: dict[tuple[str, int], Callable[[Mapping[str, Any]], Command]] = {
         SetCalendar,
         DeleteCalendar,
         PingStart,
+        StartBackfill,
+        CancelBackfill,
     )
 }
 

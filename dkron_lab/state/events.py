@@ -13,6 +13,7 @@ from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job
 
 __all__ = [
+    "BackfillChanged",
     "CalendarChanged",
     "ChildrenDue",
     "Event",
@@ -141,6 +142,13 @@ class HealthChanged:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class BackfillChanged:
+    """Backfill ``id`` began, claimed an instant, saw a run end, finished or was cancelled."""
+
+    id: str
+
+
 Event = (
     JobChanged
     | RetryDue
@@ -154,4 +162,5 @@ Event = (
     | FiresSkipped
     | HealthChanged
     | CalendarChanged
+    | BackfillChanged
 )

@@ -28,6 +28,7 @@ from dkron_lab.model.execution import Execution
 from dkron_lab.model.job import Job, JobStats, retry_interval
 from dkron_lab.state.commands import (
     Batch,
+    CancelBackfill,
     Claim,
     DeleteCalendar,
     DeleteExecutions,
@@ -44,9 +45,11 @@ from dkron_lab.state.commands import (
     SetJob,
     SetLimits,
     Skip,
+    StartBackfill,
     ToggleJob,
 )
 from dkron_lab.state.events import (
+    BackfillChanged,
     CalendarChanged,
     ChildrenDue,
     ExecutionFinished,
@@ -68,6 +71,8 @@ __all__ = ["HANDLERS", "NEVER_RUN", "error_result", "group_status", "merge_stats
 
 Handler = Callable[["JobState", Any], dict[str, Any]]
 
+BACKFILLS_KEPT = 50
+"""Ended backfills kept (the newest): a new one drops the oldest beyond these."""
 NEVER_RUN = JobStats()  # shared: most of 100,000 jobs may never have run
 
 
@@ -177,12 +182,17 @@ def _claim(state: JobState, fire: Claim) -> bool:
     job = state.jobs.get(fire.job)
     if job is None:
         return False
+    if fire.backfill is not None:
+        return _claim_backfill(state, job, fire)
     if fire.parent_group is not None and not _owed(state, job, fire):
         return False
     scheduled = codec.parse_time(fire.scheduled_at, "scheduled_at")
     if scheduled is not None:
         last = state.last_fired.get(job.name)
         if last is not None and scheduled <= last:
+            return False
+        if fire.scheduled_at in state.backfilled.get(job.name, ()):
+            state.last_fired[job.name] = scheduled  # a backfill ran it: handled
             return False
     if job.concurrency == "forbid" and state.running.get(job.name):
         if scheduled is not None:
@@ -193,6 +203,83 @@ def _claim(state: JobState, fire: Claim) -> bool:
         state._emit(FireClaimed(job.name, scheduled))
     _open_claimed(state, job, fire)
     return True
+
+
+def _claim_backfill(state: JobState, job: Job, fire: Claim) -> bool:
+    """A backfill claims its next instant, in order (a claim of another instant is a repeat
+    of one already answered: it changes nothing). It loses the instant to a live fire that may
+    have claimed it since the backfill was planned (after the plan's watermark, not after the
+    job's last handled instant) and to another backfill that claimed it first."""
+    record = state.backfills.get(fire.backfill or "")
+    if record is None or record["state"] != "running" or record["job"] != job.name:
+        return False
+    position = record["next"]
+    if position >= len(record["instants"]) or fire.scheduled_at != record["instants"][position]:
+        return False
+    record["next"] = position + 1
+    claimed = state.backfilled.setdefault(job.name, set())
+    scheduled = codec.parse_time(fire.scheduled_at, "scheduled_at")
+    if scheduled is None:
+        raise BadRequest("a backfill claims instants: scheduled_at is required")
+    last = state.last_fired.get(job.name)
+    watermark = codec.parse_time(record["watermark"] or None, "watermark")
+    live = last is not None and scheduled <= last  # a live fire may have claimed it
+    if fire.scheduled_at in claimed or (live and (watermark is None or scheduled > watermark)):
+        record["lost"] += 1
+        _settle_backfill(state, record)
+        return False
+    claimed.add(str(fire.scheduled_at))
+    _open_claimed(state, job, fire)
+    state.groups[fire.group]["backfill"] = record["id"]
+    state._emit(BackfillChanged(record["id"]))
+    return True
+
+
+def _settle_backfill(state: JobState, record: dict[str, Any]) -> None:
+    """Every instant run, failed or lost: the backfill is done."""
+    if record["state"] == "running" and record["done"] + record["failed"] + record["lost"] >= len(
+        record["instants"]
+    ):
+        record["state"] = "done"
+    state._emit(BackfillChanged(record["id"]))
+
+
+def _start_backfill(state: JobState, cmd: StartBackfill) -> dict[str, Any]:
+    state.job(cmd.job)
+    if cmd.id in state.backfills:
+        raise ConflictError(f"backfill {cmd.id!r} exists already")
+    record: dict[str, Any] = {
+        "id": cmd.id,
+        "job": cmd.job,
+        "instants": list(cmd.instants),
+        "mode": cmd.mode,
+        "max_parallel": cmd.max_parallel,
+        "from": cmd.first,
+        "to": cmd.last,
+        "created": cmd.created,
+        "watermark": cmd.watermark,
+        "next": 0,
+        "done": 0,
+        "failed": 0,
+        "lost": 0,
+        "state": "running",
+    }
+    state.backfills[cmd.id] = record
+    ended = [r["id"] for r in state.backfills.values() if r["state"] != "running"]
+    for old in ended[: max(0, len(ended) - BACKFILLS_KEPT)]:  # the oldest ended ones go
+        del state.backfills[old]
+    _settle_backfill(state, record)  # none to run: done at once
+    return {"backfill": dict(record)}
+
+
+def _cancel_backfill(state: JobState, cmd: CancelBackfill) -> dict[str, Any]:
+    record = state.backfills.get(cmd.id)
+    if record is None:
+        raise NotFoundError(f"no backfill {cmd.id!r}: GET /v1/backfills lists them")
+    if record["state"] == "running":
+        record["state"] = "cancelled"
+        state._emit(BackfillChanged(cmd.id))
+    return {"backfill": dict(record)}
 
 
 def _open_claimed(state: JobState, job: Job, fire: Claim) -> None:
@@ -301,6 +388,8 @@ def _finish(state: JobState, execution: Execution) -> bool:
     group = state.groups.get(execution.group)
     if group is None or group["job"] != execution.job_name:
         return False
+    if group.get("backfill"):
+        execution = replace(execution, backfill=group["backfill"])
     node = execution.node_name
     attempts = group.setdefault("attempts", {})
     if node in group["results"] or execution.attempt < attempts.get(node, 1):
@@ -376,6 +465,10 @@ def _complete_group(state: JobState, group_id: int) -> None:
     status = group_status(group["results"])
     state.stats[name] = replace(state.stats[name], status=status)
     state._emit(GroupFinished(name, group_id, status))
+    backfill = state.backfills.get(group.get("backfill") or "")
+    if backfill is not None:
+        backfill["done" if status == "success" else "failed"] += 1
+        _settle_backfill(state, backfill)
     children = state.dependents(name)
     if status == "success" and children:
         state.owed += [{"child": child, "parent_group": group_id} for child in children]
@@ -516,6 +609,8 @@ HANDLERS: dict[type, Handler] = {
     Deregister: _deregister,
     SetHealth: _set_health,
     PingStart: _ping_start,
+    StartBackfill: _start_backfill,
+    CancelBackfill: _cancel_backfill,
     SetCalendar: _set_calendar,
     DeleteCalendar: _delete_calendar,
 }

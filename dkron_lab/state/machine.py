@@ -123,6 +123,8 @@ class JobState:
         # job: (health, since, reason), jobs not ok only (model/health.py)
         self.health: dict[str, tuple[str, str, str]] = {}
         self.ping_starts: dict[str, str] = {}  # heartbeat check: when its /ping/start came
+        self.backfills: dict[str, dict[str, Any]] = {}  # id: its record (handlers.py), in order
+        self.backfilled: dict[str, set[str]] = {}  # job: the instants backfills claimed
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -184,6 +186,10 @@ class JobState:
                 data["health"] = {name: list(record) for name, record in self.health.items()}
             if self.ping_starts:
                 data["ping_starts"] = dict(self.ping_starts)
+            if self.backfills:
+                data["backfills"] = [dict(record) for record in self.backfills.values()]
+            if self.backfilled:
+                data["backfilled"] = {job: sorted(at) for job, at in self.backfilled.items()}
             if self.calendars:  # absent when none, as in every snapshot before calendars
                 data["calendars"] = [calendar_to_json(c) for c in self.calendars.values()]
             return data
@@ -207,6 +213,8 @@ class JobState:
             self.limits = Limits.from_json(data.get("limits"))
             self.limit_settings = dict(data.get("limit_settings", {}))
             self.ping_starts = {str(k): str(v) for k, v in data.get("ping_starts", {}).items()}
+            self.backfills = {str(r["id"]): dict(r) for r in data.get("backfills", [])}
+            self.backfilled = {job: set(at) for job, at in data.get("backfilled", {}).items()}
             self.health = {
                 str(name): (str(record[0]), str(record[1]), str(record[2]))
                 for name, record in data.get("health", {}).items()
@@ -299,6 +307,21 @@ class JobState:
         with self.lock:
             starts = dict(self.ping_starts)
         return {name: codec.parse_time(at, "at") for name, at in starts.items()}  # type: ignore[misc]
+
+    def backfill(self, backfill_id: str) -> Mapping[str, Any] | None:
+        with self.lock:
+            record = self.backfills.get(backfill_id)
+            return _frozen(record) if record is not None else None
+
+    def all_backfills(self) -> list[Mapping[str, Any]]:
+        """Every backfill kept, oldest first."""
+        with self.lock:
+            return [_frozen(record) for record in self.backfills.values()]
+
+    def backfilled_of(self, name: str) -> frozenset[str]:
+        """The instants (RFC 3339) of ``name`` that backfills claimed."""
+        with self.lock:
+            return frozenset(self.backfilled.get(name, ()))
 
     def unhealthy(self) -> dict[str, tuple[str, str, str]]:
         """Every job whose recorded health is not ``ok``."""
@@ -433,6 +456,10 @@ class JobState:
         self.last_fired.pop(name, None)
         self.health.pop(name, None)
         self.ping_starts.pop(name, None)
+        self.backfilled.pop(name, None)
+        for record in self.backfills.values():
+            if record["job"] == name and record["state"] == "running":
+                record["state"] = "cancelled"  # the job is gone: nothing more to run
         for group in self.running.pop(name, ()):
             self.groups.pop(group, None)
             if group in self.queue:

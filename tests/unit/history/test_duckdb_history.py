@@ -291,7 +291,7 @@ def test_reopening_after_a_clean_close_keeps_everything(tmp_path: Path) -> None:
 
     with DuckDBHistory(path) as h:
         assert h.list_executions("a", order="ASC")[0] == runs
-        assert h.query("SELECT version FROM schema_version") == [(1,), (2,), (3,), (4,)]
+        assert h.query("SELECT version FROM schema_version") == [(1,), (2,), (3,), (4,), (5,)]
 
 
 def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_a_version_3_file_gains_the_columns_and_its_rows_keep_null(tmp_path: Pat
     path = tmp_path / "history.duckdb"
     version_3_file(path)
     with DuckDBHistory(path) as h:
-        assert h.query("SELECT max(version) FROM schema_version") == [(4,)]
+        assert h.query("SELECT max(version) FROM schema_version") == [(5,)]
         columns = h.query(
             "SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_name = 'executions' AND column_name IN"

@@ -48,6 +48,7 @@ def test_a_row_has_one_value_per_column_in_column_order() -> None:
         "cpu_user_seconds": None,
         "cpu_system_seconds": None,
         "max_rss_bytes": None,
+        "backfill": None,
         "output": "run 1",
     }
     assert rows.EXECUTION_KEYS[3] == "group"  # quoted in SQL, plain as a key

@@ -218,7 +218,7 @@ def test_executions_view_adds_duration_and_lateness(history: DuckDBHistory) -> N
     assert names == [
         "id", "job_name", "node_name", "group", "attempt", "started_at", "finished_at",
         "scheduled_at", "success", "output", "cpu_user_seconds", "cpu_system_seconds",
-        "max_rss_bytes", "duration_s", "lateness_s",
+        "max_rss_bytes", "backfill", "duration_s", "lateness_s",
     ]  # fmt: skip
 
 
