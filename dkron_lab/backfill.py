@@ -16,7 +16,6 @@ the node gives it (targets, group ids, starting runs).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
@@ -52,6 +51,8 @@ BACKFILL_MODES = ("all", "latest")
 MAX_INSTANTS = 10_000
 """Instants one backfill may hold: a longer range is split into several."""
 MAX_PARALLEL = 100
+RETRY = timedelta(seconds=1)
+"""How long the backfiller waits to claim again after a claim whose outcome is unknown."""
 
 
 def plan(
@@ -175,12 +176,20 @@ class Backfiller:
                 self._again = False
                 for record in self._shared.state.all_backfills():
                     if record["state"] == "running" and self._shared.is_leader():
-                        with contextlib.suppress(DkronError):  # a new event asks again
+                        try:
                             await self._claim_next(record)
+                        except DkronError as exc:  # outcome unknown: look again in a moment
+                            log.warning("backfill %s: claim unsettled: %s", record["id"], exc)
+                            self._shared.spawn(self._again_soon())
                 if not self._again:
                     return
         finally:
             self._pumping = False
+
+    async def _again_soon(self) -> None:
+        clock = self._shared.clock
+        await clock.sleep_until(clock.now() + RETRY, exact=False)
+        self.leadership_changed()
 
     async def _claim_next(self, record: Mapping[str, Any]) -> None:
         job = self._shared.state.find_job(record["job"])
