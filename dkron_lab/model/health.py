@@ -30,7 +30,7 @@ __all__ = [
     "HEALTHS",
     "MISSED_REASONS",
     "PAUSED",
-    "UNHEALTHY",
+    "ANNOUNCED",
     "Assessment",
     "Timeliness",
     "assess",
@@ -40,8 +40,10 @@ __all__ = [
 ]
 
 HEALTHS = ("ok", "late", "overdue", "missed", "failing", "paused")
-UNHEALTHY = ("late", "overdue", "missed", "failing")
-"""The healths a notification announces on entering (and the return to ``ok`` from)."""
+ANNOUNCED = ("late", "overdue", "missed")
+"""The healths a notification announces on entering (and the return to ``ok`` from): what no
+run's own notification says. ``failing`` is not among them: the failed run was announced
+itself (and, with ``notify-on: recovery``, the first success after it)."""
 
 PAUSED = ("paused", "", "the job is disabled")
 """The health of a disabled job, as recorded (``(health, since, reason)``): reads show it the

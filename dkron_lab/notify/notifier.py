@@ -18,7 +18,7 @@ import httpx
 
 from dkron_lab.config import Config
 from dkron_lab.model.execution import Execution
-from dkron_lab.model.health import UNHEALTHY
+from dkron_lab.model.health import ANNOUNCED
 from dkron_lab.model.job import Job
 from dkron_lab.model.secrets import scrub_text, secret_values
 from dkron_lab.notify.policy import effective_policy, should_notify
@@ -152,14 +152,15 @@ class Notifier:
         self, job: Job, *, health: str, previous: str, since: datetime, reason: str
     ) -> None:
         """Announce a change of the job's health through the webhook and the owner's mail:
-        entering ``late``, ``overdue``, ``missed`` or ``failing`` (unless the job's policy is
-        ``never``), and the return to ``ok`` from one of them (policies ``always`` and
-        ``recovery``). Pausing and resuming a job is announced by nobody: the user did it."""
+        entering ``late``, ``overdue`` or ``missed`` (unless the job's policy is ``never``), and
+        the return to ``ok`` from one of them (policies ``always`` and ``recovery``). Failing is
+        announced by the failed run's own notification; pausing and resuming by nobody (the
+        user did it)."""
         if not (self.webhook or self.mail):
             return
         policy = effective_policy(job.metadata, self.default_policy)
-        entering = health in UNHEALTHY and policy != "never"
-        recovering = health == "ok" and previous in UNHEALTHY and policy in ("always", "recovery")
+        entering = health in ANNOUNCED and policy != "never"
+        recovering = health == "ok" and previous in ANNOUNCED and policy in ("always", "recovery")
         if not (entering or recovering):
             return
         fields = health_fields(

@@ -458,3 +458,33 @@ async def test_mail_refuses_an_untrusted_starttls_certificate(
     await notifier.flush()
     assert (notifier.sent, notifier.failures, inbox.envelopes, inbox.logins) == (0, 1, [], [])
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+# -- changes of health ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "said"),
+    [
+        ("always", ["late false", "ok true", "missed false"]),
+        ("failure", ["late false", "missed false"]),
+        ("recovery", ["late false", "ok true", "missed false"]),
+        ("never", []),
+    ],
+)
+async def test_a_change_of_health_is_said_once_as_the_policy_says(
+    receiver: Receiver, closing: list[Notifier], policy: str, said: list[str]
+) -> None:
+    notifier = build(
+        closing,
+        notify_on=policy,
+        webhook_endpoint=f"{receiver.url}/post",
+        webhook_payload="{{.Health}} {{.Success}}",
+    )
+    job = Job(name="backup", schedule="@daily", executor="shell")
+    since = datetime(2026, 12, 8, 2, 30, tzinfo=UTC)
+    for previous, health in [("ok", "late"), ("late", "ok"), ("ok", "failing"), ("failing", "ok"),
+                             ("ok", "missed"), ("missed", "paused"), ("paused", "ok")]:  # fmt: skip
+        notifier.health_changed(job, health=health, previous=previous, since=since, reason="r")
+    await notifier.flush()
+    assert sorted(hit.body for hit in receiver.hits) == sorted(said)
