@@ -276,8 +276,10 @@ class Watch:
         last_ping = self._shared.state.stats_of(job.name).last_success
         default = self._shared.config.max_lateness
         calendar = self._calendar_of(job)
-        pinged = self._started(job.name, instant) or (
-            last_ping is not None and covered_instant(job, last_ping, default, calendar) == instant
+        began = self._shared.state.ping_started(job.name)  # a /ping/start covers it too
+        pinged = self._started(job.name, instant) or any(
+            at is not None and covered_instant(job, at, default, calendar) == instant
+            for at in (last_ping, began)
         )
         if not pinged:
             at, within = codec.format_time(instant), format_duration(allowed)

@@ -132,24 +132,21 @@ def ping_execution(
     )
 
 
-def record_run(execution: Execution) -> Batch:
+def record_run(execution: Execution, *, pinged: bool = True) -> Batch:
     """The one Raft entry that records a heartbeat check's run (a ping, or a missed instant):
-    a claim of its instant, then its result, then the check's ``/start`` forgotten. The first
-    claim of an instant wins, so a ping and the watch's "missed" for the same instant cannot
-    both be recorded: the loser's result is dropped with its claim (``Fire`` answers which)."""
+    a claim of its instant, then its result, then (for a ping) the check's ``/start``
+    forgotten. The first claim of an instant wins, so a ping and the watch's "missed" for the
+    same instant cannot both be recorded: the loser's result is dropped with its claim (``Fire``
+    answers which)."""
     claim = Claim(
         job=execution.job_name,
         group=execution.group,
         targets=(execution.node_name,),
         scheduled_at=codec.format_time(execution.scheduled_at),
     )
-    return Batch(
-        commands=(
-            Fire(claims=(claim,)),
-            Done(executions=(codec.execution_to_json(execution),)),
-            PingStart(job=execution.job_name, at=""),
-        )
-    )
+    recorded = (Fire(claims=(claim,)), Done(executions=(codec.execution_to_json(execution),)))
+    forget = (PingStart(job=execution.job_name, at=""),) if pinged else ()
+    return Batch(commands=(*recorded, *forget))
 
 
 def claim_won(result: dict[str, object]) -> bool:

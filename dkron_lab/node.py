@@ -338,7 +338,7 @@ class Node:
             scheduled_at=instant,
         )
         try:
-            await self._submit(record_run(missed))
+            await self._submit(record_run(missed, pinged=False))
         except DkronError as exc:
             log.warning("the missed ping of %r at %s is not recorded: %s", job.name, instant, exc)
 
