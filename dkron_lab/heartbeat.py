@@ -63,7 +63,8 @@ class PingKeys:
         return base64.urlsafe_b64encode(digest.digest()[:18]).decode()
 
     def matches(self, job_name: str, key: str) -> bool:
-        return bool(key) and hmac.compare_digest(self.key(job_name), key)
+        sent = key.encode("utf-8", "replace")  # any text a URL carries; compared as bytes
+        return bool(key) and hmac.compare_digest(self.key(job_name).encode(), sent)
 
 
 def ping_path(job_name: str, key: str) -> str:

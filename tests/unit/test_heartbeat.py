@@ -61,6 +61,7 @@ def test_ping_keys_open_their_own_job_only():
     key = keys.key("backup")
     assert keys.matches("backup", key)
     assert not keys.matches("other", key) and not keys.matches("backup", "")
+    assert not keys.matches("backup", "clé\udc80") and not keys.matches("bäckup", key)
     assert PingKeys(b"j" * 32).key("backup") != key  # another cluster key, another key
     assert len(key) == 24 and key.isascii()
 
