@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,16 +84,6 @@ def families(metrics: Metrics) -> dict[str, str]:
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics("n1", lambda: LEVELS)
-
-
-@pytest.fixture
-def statsd_socket() -> Iterator[socket.socket]:
-    """A real UDP socket on 127.0.0.1, standing in for the statsd daemon."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(20)
-    yield sock
-    sock.close()
 
 
 def statsd_addr(sock: socket.socket) -> str:

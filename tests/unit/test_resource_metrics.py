@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -72,15 +71,6 @@ def test_an_execution_that_was_not_measured_is_not_observed() -> None:
         ]
         == 0
     )
-
-
-@pytest.fixture
-def statsd_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(20)
-    yield sock
-    sock.close()
 
 
 def test_statsd_gets_cpu_as_a_timer_and_the_peak_as_a_gauge(statsd_socket: socket.socket) -> None:
